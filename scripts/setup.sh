@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs what the tests need on Debian: reference tools (qemu-img, libvhdi), Chromium for the
+# end-to-end tests, then the npm packages. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v qemu-img >/dev/null || need+=(qemu-utils)
+command -v vhdiinfo >/dev/null || need+=(libvhdi-utils)
+/usr/bin/python3 -c 'import pyvhdi' 2>/dev/null || need+=(python3-libvhdi)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+npm ci --no-audit --no-fund

@@ -1,0 +1,8 @@
+import { Command } from 'commander';
+
+/**
+ * Commands beyond the basic ones register here, one file per command group, so that several
+ * people can add commands without editing the same lines.
+ */
+export const commandModules: Array<(program: Command) => void> = [
+];

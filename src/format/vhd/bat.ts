@@ -1,0 +1,53 @@
+/** Block Allocation Table: big-endian uint32 sector offsets, one per block; all ones = not allocated. */
+export const BAT_UNUSED = 0xffffffff;
+
+export function batSizeBytes(entries: number): number {
+  return Math.ceil((entries * 4) / 512) * 512;
+}
+
+export class Bat {
+  private constructor(readonly entries: Uint32Array) {}
+
+  get length(): number {
+    return this.entries.length;
+  }
+
+  static parse(bytes: Buffer, count: number): Bat {
+    const entries = new Uint32Array(count);
+    for (let i = 0; i < count; i++) entries[i] = bytes.readUInt32BE(i * 4);
+    return new Bat(entries);
+  }
+
+  static empty(count: number): Bat {
+    return new Bat(new Uint32Array(count).fill(BAT_UNUSED));
+  }
+
+  isAllocated(block: number): boolean {
+    return block < this.entries.length && this.entries[block] !== BAT_UNUSED;
+  }
+
+  /** Byte offset of the block (its bitmap first), or -1 when not allocated. */
+  blockOffset(block: number): number {
+    const s = block < this.entries.length ? this.entries[block] : BAT_UNUSED;
+    return s === BAT_UNUSED ? -1 : s * 512;
+  }
+
+  allocatedCount(): number {
+    let n = 0;
+    for (let i = 0; i < this.entries.length; i++) if (this.entries[i] !== BAT_UNUSED) n++;
+    return n;
+  }
+
+  /** The entry's 4 bytes, for writing one entry in place. */
+  static entryBytes(sectorOffset: number): Buffer {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(sectorOffset >>> 0, 0);
+    return b;
+  }
+
+  serialize(): Buffer {
+    const b = Buffer.alloc(batSizeBytes(this.entries.length), 0xff);
+    for (let i = 0; i < this.entries.length; i++) b.writeUInt32BE(this.entries[i], i * 4);
+    return b;
+  }
+}

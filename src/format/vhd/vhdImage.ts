@@ -1,0 +1,496 @@
+import { DiskImage, DiskTypeName, LayerRun, ParentReference, ReadBelow } from '../diskImage';
+import { DiskImageError } from '../errors';
+import { ImageFile } from '../../io/imageFile';
+import { Bat, BAT_UNUSED } from './bat';
+import { DYNAMIC_HEADER_COOKIE, DYNAMIC_HEADER_SIZE, DynamicHeader, parseDynamicHeader, serializeDynamicHeader } from './dynamicHeader';
+import { diskTypeName, DiskType, Footer, FOOTER_COOKIE, FOOTER_SIZE, hasFooterCookie, parseFooter, serializeFooter, trimCode } from './footer';
+import { chsSizeBytes, SECTOR_SIZE } from './geometry';
+import { decodeLocatorPath, isEmptyLocator, locatorSpaceBytes, MAX_LOCATOR_DATA, ParentLocatorEntry } from './parentLocator';
+import { allBits, bitmapSizeBytes, runLength, setBits, testBit } from './sectorBitmap';
+import { formatUuid } from './uuid';
+
+export const MIN_BLOCK_SIZE = 512;
+export const MAX_BLOCK_SIZE = 256 * 1024 * 1024;
+/** Nominal grid for fixed images, which have no blocks of their own. */
+export const FIXED_NOMINAL_BLOCK = 2 * 1024 * 1024;
+/** Creators whose current size qemu trusts over CHS (see the format notes). */
+const CURRENT_SIZE_CREATORS = new Set(['win ', 'qem2', 'd2v ', 'd2v\0', 'tap\0', 'CTXS']);
+
+export interface LocatorData {
+  entry: ParentLocatorEntry;
+  path: string | null;
+  /** Why the path could not be read, when it could not. */
+  problem?: string;
+}
+
+export interface OpenOptions {
+  writable?: boolean;
+}
+
+/** Where each structure was found, for the editor and for check/repair. */
+export interface VhdLayout {
+  fileSize: number;
+  /** Offset of the end footer in use (file size - 512, or - 511 for old disks). */
+  footerOffset: number;
+  footerSource: 'end' | 'copy';
+  footerLength: 511 | 512;
+  endFooter: Footer | null;
+  footerCopy: Footer | null;
+  headerOffset: number | null;
+  tableOffset: number | null;
+}
+
+export class VhdImage implements DiskImage {
+  readonly format = 'vhd' as const;
+  readonly sectorSize = SECTOR_SIZE;
+  readonly warnings: string[] = [];
+  readonly diskType: DiskTypeName;
+  readonly virtualSize: number;
+  readonly blockSize: number;
+  readonly blockCount: number;
+  readonly uuid: string;
+  readonly parent: ParentReference | null;
+  readonly sectorsPerBlock: number;
+  readonly bitmapSize: number;
+  readonly locatorData: LocatorData[] = [];
+  /** Bitmaps read so far; bounded so memory stays flat on huge images. */
+  private readonly bitmapCache = new Map<number, Buffer>();
+  private static readonly BITMAP_CACHE_BYTES = 16 * 1024 * 1024;
+  private footerBytes: Buffer;
+
+  private constructor(
+    readonly path: string,
+    readonly file: ImageFile,
+    readonly footer: Footer,
+    readonly header: DynamicHeader | null,
+    readonly bat: Bat | null,
+    readonly layout: VhdLayout,
+    warnings: string[],
+  ) {
+    this.warnings.push(...warnings);
+    this.diskType = diskTypeName(footer.diskType)!;
+    this.virtualSize = footer.currentSize;
+    this.blockSize = header ? header.blockSize : FIXED_NOMINAL_BLOCK;
+    this.blockCount = header ? header.maxTableEntries : Math.ceil(this.virtualSize / FIXED_NOMINAL_BLOCK);
+    this.sectorsPerBlock = this.blockSize / SECTOR_SIZE;
+    this.bitmapSize = header ? bitmapSizeBytes(this.sectorsPerBlock) : 0;
+    this.uuid = formatUuid(footer.uniqueId);
+    this.parent = null;
+    this.footerBytes = serializeFooter(footer);
+  }
+
+  get writable(): boolean {
+    return this.file.writable;
+  }
+
+  get footerChecksumValid(): boolean {
+    return this.footer.checksum === this.footer.computedChecksum;
+  }
+
+  get headerChecksumValid(): boolean | null {
+    return this.header ? this.header.checksum === this.header.computedChecksum : null;
+  }
+
+  get chsSize(): number {
+    return chsSizeBytes(this.footer.geometry);
+  }
+
+  /** The virtual size qemu would report: CHS unless the creator is one it trusts. */
+  get qemuVirtualSize(): number {
+    const g = this.footer.geometry;
+    if (CURRENT_SIZE_CREATORS.has(this.footer.creatorApplication) || (g.cylinders === 65535 && g.heads === 16 && g.sectorsPerTrack === 255)) {
+      return this.virtualSize;
+    }
+    return this.chsSize;
+  }
+
+  static async open(path: string, options: OpenOptions = {}): Promise<VhdImage> {
+    const file = await ImageFile.open(path, options.writable ?? false);
+    try {
+      return await VhdImage.fromFile(path, file);
+    } catch (e) {
+      await file.close().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  private static async fromFile(path: string, file: ImageFile): Promise<VhdImage> {
+    const warnings: string[] = [];
+    const size = file.size;
+    if (size < 511) {
+      throw new DiskImageError(path, `file is too small to be a VHD (${size} bytes)`, 'footer', 0, 'EFORMAT');
+    }
+    const tailLen = Math.min(size, FOOTER_SIZE);
+    const tail = Buffer.alloc(tailLen);
+    await file.readInto(tail, size - tailLen);
+    let endFooter: Footer | null = null;
+    let footerOffset = size - FOOTER_SIZE;
+    let footerLength: 511 | 512 = 512;
+    if (tailLen === 512 && hasFooterCookie(tail)) {
+      endFooter = parseFooter(tail);
+    } else if (hasFooterCookie(tail.subarray(tailLen - 511))) {
+      endFooter = parseFooter(tail.subarray(tailLen - 511));
+      footerOffset = size - 511;
+      footerLength = 511;
+      warnings.push('511-byte footer (written by Virtual PC before 2004)');
+    }
+    let footerCopy: Footer | null = null;
+    if (size >= FOOTER_SIZE) {
+      const head = Buffer.alloc(FOOTER_SIZE);
+      await file.readInto(head, 0);
+      if (hasFooterCookie(head) && footerOffset !== 0) footerCopy = parseFooter(head);
+    }
+    const isSparse = (f: Footer | null) => f !== null && (f.diskType === DiskType.Dynamic || f.diskType === DiskType.Differencing);
+    const checksumOk = (f: Footer | null) => f !== null && f.checksum === f.computedChecksum;
+
+    let footer: Footer;
+    let footerSource: 'end' | 'copy' = 'end';
+    if (endFooter && checksumOk(endFooter)) {
+      footer = endFooter;
+      if (isSparse(endFooter) && footerCopy && !footerCopy.raw.equals(endFooter.raw)) {
+        warnings.push(checksumOk(footerCopy)
+          ? 'the footer copy at offset 0 differs from the end footer'
+          : 'the footer copy at offset 0 has a wrong checksum');
+      }
+    } else if (endFooter) {
+      if (isSparse(endFooter) && footerCopy && checksumOk(footerCopy)) {
+        footer = footerCopy;
+        footerSource = 'copy';
+        warnings.push(`end footer checksum is wrong (stored 0x${hex32(endFooter.checksum)}, computed 0x${hex32(endFooter.computedChecksum)}); using the copy at offset 0`);
+      } else {
+        footer = endFooter;
+        warnings.push(`footer checksum is wrong (stored 0x${hex32(endFooter.checksum)}, computed 0x${hex32(endFooter.computedChecksum)})`);
+      }
+    } else if (footerCopy && isSparse(footerCopy)) {
+      footer = footerCopy;
+      footerSource = 'copy';
+      footerOffset = Math.ceil(size / SECTOR_SIZE) * SECTOR_SIZE;
+      warnings.push('no footer at the end of the file (crash while appending a block?); using the copy at offset 0');
+      if (!checksumOk(footerCopy)) {
+        warnings.push(`footer checksum is wrong (stored 0x${hex32(footerCopy.checksum)}, computed 0x${hex32(footerCopy.computedChecksum)})`);
+      }
+    } else {
+      const found = tail.subarray(0, 8).toString('latin1').replace(/[^\x20-\x7e]/g, '.');
+      throw new DiskImageError(path, `not a VHD: no '${FOOTER_COOKIE}' footer (found '${found}')`, 'footer', size - tailLen, 'EFORMAT');
+    }
+    const fo = footerSource === 'end' ? footerOffset : 0;
+    const type = diskTypeName(footer.diskType);
+    if (!type) {
+      throw new DiskImageError(path, `unsupported disk type ${footer.diskType}`, 'footer', fo + 60, 'EFORMAT');
+    }
+    if (footer.formatVersion !== 0x00010000) warnings.push(`unusual format version 0x${hex32(footer.formatVersion)}`);
+    if ((footer.features & 2) === 0) warnings.push('reserved feature bit 0x2 is not set');
+    const chs = chsSizeBytes(footer.geometry);
+    if (chs !== footer.currentSize) {
+      warnings.push(`CHS geometry ${footer.geometry.cylinders}/${footer.geometry.heads}/${footer.geometry.sectorsPerTrack} gives ${chs} bytes but current size is ${footer.currentSize}; using current size (qemu may report ${chs})`);
+    }
+    if (footer.currentSize % SECTOR_SIZE !== 0) warnings.push(`current size ${footer.currentSize} is not a multiple of 512`);
+
+    const layout: VhdLayout = {
+      fileSize: size, footerOffset, footerSource, footerLength, endFooter, footerCopy,
+      headerOffset: null, tableOffset: null,
+    };
+
+    if (type === 'fixed') {
+      if (footer.currentSize > footerOffset) {
+        warnings.push(`file holds ${footerOffset} data bytes but the footer says ${footer.currentSize}; the missing tail reads as zeros`);
+      }
+      if (footer.dataOffset !== 0xffffffffffffffffn) warnings.push('fixed disk data offset is not all ones');
+      return new VhdImage(path, file, footer, null, null, layout, warnings);
+    }
+
+    // Dynamic and differencing: the header, then the BAT, each checked against the file size first.
+    const headerOffsetBig = footer.dataOffset;
+    if (headerOffsetBig < 512n || headerOffsetBig + BigInt(DYNAMIC_HEADER_SIZE) > BigInt(size)) {
+      throw new DiskImageError(path, `dynamic header offset ${headerOffsetBig} is outside the file (${size} bytes)`, 'footer', fo + 16, 'EFORMAT');
+    }
+    const headerOffset = Number(headerOffsetBig);
+    layout.headerOffset = headerOffset;
+    const header = parseDynamicHeader(await file.readExact(headerOffset, DYNAMIC_HEADER_SIZE, 'dynamic header'));
+    if (header.cookie !== DYNAMIC_HEADER_COOKIE) {
+      throw new DiskImageError(path, `bad dynamic header cookie '${header.cookie.replace(/[^\x20-\x7e]/g, '.')}'`, 'dynamic header', headerOffset, 'EFORMAT');
+    }
+    if (header.checksum !== header.computedChecksum) {
+      warnings.push(`dynamic header checksum is wrong (stored 0x${hex32(header.checksum)}, computed 0x${hex32(header.computedChecksum)})`);
+    }
+    const bs = header.blockSize;
+    if (bs < MIN_BLOCK_SIZE || bs > MAX_BLOCK_SIZE || (bs & (bs - 1)) !== 0) {
+      throw new DiskImageError(path, `block size ${bs} is not a power of two from 512 bytes to 256 MiB`, 'dynamic header', headerOffset + 32, 'EFORMAT');
+    }
+    const entries = header.maxTableEntries;
+    const tableOffset = header.tableOffset;
+    if (tableOffset < 512 || tableOffset + entries * 4 > size) {
+      throw new DiskImageError(path, `BAT of ${entries} entries at offset ${tableOffset} does not fit in the file (${size} bytes)`, 'dynamic header', headerOffset + 16, 'EFORMAT');
+    }
+    layout.tableOffset = tableOffset;
+    const needed = Math.ceil(footer.currentSize / bs);
+    if (entries < needed) {
+      warnings.push(`BAT has ${entries} entries but the size needs ${needed}; blocks past the table read as zeros`);
+    }
+    const bat = Bat.parse(await file.readExact(tableOffset, entries * 4, 'BAT'), entries);
+    const image = new VhdImage(path, file, footer, header, bat, layout, warnings);
+    if (type === 'differencing') await image.loadParentReference();
+    return image;
+  }
+
+  private async loadParentReference(): Promise<void> {
+    const h = this.header!;
+    const headerOffset = this.layout.headerOffset!;
+    for (const entry of h.locators) {
+      if (isEmptyLocator(entry)) continue;
+      const at = `${entry.platformCode.replace(/[^\x20-\x7e]/g, '.')} locator`;
+      const entryOffset = headerOffset + 576 + entry.index * 24;
+      let problem: string | undefined;
+      if (entry.platformDataLength > MAX_LOCATOR_DATA) {
+        problem = `data length ${entry.platformDataLength} is too large`;
+      } else if (entry.platformDataOffset + entry.platformDataLength > this.layout.fileSize) {
+        problem = `data at offset ${entry.platformDataOffset} (+${entry.platformDataLength}) is past the end of the file`;
+      } else if (entry.platformDataLength > locatorSpaceBytes(entry)) {
+        problem = `data length ${entry.platformDataLength} exceeds its data space ${locatorSpaceBytes(entry)}`;
+      }
+      if (problem) {
+        this.warnings.push(`${at} (entry at offset ${entryOffset}): ${problem}`);
+        this.locatorData.push({ entry, path: null, problem });
+        continue;
+      }
+      const data = await this.file.readExact(entry.platformDataOffset, entry.platformDataLength, at);
+      const path = decodeLocatorPath(entry.platformCode, data) ?? null;
+      this.locatorData.push({ entry, path });
+    }
+    (this as { parent: ParentReference | null }).parent = {
+      uuid: formatUuid(h.parentUniqueId),
+      timestamp: h.parentTimestamp,
+      name: h.parentUnicodeName,
+      locators: this.locatorData.map((l) => ({ platform: trimCode(l.entry.platformCode) || l.entry.platformCode, path: l.path })),
+    };
+  }
+
+  isBlockAllocated(block: number): boolean {
+    return this.bat ? this.bat.isAllocated(block) : block < this.blockCount;
+  }
+
+  allocatedBlockCount(): number {
+    return this.bat ? this.bat.allocatedCount() : this.blockCount;
+  }
+
+  /** File offset where the block's data starts (after its bitmap), checked against the file. */
+  private blockDataOffset(block: number): number {
+    const off = this.bat!.blockOffset(block);
+    const data = off + this.bitmapSize;
+    if (data + this.blockSize > this.file.size) {
+      throw new DiskImageError(this.path, `block ${block} (${off}..${data + this.blockSize}) runs past the end of the file (${this.file.size} bytes)`, 'BAT entry', this.layout.tableOffset! + block * 4, 'ECORRUPT');
+    }
+    if (off < 512) {
+      throw new DiskImageError(this.path, `block ${block} points at offset ${off}, inside the footer copy`, 'BAT entry', this.layout.tableOffset! + block * 4, 'ECORRUPT');
+    }
+    return data;
+  }
+
+  async readBlockBitmap(block: number): Promise<Uint8Array | null> {
+    if (!this.bat) return block < this.blockCount ? Buffer.alloc(bitmapSizeBytes(this.sectorsPerBlock), 0xff) : null;
+    if (!this.bat.isAllocated(block)) return null;
+    const cached = this.bitmapCache.get(block);
+    if (cached) return cached;
+    const dataOffset = this.blockDataOffset(block);
+    const bitmap = await this.file.readExact(dataOffset - this.bitmapSize, this.bitmapSize, `sector bitmap of block ${block}`);
+    this.cacheBitmap(block, bitmap);
+    return bitmap;
+  }
+
+  private cacheBitmap(block: number, bitmap: Buffer): void {
+    if (this.bitmapCache.size * this.bitmapSize >= VhdImage.BITMAP_CACHE_BYTES) {
+      const first = this.bitmapCache.keys().next().value;
+      if (first !== undefined) this.bitmapCache.delete(first);
+    }
+    this.bitmapCache.set(block, bitmap);
+  }
+
+  /** Forgets cached bitmaps (after another process changed the file). */
+  invalidateCaches(): void {
+    this.bitmapCache.clear();
+  }
+
+  async runs(offset: number, length: number): Promise<LayerRun[]> {
+    const out: LayerRun[] = [];
+    const push = (o: number, l: number, present: boolean) => {
+      const last = out[out.length - 1];
+      if (last && last.present === present && last.offset + last.length === o) last.length += l;
+      else out.push({ offset: o, length: l, present });
+    };
+    const end = offset + length;
+    if (!this.bat) {
+      if (length > 0) push(offset, length, true);
+      return out;
+    }
+    let pos = offset;
+    while (pos < end) {
+      const block = Math.floor(pos / this.blockSize);
+      const blockStart = block * this.blockSize;
+      const pieceEnd = Math.min(blockStart + this.blockSize, end);
+      if (!this.bat.isAllocated(block)) {
+        push(pos, pieceEnd - pos, false);
+      } else if (this.diskType === 'dynamic') {
+        push(pos, pieceEnd - pos, true);
+      } else {
+        const bitmap = (await this.readBlockBitmap(block))!;
+        const sEnd = Math.ceil((pieceEnd - blockStart) / SECTOR_SIZE);
+        let s = Math.floor((pos - blockStart) / SECTOR_SIZE);
+        while (s < sEnd) {
+          const set = testBit(bitmap, s);
+          const n = runLength(bitmap, s, sEnd, set);
+          const rs = Math.max(blockStart + s * SECTOR_SIZE, pos);
+          const re = Math.min(blockStart + (s + n) * SECTOR_SIZE, pieceEnd);
+          push(rs, re - rs, set);
+          s += n;
+        }
+      }
+      pos = pieceEnd;
+    }
+    return out;
+  }
+
+  async readOwn(offset: number, target: Buffer): Promise<void> {
+    if (!this.bat) {
+      const n = await this.file.readInto(target, offset);
+      // A truncated fixed image (warned at open) reads as zeros past its end.
+      if (n < target.length) target.fill(0, n);
+      return;
+    }
+    let done = 0;
+    while (done < target.length) {
+      const pos = offset + done;
+      const block = Math.floor(pos / this.blockSize);
+      const inBlock = pos - block * this.blockSize;
+      const n = Math.min(this.blockSize - inBlock, target.length - done);
+      if (!this.bat.isAllocated(block)) {
+        throw new DiskImageError(this.path, `internal: read of unallocated block ${block}`, 'BAT entry', this.layout.tableOffset! + block * 4, 'EINTERNAL');
+      }
+      const fileOffset = this.blockDataOffset(block) + inBlock;
+      const slice = target.subarray(done, done + n);
+      const got = await this.file.readInto(slice, fileOffset);
+      if (got < n) {
+        throw new DiskImageError(this.path, `block ${block} data ends early at file offset ${fileOffset + got}`, 'block data', fileOffset, 'ETRUNC');
+      }
+      done += n;
+    }
+  }
+
+  /** Reads the virtual range as this layer shows it: own bytes where present, else `below` (or zeros). */
+  private async readView(offset: number, target: Buffer, below: ReadBelow): Promise<void> {
+    for (const run of await this.runs(offset, target.length)) {
+      const slice = target.subarray(run.offset - offset, run.offset - offset + run.length);
+      if (run.present) await this.readOwn(run.offset, slice);
+      else if (this.diskType === 'differencing') await below(run.offset, slice);
+      else slice.fill(0);
+    }
+  }
+
+  async write(offset: number, data: Buffer, below: ReadBelow): Promise<void> {
+    if (!this.file.writable) throw new DiskImageError(this.path, 'image is opened read-only', undefined, undefined, 'EREADONLY');
+    if (offset < 0 || offset + data.length > this.virtualSize) {
+      throw new DiskImageError(this.path, `write of ${data.length} bytes at ${offset} goes past the virtual size ${this.virtualSize}`, undefined, undefined, 'ERANGE');
+    }
+    if (!this.bat) {
+      await this.file.writeAt(data, offset);
+      return;
+    }
+    let done = 0;
+    while (done < data.length) {
+      const pos = offset + done;
+      const block = Math.floor(pos / this.blockSize);
+      const inBlock = pos - block * this.blockSize;
+      const n = Math.min(this.blockSize - inBlock, data.length - done);
+      await this.writeInBlock(block, inBlock, data.subarray(done, done + n), below);
+      done += n;
+    }
+  }
+
+  private async writeInBlock(block: number, inBlock: number, piece: Buffer, below: ReadBelow): Promise<void> {
+    const blockStart = block * this.blockSize;
+    const s0 = Math.floor(inBlock / SECTOR_SIZE);
+    const s1 = Math.ceil((inBlock + piece.length) / SECTOR_SIZE);
+    const alignedStart = s0 * SECTOR_SIZE;
+    const alignedLen = (s1 - s0) * SECTOR_SIZE;
+    let sectors = piece;
+    if (inBlock % SECTOR_SIZE !== 0 || (inBlock + piece.length) % SECTOR_SIZE !== 0) {
+      // Partial sectors: bring the rest of the first and last sector up from the current view.
+      sectors = Buffer.alloc(alignedLen);
+      if (inBlock % SECTOR_SIZE !== 0) await this.readView(blockStart + alignedStart, sectors.subarray(0, SECTOR_SIZE), below);
+      if ((inBlock + piece.length) % SECTOR_SIZE !== 0 && (s1 - 1 > s0 || inBlock % SECTOR_SIZE === 0)) {
+        await this.readView(blockStart + (s1 - 1) * SECTOR_SIZE, sectors.subarray(alignedLen - SECTOR_SIZE), below);
+      }
+      piece.copy(sectors, inBlock - alignedStart);
+    }
+    if (block >= this.bat!.length) {
+      throw new DiskImageError(this.path, `block ${block} is beyond the BAT (${this.bat!.length} entries)`, 'BAT', this.layout.tableOffset!, 'ERANGE');
+    }
+    if (!this.bat!.isAllocated(block)) {
+      await this.allocateBlock(block, alignedStart, sectors, s0, s1 - s0);
+      return;
+    }
+    const dataOffset = this.blockDataOffset(block);
+    // Data first, bitmap after: a crash in between leaves the sectors unowned (old view intact).
+    await this.file.writeAt(sectors, dataOffset + alignedStart);
+    if (this.diskType === 'differencing') {
+      const bitmap = (await this.readBlockBitmap(block)) as Buffer;
+      if (!allBits(bitmap, s0, s1 - s0, true)) {
+        setBits(bitmap, s0, s1 - s0);
+        const firstSector = Math.floor((s0 >> 3) / SECTOR_SIZE);
+        const lastSector = Math.floor(((s1 - 1) >> 3) / SECTOR_SIZE);
+        const from = firstSector * SECTOR_SIZE;
+        const to = (lastSector + 1) * SECTOR_SIZE;
+        await this.file.writeAt(bitmap.subarray(from, to), dataOffset - this.bitmapSize + from);
+      }
+    }
+  }
+
+  /**
+   * Appends a new block where the end footer is, with the footer moved behind it, in one write; only
+   * then points the BAT entry at it. A crash before the BAT write leaves an unreferenced block and a
+   * valid file.
+   */
+  private async allocateBlock(block: number, alignedStart: number, sectors: Buffer, s0: number, count: number): Promise<void> {
+    const at = Math.ceil(this.layout.footerOffset / SECTOR_SIZE) * SECTOR_SIZE;
+    const buf = Buffer.alloc(this.bitmapSize + this.blockSize + FOOTER_SIZE);
+    const bitmap = buf.subarray(0, this.bitmapSize);
+    if (this.diskType === 'dynamic') bitmap.fill(0xff);
+    else setBits(bitmap, s0, count);
+    sectors.copy(buf, this.bitmapSize + alignedStart);
+    this.footerBytes.copy(buf, this.bitmapSize + this.blockSize);
+    await this.file.writeAt(buf, at);
+    this.layout.footerOffset = at + this.bitmapSize + this.blockSize;
+    this.layout.footerSource = 'end';
+    this.layout.footerLength = 512;
+    this.layout.fileSize = this.layout.footerOffset + FOOTER_SIZE;
+    const sectorOffset = at / SECTOR_SIZE;
+    if (sectorOffset >= BAT_UNUSED) {
+      throw new DiskImageError(this.path, 'file too large for 32-bit BAT sector offsets', 'BAT entry', this.layout.tableOffset! + block * 4, 'ERANGE');
+    }
+    await this.file.writeAt(Bat.entryBytes(sectorOffset), this.layout.tableOffset! + block * 4);
+    this.bat!.entries[block] = sectorOffset;
+    this.cacheBitmap(block, Buffer.from(bitmap));
+  }
+
+  async flush(): Promise<void> {
+    await this.file.sync();
+  }
+
+  async close(): Promise<void> {
+    await this.file.close();
+  }
+
+  /** Rewrites the dynamic header in place (used by re-link); keeps the checksum right. */
+  async rewriteHeader(next: Parameters<typeof serializeDynamicHeader>[0]): Promise<void> {
+    const bytes = serializeDynamicHeader(next);
+    await this.file.writeAt(bytes, this.layout.headerOffset!);
+  }
+
+  /** Serialized footer as this image currently writes it. */
+  get currentFooterBytes(): Buffer {
+    return this.footerBytes;
+  }
+}
+
+export function hex32(v: number): string {
+  return (v >>> 0).toString(16).padStart(8, '0');
+}

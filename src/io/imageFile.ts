@@ -1,0 +1,111 @@
+import { promises as fsp } from 'fs';
+import { DiskImageError } from '../format/errors';
+
+/**
+ * Positioned reads and writes on one image file: the only place that touches file contents.
+ * Reads never go past what is asked; callers decide how much to ask for, bounded by the file size.
+ */
+export class ImageFile {
+  private constructor(
+    readonly path: string,
+    private readonly handle: fsp.FileHandle,
+    readonly writable: boolean,
+    private currentSize: number,
+  ) {}
+
+  static async open(path: string, writable = false): Promise<ImageFile> {
+    let handle: fsp.FileHandle;
+    try {
+      handle = await fsp.open(path, writable ? 'r+' : 'r');
+    } catch (e) {
+      throw new DiskImageError(path, `cannot open: ${describeFsError(e)}`, undefined, undefined, 'EOPEN');
+    }
+    const st = await handle.stat();
+    if (!st.isFile()) {
+      await handle.close();
+      throw new DiskImageError(path, 'is not a regular file', undefined, undefined, 'EOPEN');
+    }
+    return new ImageFile(path, handle, writable, st.size);
+  }
+
+  /** Creates (or truncates) a file for writing. */
+  static async create(path: string, exclusive = true): Promise<ImageFile> {
+    let handle: fsp.FileHandle;
+    try {
+      handle = await fsp.open(path, exclusive ? 'wx+' : 'w+');
+    } catch (e) {
+      throw new DiskImageError(path, `cannot create: ${describeFsError(e)}`, undefined, undefined, 'ECREATE');
+    }
+    return new ImageFile(path, handle, true, 0);
+  }
+
+  get size(): number {
+    return this.currentSize;
+  }
+
+  async refreshSize(): Promise<number> {
+    this.currentSize = (await this.handle.stat()).size;
+    return this.currentSize;
+  }
+
+  async mtime(): Promise<Date> {
+    return (await this.handle.stat()).mtime;
+  }
+
+  /** Reads up to target.length bytes at pos; returns how many were read (less only at end of file). */
+  async readInto(target: Uint8Array, pos: number): Promise<number> {
+    let done = 0;
+    while (done < target.length) {
+      const { bytesRead } = await this.handle.read(target, done, target.length - done, pos + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return done;
+  }
+
+  /** Reads exactly `length` bytes or throws an error naming the structure being read. */
+  async readExact(pos: number, length: number, structure: string): Promise<Buffer> {
+    const b = Buffer.alloc(length);
+    const n = await this.readInto(b, pos);
+    if (n < length) {
+      throw new DiskImageError(this.path, `file ends after ${n} of ${length} bytes`, structure, pos, 'ETRUNC');
+    }
+    return b;
+  }
+
+  async writeAt(data: Uint8Array, pos: number): Promise<void> {
+    if (!this.writable) throw new DiskImageError(this.path, 'opened read-only', undefined, undefined, 'EREADONLY');
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await this.handle.write(data, done, data.length - done, pos + done);
+      done += bytesWritten;
+    }
+    if (pos + data.length > this.currentSize) this.currentSize = pos + data.length;
+  }
+
+  async truncate(length: number): Promise<void> {
+    await this.handle.truncate(length);
+    this.currentSize = length;
+  }
+
+  async sync(): Promise<void> {
+    if (this.writable) await this.handle.sync();
+  }
+
+  async close(): Promise<void> {
+    await this.handle.close();
+  }
+}
+
+export function describeFsError(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  switch (err?.code) {
+    case 'ENOENT': return 'no such file';
+    case 'EACCES': case 'EPERM': return 'permission denied';
+    case 'EISDIR': return 'is a directory';
+    case 'ELOOP': return 'too many levels of symbolic links';
+    case 'EEXIST': return 'file already exists';
+    case 'EBUSY': return 'file is busy';
+    default: return err?.message ?? String(e);
+  }
+}
