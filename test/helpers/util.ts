@@ -1,0 +1,73 @@
+import { execFileSync, spawnSync } from 'child_process';
+import { mkdtempSync, rmSync, readFileSync, writeFileSync } from 'fs';
+import { tmpdir } from 'os';
+import * as path from 'path';
+import { gunzipSync } from 'zlib';
+
+export const ROOT = path.resolve(__dirname, '..', '..');
+export const CLI = path.join(ROOT, 'dist', 'cli.js');
+export const FIXTURES = path.resolve(ROOT, '..', 'shared', 'fixtures');
+
+/** A fresh temp folder per test suite, removed afterwards. */
+export function tempDir(prefix = 'diskimg-'): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(path.join(tmpdir(), prefix));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export interface CliResult {
+  code: number;
+  stdout: Buffer;
+  stderr: string;
+}
+
+/** Runs the built `diskimg` as a real process. */
+export function runCli(args: string[], input?: Buffer): CliResult {
+  const r = spawnSync(process.execPath, [CLI, ...args], { input, maxBuffer: 1 << 30 });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr.toString() };
+}
+
+export function cliOk(args: string[], input?: Buffer): Buffer {
+  const r = runCli(args, input);
+  if (r.code !== 0) throw new Error(`diskimg ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
+
+export function cliJson<T = any>(args: string[]): T {
+  return JSON.parse(cliOk([...args, '--json']).toString());
+}
+
+export function hasTool(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+}
+
+export function sh(cmd: string, args: string[]): string {
+  return execFileSync(cmd, args, { maxBuffer: 1 << 30 }).toString();
+}
+
+/** Decompresses a fixture from ../shared/fixtures (.gz or .bz2) into `dir`; returns the path. */
+export function fixture(name: string, dir: string): string {
+  const src = path.join(FIXTURES, name);
+  const out = path.join(dir, name.replace(/\.(gz|bz2)$/, ''));
+  if (name.endsWith('.gz')) writeFileSync(out, gunzipSync(readFileSync(src)));
+  else if (name.endsWith('.bz2')) execFileSync('sh', ['-c', `bzip2 -dc "${src}" > "${out}"`]);
+  else writeFileSync(out, readFileSync(src));
+  return out;
+}
+
+/** Deterministic PRNG (mulberry32) so randomised tests are reproducible from their seed. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function randomBytes(rand: () => number, n: number): Buffer {
+  const b = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) b[i] = (rand() * 256) | 0;
+  return b;
+}
