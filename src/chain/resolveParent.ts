@@ -73,10 +73,7 @@ export function resolveParent(child: VhdImage): ParentResolution {
   const name = child.parent?.name ?? '';
   if (name) addAbsolute('unicode name', name);
 
-  const seen = new Set<string>();
   for (const c of candidates) {
-    if (seen.has(c.path)) continue;
-    seen.add(c.path);
     const problem = checkCandidate(c.path);
     if (problem === null) return { resolvedPath: c.path, via: c.via, tried };
     tried.push(`${c.via} '${c.raw}' -> ${c.path}: ${problem}`);

@@ -97,11 +97,7 @@ export class VhdImage implements DiskImage {
 
   /** The virtual size qemu would report: CHS unless the creator is one it trusts. */
   get qemuVirtualSize(): number {
-    const g = this.footer.geometry;
-    if (CURRENT_SIZE_CREATORS.has(this.footer.creatorApplication) || (g.cylinders === 65535 && g.heads === 16 && g.sectorsPerTrack === 255)) {
-      return this.virtualSize;
-    }
-    return this.chsSize;
+    return qemuTrustsCurrentSize(this.footer) ? this.virtualSize : this.chsSize;
   }
 
   static async open(path: string, options: OpenOptions = {}): Promise<VhdImage> {
@@ -182,7 +178,9 @@ export class VhdImage implements DiskImage {
     if ((footer.features & 2) === 0) warnings.push('reserved feature bit 0x2 is not set');
     const chs = chsSizeBytes(footer.geometry);
     if (chs !== footer.currentSize) {
-      warnings.push(`CHS geometry ${footer.geometry.cylinders}/${footer.geometry.heads}/${footer.geometry.sectorsPerTrack} gives ${chs} bytes but current size is ${footer.currentSize}; using current size (qemu may report ${chs})`);
+      const g = footer.geometry;
+      const qemuUsesChs = !qemuTrustsCurrentSize(footer);
+      warnings.push(`CHS geometry ${g.cylinders}/${g.heads}/${g.sectorsPerTrack} gives ${chs} bytes but current size is ${footer.currentSize}; using current size${qemuUsesChs ? ` (qemu reports ${chs})` : ''}`);
     }
     if (footer.currentSize % SECTOR_SIZE !== 0) warnings.push(`current size ${footer.currentSize} is not a multiple of 512`);
 
@@ -489,6 +487,11 @@ export class VhdImage implements DiskImage {
   get currentFooterBytes(): Buffer {
     return this.footerBytes;
   }
+}
+
+function qemuTrustsCurrentSize(f: Footer): boolean {
+  const g = f.geometry;
+  return CURRENT_SIZE_CREATORS.has(f.creatorApplication) || (g.cylinders === 65535 && g.heads === 16 && g.sectorsPerTrack === 255);
 }
 
 export function hex32(v: number): string {
