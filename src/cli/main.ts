@@ -55,7 +55,7 @@ export function buildProgram(): Command {
     .name('diskimg')
     .description('Inspect and manage VHD disk images and their differencing chains')
     .showHelpAfterError(false)
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) })
+    .configureOutput({ writeErr: (s) => process.stderr.write(`diskimg: ${s.replace(/^error: /, '')}`) })
     .exitOverride();
 
   program.command('info')
