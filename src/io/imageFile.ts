@@ -1,5 +1,6 @@
-import { promises as fsp } from 'fs';
+import { constants as fsc, promises as fsp } from 'fs';
 import { DiskImageError } from '../format/errors';
+import { acquireWriteLock } from './lock';
 
 /**
  * Positioned reads and writes on one image file: the only place that touches file contents.
@@ -11,32 +12,48 @@ export class ImageFile {
     private readonly handle: fsp.FileHandle,
     readonly writable: boolean,
     private currentSize: number,
+    /** Releases the advisory write lock (writable files only). */
+    private readonly unlock: () => void = () => undefined,
   ) {}
 
+  /**
+   * Opens an image. Writable opens first take the advisory write lock (see lock.ts): a second writer
+   * gets `in use by pid … (command)`. The open is non-blocking so a FIFO or device named as an image
+   * is refused instead of hanging.
+   */
   static async open(path: string, writable = false): Promise<ImageFile> {
+    const unlock = writable ? acquireWriteLock(path) : () => undefined;
     let handle: fsp.FileHandle;
     try {
-      handle = await fsp.open(path, writable ? 'r+' : 'r');
+      handle = await fsp.open(path, (writable ? fsc.O_RDWR : fsc.O_RDONLY) | (fsc.O_NONBLOCK ?? 0));
     } catch (e) {
+      unlock();
       throw new DiskImageError(path, `cannot open: ${describeFsError(e)}`, undefined, undefined, 'EOPEN');
     }
-    const st = await handle.stat();
+    const st = await handle.stat().catch(async (e) => {
+      await handle.close().catch(() => undefined);
+      unlock();
+      throw new DiskImageError(path, `cannot open: ${describeFsError(e)}`, undefined, undefined, 'EOPEN');
+    });
     if (!st.isFile()) {
       await handle.close();
-      throw new DiskImageError(path, 'is not a regular file', undefined, undefined, 'EOPEN');
+      unlock();
+      throw new DiskImageError(path, st.isDirectory() ? 'is a directory' : 'is not a regular file', undefined, undefined, 'EOPEN');
     }
-    return new ImageFile(path, handle, writable, st.size);
+    return new ImageFile(path, handle, writable, st.size, unlock);
   }
 
-  /** Creates (or truncates) a file for writing. */
+  /** Creates (or truncates) a file for writing, under the write lock (taken before any truncation). */
   static async create(path: string, exclusive = true): Promise<ImageFile> {
+    const unlock = acquireWriteLock(path);
     let handle: fsp.FileHandle;
     try {
       handle = await fsp.open(path, exclusive ? 'wx+' : 'w+');
     } catch (e) {
+      unlock();
       throw new DiskImageError(path, `cannot create: ${describeFsError(e)}`, undefined, undefined, 'ECREATE');
     }
-    return new ImageFile(path, handle, true, 0);
+    return new ImageFile(path, handle, true, 0, unlock);
   }
 
   get size(): number {
@@ -93,7 +110,11 @@ export class ImageFile {
   }
 
   async close(): Promise<void> {
-    await this.handle.close();
+    try {
+      await this.handle.close();
+    } finally {
+      this.unlock();
+    }
   }
 }
 

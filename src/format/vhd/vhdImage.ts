@@ -271,10 +271,15 @@ export class VhdImage implements DiskImage {
     return this.bat ? this.bat.allocatedCount() : this.blockCount;
   }
 
-  /** File offset where the block's data starts (after its bitmap), checked against the file. */
-  private blockDataOffset(block: number): number {
+  /**
+   * File offset where the block's data starts (after its bitmap), checked against the file. The size
+   * is re-read before calling a block past the end: another process may have appended it (and
+   * pointed the BAT at it) between our stat and our BAT read.
+   */
+  private async blockDataOffset(block: number): Promise<number> {
     const off = this.bat!.blockOffset(block);
     const data = off + this.bitmapSize;
+    if (data + this.blockSize > this.file.size) await this.file.refreshSize();
     if (data + this.blockSize > this.file.size) {
       throw new DiskImageError(this.path, `block ${block} (${off}..${data + this.blockSize}) runs past the end of the file (${this.file.size} bytes)`, 'BAT entry', this.layout.tableOffset! + block * 4, 'ECORRUPT');
     }
@@ -289,7 +294,7 @@ export class VhdImage implements DiskImage {
     if (!this.bat.isAllocated(block)) return null;
     const cached = this.bitmapCache.get(block);
     if (cached) return cached;
-    const dataOffset = this.blockDataOffset(block);
+    const dataOffset = await this.blockDataOffset(block);
     const bitmap = await this.file.readExact(dataOffset - this.bitmapSize, this.bitmapSize, `sector bitmap of block ${block}`);
     this.cacheBitmap(block, bitmap);
     return bitmap;
@@ -363,7 +368,7 @@ export class VhdImage implements DiskImage {
       if (!this.bat.isAllocated(block)) {
         throw new DiskImageError(this.path, `internal: read of unallocated block ${block}`, 'BAT entry', this.layout.tableOffset! + block * 4, 'EINTERNAL');
       }
-      const fileOffset = this.blockDataOffset(block) + inBlock;
+      const fileOffset = (await this.blockDataOffset(block)) + inBlock;
       const slice = target.subarray(done, done + n);
       const got = await this.file.readInto(slice, fileOffset);
       if (got < n) {
@@ -426,7 +431,7 @@ export class VhdImage implements DiskImage {
       await this.allocateBlock(block, alignedStart, sectors, s0, s1 - s0);
       return;
     }
-    const dataOffset = this.blockDataOffset(block);
+    const dataOffset = await this.blockDataOffset(block);
     // Data first, bitmap after: a crash in between leaves the sectors unowned (old view intact).
     await this.file.writeAt(sectors, dataOffset + alignedStart);
     if (this.diskType === 'differencing') {
