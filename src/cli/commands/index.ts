@@ -1,8 +1,10 @@
 import { Command } from 'commander';
+import { register as chainInspect } from './chainInspect';
 
 /**
  * Commands beyond the basic ones register here, one file per command group, so that several
  * people can add commands without editing the same lines.
  */
 export const commandModules: Array<(program: Command) => void> = [
+  chainInspect,
 ];

@@ -1,0 +1,324 @@
+import { statSync } from 'fs';
+import { DiskImageError } from '../format/errors';
+import { SECTOR_SIZE } from '../format/vhd/geometry';
+import { testBit } from '../format/vhd/sectorBitmap';
+import { Chain, openChain, readThrough } from './chain';
+import { OperationOptions, throwIfCancelled } from './progress';
+
+/** A byte range of the virtual disk (sector-granular, coalesced). */
+export interface DiffRange {
+  start: number;
+  length: number;
+}
+
+/** The `diskimg diff --json` object (the issue's contract plus `sizes`, `tail`, `comparedBytes`). */
+export interface DiffResult {
+  identical: boolean;
+  /** The larger of the two virtual sizes: the range compared (the shorter side reads as zeros past its end). */
+  virtualSize: number;
+  /** The grid `blocks` are counted in: the larger of the two images' block sizes. */
+  blockSize: number;
+  differingBytes: number;
+  ranges: DiffRange[];
+  /** Indices (in `blockSize` units) of blocks holding at least one differing sector. */
+  blocks: number[];
+  sizes: { a: number; b: number };
+  /** Present when the sizes differ: the extra tail of the larger image, and whether it is all zeros. */
+  tail: null | { start: number; length: number; longer: 'a' | 'b'; allZero: boolean };
+  /** Virtual bytes actually read and compared (the rest is unallocated on both sides or shared). */
+  comparedBytes: number;
+}
+
+/** `diskimg diff <child> --layers`: what a differencing image changes relative to its parent's view. */
+export interface LayerDiffResult extends DiffResult {
+  /** Bytes the child holds (bitmap bits set), changed or not. */
+  ownedBytes: number;
+}
+
+const CHUNK = 8 * 1024 * 1024;
+/** Inside a differing chunk, pieces of this size are compared before going down to sectors. */
+const PIECE = 64 * 1024;
+const NONE = 0xffff;
+const MAX_MAP_ENTRIES = 1 << 24;
+
+/** Collects sector-granular differing ranges, coalescing adjacent ones, and the differing blocks. */
+class RangeCollector {
+  readonly ranges: DiffRange[] = [];
+  readonly blocks: number[] = [];
+  differingBytes = 0;
+
+  constructor(private readonly blockSize: number) {}
+
+  add(start: number, end: number): void {
+    if (end <= start) return;
+    this.differingBytes += end - start;
+    const last = this.ranges[this.ranges.length - 1];
+    if (last && last.start + last.length === start) last.length += end - start;
+    else this.ranges.push({ start, length: end - start });
+    const b0 = Math.floor(start / this.blockSize);
+    const b1 = Math.floor((end - 1) / this.blockSize);
+    for (let b = b0; b <= b1; b++) {
+      if (this.blocks[this.blocks.length - 1] !== b) this.blocks.push(b);
+    }
+  }
+
+  /**
+   * Compares a[from, to) with b[from, to) (both buffers start at virtual offset `base`), adding the
+   * differing sectors; `limit` is the virtual end (a final partial sector is clamped to it).
+   */
+  compare(a: Buffer, b: Buffer, base: number, from: number, to: number, limit: number): void {
+    for (let p = from; p < to; p += PIECE) {
+      const pe = Math.min(to, p + PIECE);
+      if (a.subarray(p, pe).equals(b.subarray(p, pe))) continue;
+      let runStart = -1;
+      for (let s = p; s < pe; s += SECTOR_SIZE) {
+        const se = Math.min(pe, s + SECTOR_SIZE);
+        const differs = !a.subarray(s, se).equals(b.subarray(s, se));
+        if (differs && runStart < 0) runStart = s;
+        if (!differs && runStart >= 0) {
+          this.add(base + runStart, base + s);
+          runStart = -1;
+        }
+      }
+      if (runStart >= 0) this.add(base + runStart, Math.min(base + pe, limit));
+    }
+  }
+}
+
+/** dev:ino of a file, so two chains that share a layer (siblings over one parent) can skip it. */
+function fileKey(path: string): string {
+  try {
+    const st = statSync(path);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return `path:${path}`;
+  }
+}
+
+/**
+ * For each grid block, the first layer of the chain that holds anything in it (from the BATs only,
+ * no reads), or NONE when every layer down to the bottom leaves it unallocated.
+ */
+function ownerMap(chain: Chain, grid: number, count: number): Uint16Array {
+  const owner = new Uint16Array(count).fill(NONE);
+  // Bottom-up so that upper layers overwrite: the result is the topmost holder.
+  for (let d = chain.layers.length - 1; d >= 0; d--) {
+    const layer = chain.layers[d];
+    const size = Math.min(layer.virtualSize, count * grid);
+    if (!layer.bat) {
+      const n = Math.ceil(size / grid);
+      owner.fill(d, 0, n);
+      continue;
+    }
+    const bs = layer.blockSize;
+    const entries = layer.bat.entries;
+    const usable = Math.min(entries.length, Math.ceil(size / bs));
+    for (let j = 0; j < usable; j++) {
+      if (entries[j] === 0xffffffff) continue;
+      const g0 = Math.floor((j * bs) / grid);
+      const g1 = Math.min(count, Math.ceil(Math.min((j + 1) * bs, size) / grid));
+      for (let g = g0; g < g1; g++) owner[g] = d;
+    }
+  }
+  return owner;
+}
+
+/** Per layer, the identity of the chain from that layer down (equal keys read identically). */
+function suffixKeys(chain: Chain): string[] {
+  const keys: string[] = new Array(chain.layers.length);
+  let below = '';
+  for (let d = chain.layers.length - 1; d >= 0; d--) {
+    below = `${fileKey(chain.layers[d].path)}>${below}`;
+    keys[d] = below;
+  }
+  return keys;
+}
+
+/**
+ * Compares the virtual contents of two images, each read through its own chain: block by block,
+ * then sector by sector inside differing blocks. Blocks unallocated all the way down on both sides,
+ * or supplied on both sides by the same file (shared parent), are not read at all.
+ */
+export async function diffImages(aPath: string, bPath: string, options: OperationOptions = {}): Promise<DiffResult> {
+  const a = await openChain(aPath);
+  let b: Chain;
+  try {
+    b = await openChain(bPath);
+  } catch (e) {
+    await a.close();
+    throw e;
+  }
+  try {
+    return await diffChains(a, b, options);
+  } finally {
+    await a.close();
+    await b.close();
+  }
+}
+
+export async function diffChains(a: Chain, b: Chain, options: OperationOptions = {}): Promise<DiffResult> {
+  const sizeA = a.virtualSize;
+  const sizeB = b.virtualSize;
+  const size = Math.max(sizeA, sizeB);
+  const grid = Math.max(a.top.blockSize, b.top.blockSize);
+  // The skip map's unit: the grid, coarsened so a hostile size/block-size pair cannot make it huge.
+  let unit = grid;
+  while (Math.ceil(size / unit) > MAX_MAP_ENTRIES) unit *= 2;
+  const count = Math.ceil(size / unit);
+  const ownerA = ownerMap(a, unit, count);
+  const ownerB = ownerMap(b, unit, count);
+  // Sharing a layer only proves equal bytes when no layer cuts the view short with a smaller size.
+  const uniform = [...a.layers, ...b.layers].every((l) => l.virtualSize === size);
+  const keysA = uniform ? suffixKeys(a) : null;
+  const keysB = uniform ? suffixKeys(b) : null;
+  const needs = (g: number): boolean => {
+    const oa = ownerA[g];
+    const ob = ownerB[g];
+    if (oa === NONE && ob === NONE) return false;
+    if (keysA && keysB && oa !== NONE && ob !== NONE && keysA[oa] === keysB[ob]) return false;
+    return true;
+  };
+
+  const out = new RangeCollector(grid);
+  let compared = 0;
+  const path = a.top.path;
+
+  // Segments to compare: runs of needed grid blocks, cut at CHUNK bytes.
+  function* segments(): Generator<{ start: number; end: number }> {
+    let g = 0;
+    while (g < count) {
+      if (!needs(g)) { g++; continue; }
+      let start = g * unit;
+      let g2 = g;
+      while (g2 < count && needs(g2)) g2++;
+      const runEnd = Math.min(g2 * unit, size);
+      while (start < runEnd) {
+        const end = Math.min(runEnd, start + CHUNK);
+        yield { start, end };
+        start = end;
+      }
+      g = g2;
+    }
+  }
+
+  const bufSize = Math.min(CHUNK, Math.max(SECTOR_SIZE, size));
+  const bufs = [[Buffer.allocUnsafe(bufSize), Buffer.allocUnsafe(bufSize)], [Buffer.allocUnsafe(bufSize), Buffer.allocUnsafe(bufSize)]];
+  const read = async (seg: { start: number; end: number }, which: number) => {
+    const len = seg.end - seg.start;
+    const ba = bufs[which][0].subarray(0, len);
+    const bb = bufs[which][1].subarray(0, len);
+    await Promise.all([a.read(seg.start, ba), b.read(seg.start, bb)]);
+    return { seg, ba, bb };
+  };
+
+  const it = segments();
+  let next = it.next();
+  let which = 0;
+  let pending = next.done ? null : read(next.value, which);
+  while (pending) {
+    throwIfCancelled(options.signal, path);
+    const cur = await pending;
+    next = it.next();
+    which ^= 1;
+    // Read the next segment while this one is compared.
+    pending = next.done ? null : read(next.value, which);
+    const len = cur.seg.end - cur.seg.start;
+    compared += len;
+    if (!cur.ba.equals(cur.bb)) out.compare(cur.ba, cur.bb, cur.seg.start, 0, len, size);
+    options.onProgress?.(cur.seg.end, size);
+  }
+  options.onProgress?.(size, size);
+
+  const minSize = Math.min(sizeA, sizeB);
+  const tail = sizeA === sizeB ? null : {
+    start: minSize,
+    length: size - minSize,
+    longer: (sizeA > sizeB ? 'a' : 'b') as 'a' | 'b',
+    allZero: !out.ranges.some((r) => r.start + r.length > minSize),
+  };
+  return {
+    identical: out.ranges.length === 0,
+    virtualSize: size,
+    blockSize: grid,
+    differingBytes: out.differingBytes,
+    ranges: out.ranges,
+    blocks: out.blocks,
+    sizes: { a: sizeA, b: sizeB },
+    tail,
+    comparedBytes: compared,
+  };
+}
+
+/**
+ * What a differencing image changes relative to its parent: the sectors it holds whose content
+ * differs from what the parent's chain shows there. Reads only the blocks the child allocates.
+ */
+export async function diffLayers(childPath: string, options: OperationOptions = {}): Promise<LayerDiffResult> {
+  const chain = await openChain(childPath);
+  try {
+    const top = chain.top;
+    if (top.diskType !== 'differencing' || !top.bat) {
+      throw new DiskImageError(childPath, `--layers needs a differencing image (this one is ${top.diskType})`, 'footer', top.layout.footerSource === 'end' ? top.layout.footerOffset + 60 : 60, 'EARG');
+    }
+    const parentSize = chain.layers[1].virtualSize;
+    const size = top.virtualSize;
+    const bs = top.blockSize;
+    const out = new RangeCollector(bs);
+    const pieceSize = Math.min(CHUNK, bs);
+    const ba = Buffer.allocUnsafe(pieceSize);
+    const bb = Buffer.allocUnsafe(pieceSize);
+    let owned = 0;
+    let compared = 0;
+    const usable = Math.min(top.bat.length, Math.ceil(size / bs));
+    const allocated = top.allocatedBlockCount();
+    let done = 0;
+    for (let block = 0; block < usable; block++) {
+      if (!top.bat.isAllocated(block)) continue;
+      throwIfCancelled(options.signal, childPath);
+      const bitmap = (await top.readBlockBitmap(block))!;
+      const blockStart = block * bs;
+      const blockEnd = Math.min(blockStart + bs, size);
+      for (let p = blockStart; p < blockEnd; p += pieceSize) {
+        const pe = Math.min(blockEnd, p + pieceSize);
+        const len = pe - p;
+        const s0 = (p - blockStart) / SECTOR_SIZE;
+        const s1 = Math.ceil((pe - blockStart) / SECTOR_SIZE);
+        let any = false;
+        for (let s = s0; s < s1 && !any; s++) any = testBit(bitmap, s);
+        if (!any) continue;
+        const va = ba.subarray(0, len);
+        const vb = bb.subarray(0, len);
+        // The child's block data is contiguous in its file: one read; the parent's view through its chain.
+        await Promise.all([top.readOwn(p, va), readThrough(chain.layers, 1, p, vb)]);
+        compared += len;
+        let s = s0;
+        while (s < s1) {
+          if (!testBit(bitmap, s)) { s++; continue; }
+          let e = s;
+          while (e < s1 && testBit(bitmap, e)) e++;
+          const from = (s - s0) * SECTOR_SIZE;
+          const to = Math.min(len, (e - s0) * SECTOR_SIZE);
+          owned += to - from;
+          out.compare(va, vb, p, from, to, size);
+          s = e;
+        }
+      }
+      done++;
+      options.onProgress?.(done * bs, allocated * bs);
+    }
+    return {
+      identical: out.ranges.length === 0,
+      virtualSize: size,
+      blockSize: bs,
+      differingBytes: out.differingBytes,
+      ranges: out.ranges,
+      blocks: out.blocks,
+      sizes: { a: size, b: parentSize },
+      tail: null,
+      comparedBytes: compared,
+      ownedBytes: owned,
+    };
+  } finally {
+    await chain.close();
+  }
+}

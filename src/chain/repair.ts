@@ -1,0 +1,171 @@
+import { DiskImageError } from '../format/errors';
+import { ImageFile } from '../io/imageFile';
+import { Bat, BAT_UNUSED } from '../format/vhd/bat';
+import { HEADER_CHECKSUM_OFFSET } from '../format/vhd/dynamicHeader';
+import { Footer, FOOTER_CHECKSUM_OFFSET, FOOTER_SIZE } from '../format/vhd/footer';
+import { SECTOR_SIZE } from '../format/vhd/geometry';
+import { hex32 } from '../format/vhd/vhdImage';
+import { CheckResult, ImageScan, scanImage } from './check';
+import { OperationOptions, throwIfCancelled } from './progress';
+
+export interface RepairOptions extends OperationOptions {
+  /** Only report what would change. */
+  dryRun?: boolean;
+}
+
+/** One change repair makes (or would make): where, and what. */
+export interface RepairChange {
+  structure: string;
+  offset: number;
+  message: string;
+}
+
+export interface RepairResult {
+  dryRun: boolean;
+  changes: RepairChange[];
+  /** The check before repairing. */
+  before: CheckResult;
+  /** The check after repairing (null on a dry run). */
+  after: CheckResult | null;
+}
+
+interface Step extends RepairChange {
+  apply: (file: ImageFile) => Promise<void>;
+}
+
+function checksumBytes(value: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(value >>> 0, 0);
+  return b;
+}
+
+/** The footer's 512 bytes with the checksum it should carry. */
+function fixedFooterBytes(f: Footer): Buffer {
+  const b = Buffer.from(f.raw);
+  b.writeUInt32BE(f.computedChecksum >>> 0, FOOTER_CHECKSUM_OFFSET);
+  return b;
+}
+
+/**
+ * Plans the repair from a scan. Order matters for crash safety: first BAT entries that point at
+ * nothing usable are cleared (each a 4-byte write, so a reader never follows a bad entry into the
+ * area a moved footer may take), then the header checksum, then the end footer (one write; a
+ * footer that must move goes behind the last block in use, then the file is cut behind it), then
+ * the copy at offset 0. No data sector is written: only metadata, and bytes no BAT entry refers to.
+ */
+function plan(scan: ImageScan): Step[] {
+  const steps: Step[] = [];
+  const to = scan.tableOffset;
+  if (to !== null) {
+    for (const [i, why] of [...scan.badEntries].sort((x, y) => x[0] - y[0])) {
+      const at = to + i * 4;
+      steps.push({
+        structure: 'BAT entry', offset: at,
+        message: `clear the entry of block ${i} (${why}); the block then reads as ${scan.diskType === 'differencing' ? 'the parent' : 'zeros'} and its bytes stay in the file`,
+        apply: (f) => f.writeAt(Bat.entryBytes(BAT_UNUSED), at),
+      });
+    }
+  }
+  const h = scan.header;
+  if (h && scan.headerSane && scan.headerOffset !== null && h.checksum !== h.computedChecksum) {
+    const at = scan.headerOffset + HEADER_CHECKSUM_OFFSET;
+    steps.push({
+      structure: 'dynamic header', offset: at,
+      message: `set the checksum to 0x${hex32(h.computedChecksum)} (was 0x${hex32(h.checksum)})`,
+      apply: (f) => f.writeAt(checksumBytes(h.computedChecksum), at),
+    });
+  }
+  if (!scan.reference || !scan.referenceSane) return steps;
+
+  const { end, copy } = scan;
+  const ok = (s: typeof end) => !!s && s.checksumOk;
+  if (scan.diskType === 'fixed') {
+    // Only the end footer exists; it was the reference, so its fields are sane: fix the checksum.
+    if (end && !end.checksumOk && end.length === 512) {
+      const f = end.footer!;
+      const at = end.offset + FOOTER_CHECKSUM_OFFSET;
+      steps.push({
+        structure: 'footer', offset: at,
+        message: `set the checksum to 0x${hex32(f.computedChecksum)} (was 0x${hex32(f.checksum)})`,
+        apply: (file) => file.writeAt(checksumBytes(f.computedChecksum), at),
+      });
+    }
+    return steps;
+  }
+
+  // Sparse: the good footer is the end one when sound, else the copy, else the reference with its checksum fixed.
+  const good: Buffer = ok(end) ? end!.footer!.raw : ok(copy) ? copy!.footer!.raw : fixedFooterBytes(scan.reference);
+  const goodName = ok(end) ? 'the end footer' : ok(copy) ? 'the copy at offset 0' : 'the footer with its checksum recomputed';
+  if (end && end.length === 512) {
+    if (!end.footer!.raw.equals(good)) {
+      const at = end.offset;
+      steps.push({
+        structure: 'footer', offset: at,
+        message: ok(copy) && !ok(end) ? `restore the end footer from the copy at offset 0 (one 512-byte write)` : `rewrite the end footer from ${goodName} (one 512-byte write)`,
+        apply: (f) => f.writeAt(good, at),
+      });
+    }
+  } else if (!end && scan.tableOffset !== null) {
+    // (Only once the whole BAT was read: usedEnd is then where the last block in use ends.)
+    // No footer at the end: put it right behind the last structure in use (past any torn block,
+    // whose entry was cleared above), then cut the file behind it.
+    const at = Math.ceil(scan.usedEnd / SECTOR_SIZE) * SECTOR_SIZE;
+    const newSize = at + FOOTER_SIZE;
+    const cut = newSize < scan.fileSize;
+    steps.push({
+      structure: 'footer', offset: at,
+      message: `write the end footer (from ${goodName}) at offset ${at}, behind the last block in use${cut ? `, and cut the file from ${scan.fileSize} to ${newSize} bytes (the cut bytes belong to no block)` : ''}`,
+      apply: async (f) => {
+        await f.writeAt(good, at);
+        await f.sync();
+        if (f.size > newSize) await f.truncate(newSize);
+      },
+    });
+  }
+  if (!copy || !copy.footer!.raw.equals(good)) {
+    steps.push({
+      structure: 'footer copy', offset: 0,
+      message: copy ? `rewrite the footer copy at offset 0 from ${goodName === 'the copy at offset 0' ? 'the end footer' : goodName}` : 'write the missing footer copy at offset 0',
+      apply: (f) => f.writeAt(good, 0),
+    });
+  }
+  return steps;
+}
+
+/**
+ * Repairs what can be repaired without touching data: restores the end footer from the copy (or the
+ * copy from the end footer), fixes checksums, clears BAT entries that point outside the file or at
+ * blocks overlapping others or the metadata. Each write leaves a valid VHD behind, and the file is
+ * flushed between steps. Returns the changes made (or, with dryRun, those it would make).
+ */
+export async function repairImage(path: string, options: RepairOptions = {}): Promise<RepairResult> {
+  const before = await scanImage(path, options);
+  const steps = plan(before);
+  const result: RepairResult = {
+    dryRun: !!options.dryRun,
+    changes: steps.map(({ structure, offset, message }) => ({ structure, offset, message })),
+    before: { ok: before.ok, problems: before.problems },
+    after: null,
+  };
+  if (options.dryRun) return result;
+  if (steps.length > 0) {
+    const file = await ImageFile.open(path, true);
+    try {
+      if (file.size !== before.fileSize) {
+        throw new DiskImageError(path, `file changed size while being repaired (${before.fileSize} -> ${file.size}); nothing written`, 'file', 0, 'ECHANGED');
+      }
+      let n = 0;
+      for (const step of steps) {
+        throwIfCancelled(options.signal, path);
+        await step.apply(file);
+        await file.sync();
+        options.onProgress?.(++n, steps.length);
+      }
+    } finally {
+      await file.close();
+    }
+  }
+  const after = await scanImage(path);
+  result.after = { ok: after.ok, problems: after.problems };
+  return result;
+}
