@@ -114,7 +114,8 @@ export async function scanImage(path: string, options: OperationOptions = {}): P
   }
 }
 
-async function scanFile(path: string, file: ImageFile, options: OperationOptions): Promise<ImageScan> {
+/** scanImage on a file already open (repair scans under its write lock). */
+export async function scanFile(path: string, file: ImageFile, options: OperationOptions = {}): Promise<ImageScan> {
   const p = new Problems();
   const size = file.size;
   const scan: ImageScan = {
@@ -184,7 +185,10 @@ async function scanFile(path: string, file: ImageFile, options: OperationOptions
         const differing = FOOTER_FIELDS.filter((fd) => fd.name !== 'checksum'
           && !end.footer!.raw.subarray(fd.offset, fd.offset + fd.size).equals(copy.footer!.raw.subarray(fd.offset, fd.offset + fd.size)));
         if (differing.length > 0) {
-          p.error('footer copy', differing[0].offset, `differs from the end footer in ${differing.map((d) => d.name).join(', ')}`);
+          // Blame the one not in use: the copy when the end footer is sound, else the end footer.
+          const names = differing.map((d) => d.name).join(', ');
+          if (ref === copy) p.error('footer', end.offset + differing[0].offset, `differs from the footer copy at offset 0 in ${names}`);
+          else p.error('footer copy', differing[0].offset, `differs from the end footer in ${names}`);
         }
       }
     }

@@ -1,11 +1,10 @@
-import { DiskImageError } from '../format/errors';
 import { ImageFile } from '../io/imageFile';
 import { Bat, BAT_UNUSED } from '../format/vhd/bat';
 import { HEADER_CHECKSUM_OFFSET } from '../format/vhd/dynamicHeader';
 import { Footer, FOOTER_CHECKSUM_OFFSET, FOOTER_SIZE } from '../format/vhd/footer';
 import { SECTOR_SIZE } from '../format/vhd/geometry';
 import { hex32 } from '../format/vhd/vhdImage';
-import { CheckResult, ImageScan, scanImage } from './check';
+import { CheckResult, ImageScan, scanFile, scanImage } from './check';
 import { OperationOptions, throwIfCancelled } from './progress';
 
 export interface RepairOptions extends OperationOptions {
@@ -32,6 +31,8 @@ export interface RepairResult {
 interface Step extends RepairChange {
   apply: (file: ImageFile) => Promise<void>;
 }
+
+const describe = ({ structure, offset, message }: Step): RepairChange => ({ structure, offset, message });
 
 function checksumBytes(value: number): Buffer {
   const b = Buffer.alloc(4);
@@ -139,33 +140,29 @@ function plan(scan: ImageScan): Step[] {
  * flushed between steps. Returns the changes made (or, with dryRun, those it would make).
  */
 export async function repairImage(path: string, options: RepairOptions = {}): Promise<RepairResult> {
-  const before = await scanImage(path, options);
-  const steps = plan(before);
-  const result: RepairResult = {
-    dryRun: !!options.dryRun,
-    changes: steps.map(({ structure, offset, message }) => ({ structure, offset, message })),
-    before: { ok: before.ok, problems: before.problems },
-    after: null,
-  };
-  if (options.dryRun) return result;
-  if (steps.length > 0) {
-    const file = await ImageFile.open(path, true);
-    try {
-      if (file.size !== before.fileSize) {
-        throw new DiskImageError(path, `file changed size while being repaired (${before.fileSize} -> ${file.size}); nothing written`, 'file', 0, 'ECHANGED');
-      }
-      let n = 0;
-      for (const step of steps) {
-        throwIfCancelled(options.signal, path);
-        await step.apply(file);
-        await file.sync();
-        options.onProgress?.(++n, steps.length);
-      }
-    } finally {
-      await file.close();
-    }
+  if (options.dryRun) {
+    const before = await scanImage(path, options);
+    const steps = plan(before);
+    return { dryRun: true, changes: steps.map(describe), before: { ok: before.ok, problems: before.problems }, after: null };
   }
-  const after = await scanImage(path);
-  result.after = { ok: after.ok, problems: after.problems };
+  // Scan and write under the write lock, so no writer changes the file in between.
+  const file = await ImageFile.open(path, true);
+  let result: RepairResult;
+  try {
+    const before = await scanFile(path, file, options);
+    const steps = plan(before);
+    result = { dryRun: false, changes: steps.map(describe), before: { ok: before.ok, problems: before.problems }, after: null };
+    let n = 0;
+    for (const step of steps) {
+      throwIfCancelled(options.signal, path);
+      await step.apply(file);
+      await file.sync();
+      options.onProgress?.(++n, steps.length);
+    }
+    const after = await scanFile(path, file);
+    result.after = { ok: after.ok, problems: after.problems };
+  } finally {
+    await file.close();
+  }
   return result;
 }
