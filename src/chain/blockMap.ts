@@ -1,0 +1,129 @@
+import { countSetBits } from '../format/vhd/sectorBitmap';
+import { VhdImage } from '../format/vhd/vhdImage';
+import { Chain } from './chain';
+import { OperationOptions, throwIfCancelled } from './progress';
+
+/** `owner` value for a block that no layer holds (it reads as zeros). */
+export const NO_OWNER = 0xffff;
+
+/**
+ * Per-block facts about a chain, on the grid of the top image's blocks, as flat typed arrays so that a
+ * 2 TiB image (1,048,576 blocks) costs 4 MiB and can be posted to the editor's webview as is.
+ */
+export interface BlockMap {
+  virtualSize: number;
+  blockSize: number;
+  blockCount: number;
+  sectorsPerBlock: number;
+  layerCount: number;
+  /** 1 where the top image's BAT has the block allocated (fixed images: every block). */
+  allocated: Uint8Array;
+  /**
+   * How much of the block the top image itself holds, scaled to 0..255: its sector-bitmap fill for a
+   * differencing image (rounded up, so one sector out of 4096 is 1, not 0), 255 for an allocated block
+   * of a dynamic or fixed image (their bitmaps are not consulted when reading), 0 when not allocated.
+   */
+  fill: Uint8Array;
+  /**
+   * The owning layer: index (0 = top) of the topmost layer that holds at least one sector of the block,
+   * which is the layer a read of the block's first held sector comes from. NO_OWNER when no layer
+   * holds any of it. Sectors the owner lacks may still come from layers further down.
+   */
+  owner: Uint16Array;
+}
+
+/**
+ * Builds the block map. Only BATs (already in memory) and the bitmaps of allocated blocks of
+ * differencing layers are read, so time and memory follow what is allocated, not the virtual size.
+ * A layer whose block size differs from the top's is asked through its run list instead.
+ */
+export async function buildBlockMap(chain: Chain, options: OperationOptions = {}): Promise<BlockMap> {
+  const top = chain.top;
+  const blockCount = Math.ceil(top.virtualSize / top.blockSize);
+  const allocated = new Uint8Array(blockCount);
+  const fill = new Uint8Array(blockCount);
+  const owner = new Uint16Array(blockCount).fill(NO_OWNER);
+  const layers = chain.layers;
+  for (let depth = 0; depth < layers.length; depth++) {
+    throwIfCancelled(options.signal, top.path);
+    const layer = layers[depth];
+    const isTop = depth === 0;
+    if (layer.blockSize === top.blockSize) {
+      await scanSameGrid(layer, blockCount, isTop, depth, allocated, fill, owner);
+    } else {
+      await scanOtherGrid(layer, top.blockSize, blockCount, depth, owner);
+    }
+    options.onProgress?.(depth + 1, layers.length);
+  }
+  return {
+    virtualSize: top.virtualSize,
+    blockSize: top.blockSize,
+    blockCount,
+    sectorsPerBlock: top.blockSize / 512,
+    layerCount: layers.length,
+    allocated,
+    fill,
+    owner,
+  };
+}
+
+/** Scales `set` of `total` sectors to 0..255, any non-zero count giving at least 1. */
+export function fillLevel(set: number, total: number): number {
+  if (set <= 0) return 0;
+  if (set >= total) return 255;
+  return Math.max(1, Math.min(254, Math.round((set * 255) / total)));
+}
+
+async function scanSameGrid(layer: VhdImage, blockCount: number, isTop: boolean, depth: number,
+  allocated: Uint8Array, fill: Uint8Array, owner: Uint16Array): Promise<void> {
+  const n = Math.min(blockCount, layer.blockCount);
+  const spb = layer.sectorsPerBlock;
+  const sparseBitmaps = layer.diskType === 'differencing';
+  const bat = layer.bat;
+  for (let b = 0; b < n; b++) {
+    if (bat) {
+      const e = bat.entries[b];
+      if (e === 0xffffffff) continue;
+    }
+    // Below the top, only blocks not yet owned matter: skip the bitmap read when one is.
+    if (!isTop && owner[b] !== NO_OWNER) continue;
+    let level = 255;
+    if (sparseBitmaps) {
+      const bitmap = await layer.readBlockBitmap(b);
+      level = bitmap ? fillLevel(countSetBits(bitmap, spb), spb) : 0;
+    }
+    if (isTop) {
+      allocated[b] = 1;
+      fill[b] = level;
+    }
+    if (level > 0 && owner[b] === NO_OWNER) owner[b] = depth;
+  }
+}
+
+async function scanOtherGrid(layer: VhdImage, topBlockSize: number, blockCount: number, depth: number, owner: Uint16Array): Promise<void> {
+  const size = layer.virtualSize;
+  for (let b = 0; b < blockCount; b++) {
+    if (owner[b] !== NO_OWNER) continue;
+    const start = b * topBlockSize;
+    if (start >= size) break;
+    const length = Math.min(topBlockSize, size - start);
+    // Cheap pre-check on the layer's own BAT before asking for runs.
+    const first = Math.floor(start / layer.blockSize);
+    const last = Math.floor((start + length - 1) / layer.blockSize);
+    let any = false;
+    for (let lb = first; lb <= last && !any; lb++) any = layer.isBlockAllocated(lb);
+    if (!any) continue;
+    const runs = await layer.runs(start, length);
+    if (runs.some((r) => r.present)) owner[b] = depth;
+  }
+}
+
+/** Counts of blocks owned by each layer (and by none, last), for legends and summaries. */
+export function ownerCounts(map: BlockMap): number[] {
+  const counts = new Array<number>(map.layerCount + 1).fill(0);
+  for (let i = 0; i < map.blockCount; i++) {
+    const o = map.owner[i];
+    counts[o === NO_OWNER ? map.layerCount : o]++;
+  }
+  return counts;
+}
