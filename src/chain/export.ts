@@ -1,4 +1,10 @@
 import { ImageFile } from '../io/imageFile';
+import { DEFAULT_BLOCK_SIZE, footerFor, writeSparseImage } from '../format/vhd/create';
+import { DiskType, NO_DATA_OFFSET } from '../format/vhd/footer';
+import { chsSizeBytes, Geometry, geometryForSize } from '../format/vhd/geometry';
+import { dateToVhdTimestamp } from '../format/vhd/timestamp';
+import { newUuid } from '../format/vhd/uuid';
+import { VhdImage } from '../format/vhd/vhdImage';
 import { Chain, openChain } from './chain';
 import { OperationOptions, throwIfCancelled } from './progress';
 
@@ -66,6 +72,64 @@ export async function exportRaw(imagePath: string, outPath: string, options: Ope
       await streamChain(chain, (o, d) => out.writeAt(d, o), options);
       await out.truncate(chain.virtualSize);
       // No fsync: like cp and qemu-img convert (cache=unsafe), a new export is not a durability point.
+    } finally {
+      await out.close();
+    }
+  } finally {
+    await chain.close();
+  }
+}
+
+export type ExportFormat = 'raw' | 'vhd-dynamic' | 'vhd-fixed';
+
+export interface ExportOptions extends OperationOptions {
+  format?: ExportFormat;
+}
+
+/** Geometry for an exported VHD: the source's when it is exact for the size, else the spec's. */
+function exportGeometry(chain: Chain): Geometry {
+  const g = chain.top.footer.geometry;
+  return chsSizeBytes(g) === chain.virtualSize ? { ...g } : geometryForSize(chain.virtualSize);
+}
+
+/** Flattens a chain into a raw file, a fixed VHD, or a dynamic VHD that allocates only non-zero blocks. */
+export async function exportImage(imagePath: string, outPath: string, options: ExportOptions = {}): Promise<void> {
+  const format = options.format ?? 'raw';
+  if (format === 'raw') return exportRaw(imagePath, outPath, options);
+  const chain = await openChain(imagePath);
+  try {
+    const size = chain.virtualSize;
+    const geometry = exportGeometry(chain);
+    if (format === 'vhd-fixed') {
+      const out = await ImageFile.create(outPath, false);
+      try {
+        await streamChain(chain, (o, d) => out.writeAt(d, o), options);
+        await out.truncate(size);
+        await out.writeAt(footerFor(size, geometry, DiskType.Fixed, NO_DATA_OFFSET, newUuid(), dateToVhdTimestamp(new Date())), size);
+        await out.sync();
+      } finally {
+        await out.close();
+      }
+      return;
+    }
+    const blockSize = chain.top.header ? chain.top.blockSize : DEFAULT_BLOCK_SIZE;
+    await writeSparseImage(outPath, { size, blockSize, diskType: DiskType.Dynamic, geometry }, true);
+    const out = await VhdImage.open(outPath, { writable: true });
+    try {
+      const zeros = async (_o: number, t: Buffer) => { t.fill(0); };
+      let writes = Promise.resolve();
+      await streamChain(chain, (offset, data) => {
+        // Chunks arrive in flight together; the image's appends must stay in order.
+        writes = writes.then(async () => {
+          for (let o = 0; o < data.length; o += blockSize) {
+            const piece = data.subarray(o, Math.min(o + blockSize, data.length));
+            if (!isAllZero(piece)) await out.write(offset + o, piece, zeros);
+          }
+        });
+        return writes;
+      }, options);
+      await writes;
+      await out.flush();
     } finally {
       await out.close();
     }

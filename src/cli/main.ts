@@ -6,7 +6,6 @@ import { createImage } from '../format/vhd/create';
 import { openChain } from '../chain/chain';
 import { createChild } from '../chain/createChild';
 import { describeImage, ImageInfo } from '../chain/info';
-import { exportRaw } from '../chain/export';
 import { formatBytes, parseSize } from './units';
 import { progressReporter } from './progress';
 import { commandModules } from './commands';
@@ -138,19 +137,6 @@ export function buildProgram(): Command {
         await chain.flush();
       } finally {
         await chain.close();
-      }
-    });
-
-  program.command('export')
-    .argument('<image>')
-    .argument('<out>')
-    .description("the chain's whole virtual disk as a flat raw file")
-    .action(async (image: string, out: string) => {
-      const progress = progressReporter('export');
-      try {
-        await exportRaw(image, out, { onProgress: progress.update });
-      } finally {
-        progress.stop();
       }
     });
 

@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { register as chainInspect } from './chainInspect';
+import { register as chainOps, registerExport } from './chainOps';
 
 /**
  * Commands beyond the basic ones register here, one file per command group, so that several
@@ -7,4 +8,6 @@ import { register as chainInspect } from './chainInspect';
  */
 export const commandModules: Array<(program: Command) => void> = [
   chainInspect,
+  chainOps,
+  registerExport,
 ];

@@ -51,7 +51,7 @@ export function effectiveSize(request: number, exact: boolean | undefined): numb
   return size;
 }
 
-function footerFor(size: number, geometry: Geometry, diskType: DiskType, dataOffset: bigint, uniqueId: Buffer, timestamp: number): Buffer {
+export function footerFor(size: number, geometry: Geometry, diskType: DiskType, dataOffset: bigint, uniqueId: Buffer, timestamp: number): Buffer {
   return serializeFooter({
     cookie: FOOTER_COOKIE, features: 2, formatVersion: 0x00010000, dataOffset, timestamp,
     creatorApplication: CREATOR_APPLICATION, creatorVersion: CREATOR_VERSION, creatorHostOs: CREATOR_HOST_OS,

@@ -11,6 +11,8 @@ import { formatUuid } from './uuid';
 
 export const MIN_BLOCK_SIZE = 512;
 export const MAX_BLOCK_SIZE = 256 * 1024 * 1024;
+/** No VHD is larger (32-bit BAT sector offsets; Hyper-V and qemu stop at 2040 GiB); a bigger size is damage. */
+export const MAX_VIRTUAL_SIZE = 2 * 1024 * 1024 * 1024 * 1024;
 /** Nominal grid for fixed images, which have no blocks of their own. */
 export const FIXED_NOMINAL_BLOCK = 2 * 1024 * 1024;
 /** Creators whose current size qemu trusts over CHS (see the format notes). */
@@ -174,6 +176,9 @@ export class VhdImage implements DiskImage {
     if (!type) {
       throw new DiskImageError(path, `unsupported disk type ${footer.diskType}`, 'footer', fo + 60, 'EFORMAT');
     }
+    if (footer.currentSize > MAX_VIRTUAL_SIZE) {
+      throw new DiskImageError(path, `current size ${footer.currentSize} is larger than a VHD can be (${MAX_VIRTUAL_SIZE} bytes)`, 'footer', fo + 48, 'EFORMAT');
+    }
     if (footer.formatVersion !== 0x00010000) warnings.push(`unusual format version 0x${hex32(footer.formatVersion)}`);
     if ((footer.features & 2) === 0) warnings.push('reserved feature bit 0x2 is not set');
     const chs = chsSizeBytes(footer.geometry);
@@ -330,6 +335,11 @@ export class VhdImage implements DiskImage {
       const block = Math.floor(pos / this.blockSize);
       const blockStart = block * this.blockSize;
       const pieceEnd = Math.min(blockStart + this.blockSize, end);
+      if (block >= this.bat.length) {
+        // Past the table (a size that needs more entries than the BAT has): one hole, not a loop per block.
+        push(pos, end - pos, false);
+        break;
+      }
       if (!this.bat.isAllocated(block)) {
         push(pos, pieceEnd - pos, false);
       } else if (this.diskType === 'dynamic') {
@@ -453,25 +463,38 @@ export class VhdImage implements DiskImage {
    * valid file.
    */
   private async allocateBlock(block: number, alignedStart: number, sectors: Buffer, s0: number, count: number): Promise<void> {
-    const at = Math.ceil(this.layout.footerOffset / SECTOR_SIZE) * SECTOR_SIZE;
-    const buf = Buffer.alloc(this.bitmapSize + this.blockSize + FOOTER_SIZE);
-    const bitmap = buf.subarray(0, this.bitmapSize);
+    const region = Buffer.alloc(this.bitmapSize + this.blockSize);
+    const bitmap = region.subarray(0, this.bitmapSize);
     if (this.diskType === 'dynamic') bitmap.fill(0xff);
     else setBits(bitmap, s0, count);
-    sectors.copy(buf, this.bitmapSize + alignedStart);
-    this.footerBytes.copy(buf, this.bitmapSize + this.blockSize);
-    await this.file.writeAt(buf, at);
-    this.layout.footerOffset = at + this.bitmapSize + this.blockSize;
-    this.layout.footerSource = 'end';
-    this.layout.footerLength = 512;
-    this.layout.fileSize = this.layout.footerOffset + FOOTER_SIZE;
+    sectors.copy(region, this.bitmapSize + alignedStart);
+    const at = await this.appendRegion(region, { structure: 'BAT entry', offset: this.layout.tableOffset! + block * 4 });
     const sectorOffset = at / SECTOR_SIZE;
-    if (sectorOffset >= BAT_UNUSED) {
-      throw new DiskImageError(this.path, 'file too large for 32-bit BAT sector offsets', 'BAT entry', this.layout.tableOffset! + block * 4, 'ERANGE');
-    }
     await this.file.writeAt(Bat.entryBytes(sectorOffset), this.layout.tableOffset! + block * 4);
     this.bat!.entries[block] = sectorOffset;
     this.cacheBitmap(block, Buffer.from(bitmap));
+  }
+
+  /**
+   * Appends `data` (padded to whole sectors) where the end footer is, with the footer moved behind
+   * it, in one write: the file ends in a valid footer before and after. Returns the data's offset.
+   */
+  async appendRegion(data: Buffer, where: { structure: string; offset: number } = { structure: 'footer', offset: this.layout.footerOffset }): Promise<number> {
+    if (!this.bat) throw new DiskImageError(this.path, 'a fixed image has no room to append to', where.structure, where.offset, 'EINTERNAL');
+    const at = Math.ceil(this.layout.footerOffset / SECTOR_SIZE) * SECTOR_SIZE;
+    if (at / SECTOR_SIZE >= BAT_UNUSED) {
+      throw new DiskImageError(this.path, 'file too large for 32-bit BAT sector offsets', where.structure, where.offset, 'ERANGE');
+    }
+    const padded = Math.ceil(data.length / SECTOR_SIZE) * SECTOR_SIZE;
+    const buf = Buffer.alloc(padded + FOOTER_SIZE);
+    data.copy(buf);
+    this.footerBytes.copy(buf, padded);
+    await this.file.writeAt(buf, at);
+    this.layout.footerOffset = at + padded;
+    this.layout.footerSource = 'end';
+    this.layout.footerLength = 512;
+    this.layout.fileSize = this.layout.footerOffset + FOOTER_SIZE;
+    return at;
   }
 
   async flush(): Promise<void> {

@@ -1,0 +1,220 @@
+import { closeSync, fsyncSync, openSync, readFileSync, unlinkSync, writeFileSync, renameSync, existsSync } from 'fs';
+import * as nodePath from 'path';
+import { DiskImage } from '../format/diskImage';
+import { DiskImageError } from '../format/errors';
+import { VhdImage } from '../format/vhd/vhdImage';
+import { acquireWriteLock } from '../io/lock';
+import { Chain, MapExtent, openChain, readThrough } from './chain';
+import { findChildren, realPath } from './findChildren';
+import { OperationOptions, throwIfCancelled } from './progress';
+import { relinkTo } from './reparent';
+
+export interface MergeOptions extends OperationOptions {
+  /** Merge down to this ancestor (default: the child's parent). */
+  into?: string;
+  /** Merge even though other images use the target (or a merged layer) as their parent. */
+  force?: boolean;
+  /** More folders to scan for children, beyond those of the images involved. */
+  search?: string[];
+}
+
+export interface MergePlan {
+  child: string;
+  target: string;
+  /** Layers whose data goes into the target and which are removed afterwards, newest first. */
+  merged: string[];
+  /** Children of the merged child, re-linked to the target afterwards. */
+  relink: string[];
+  /** Other children of the target or of an intermediate layer: they read differently after the merge. */
+  siblings: string[];
+  /** Intermediate layers kept because a sibling still uses them (only with --force). */
+  kept: string[];
+}
+
+export interface MergeResult extends MergePlan {
+  bytesWritten: number;
+}
+
+interface Journal {
+  target: string;
+  relinked: string[];
+}
+
+/** A small journal next to the child records which children were re-linked, so a re-run after a crash completes the same merge. */
+function journalPath(child: string): string {
+  return nodePath.join(nodePath.dirname(child), `.${nodePath.basename(child)}.diskimg-merge`);
+}
+
+function readJournal(child: string): Journal | null {
+  try {
+    return JSON.parse(readFileSync(journalPath(child), 'utf8')) as Journal;
+  } catch {
+    return null;
+  }
+}
+
+function writeDurably(path: string, text: string): void {
+  const tmp = `${path}.tmp`;
+  writeFileSync(tmp, text);
+  const fd = openSync(tmp, 'r');
+  try { fsyncSync(fd); } finally { closeSync(fd); }
+  renameSync(tmp, path);
+  syncDir(nodePath.dirname(path));
+}
+
+function syncDir(dir: string): void {
+  try {
+    const fd = openSync(dir, 'r');
+    try { fsyncSync(fd); } finally { closeSync(fd); }
+  } catch {
+    // Some file systems refuse fsync on directories; the data files are already durable.
+  }
+}
+
+function targetIndex(chain: Chain, into: string | undefined): number {
+  const child = chain.top;
+  if (child.diskType !== 'differencing') {
+    throw new DiskImageError(child.path, `is a ${child.diskType} image: only a differencing image can be merged into a parent`, 'footer', child.layout.footerOffset + 60, 'ENOTDIFF');
+  }
+  if (into === undefined) return 1;
+  const want = realPath(into);
+  const i = chain.layers.findIndex((l, k) => k > 0 && realPath(l.path) === want);
+  if (i < 0) {
+    throw new DiskImageError(child.path, `${into} is not an ancestor of this image (chain: ${chain.layers.map((l) => nodePath.basename(l.path)).join(' -> ')})`, undefined, undefined, 'EARG');
+  }
+  return i;
+}
+
+async function makePlan(chain: Chain, options: MergeOptions): Promise<MergePlan> {
+  const t = targetIndex(chain, options.into);
+  const layers = chain.layers;
+  const merged = layers.slice(0, t).map((l) => l.path);
+  const target = layers[t].path;
+  for (const l of layers.slice(1, t + 1)) {
+    if (l.virtualSize !== layers[0].virtualSize) {
+      throw new DiskImageError(layers[0].path, `virtual size ${layers[0].virtualSize} differs from ${l.path}'s ${l.virtualSize}: refusing to merge`, undefined, undefined, 'ESIZE');
+    }
+  }
+  const dirs = [...new Set([...merged, target].map((p) => nodePath.dirname(p)).concat(options.search ?? []))];
+  const children = await findChildren([...merged, target], dirs);
+  const mergedReal = new Set(merged.map(realPath));
+  const journal = readJournal(layers[0].path);
+  const journaled = new Set((journal && realPath(journal.target) === realPath(target) ? journal.relinked : []).map(realPath));
+  const relink = (children.get(realPath(merged[0])) ?? []).filter((c) => !mergedReal.has(c));
+  const siblings: string[] = [];
+  const kept: string[] = [];
+  for (const p of [...merged.slice(1), target]) {
+    const others = (children.get(realPath(p)) ?? []).filter((c) => !mergedReal.has(c) && !journaled.has(c));
+    siblings.push(...others);
+    if (others.length > 0 && p !== target) kept.push(p);
+  }
+  return { child: layers[0].path, target, merged, relink: [...relink, ...journaled].filter((v, i, a) => a.indexOf(v) === i), siblings, kept };
+}
+
+/** What a merge would do (for confirmations that name every file changed or deleted). */
+export async function planMerge(childPath: string, options: MergeOptions = {}): Promise<MergePlan> {
+  const chain = await openChain(childPath);
+  try {
+    return await makePlan(chain, options);
+  } finally {
+    await chain.close();
+  }
+}
+
+/** Layer extents that the merged layers (depth < t) supply, for one window. */
+async function ownedExtents(layers: DiskImage[], t: number, offset: number, length: number): Promise<MapExtent[]> {
+  const out: MapExtent[] = [];
+  const walk = async (depth: number, o: number, l: number): Promise<void> => {
+    for (const run of await layers[depth].runs(o, l)) {
+      if (run.present) {
+        const last = out[out.length - 1];
+        if (last && last.depth === depth && last.start + last.length === run.offset) last.length += run.length;
+        else out.push({ start: run.offset, length: run.length, depth, data: true });
+      } else if (depth + 1 < t) {
+        await walk(depth + 1, run.offset, run.length);
+      }
+    }
+  };
+  await walk(0, offset, length);
+  return out;
+}
+
+/**
+ * Merges a differencing child (and, with `into`, every layer down to that ancestor) into the
+ * target, newest layer winning. Crash-safe at every instant: the target only gains sectors that the
+ * merged layers still own, so the child's chain reads the same throughout; the target is flushed
+ * before any child is re-linked, and merged files are deleted last. Running it again completes it.
+ */
+export async function mergeChild(childPath: string, options: MergeOptions = {}): Promise<MergeResult> {
+  // The child is opened for writing so nobody writes to it while its data moves (write lock).
+  const chain = await openChain(childPath, { writable: true });
+  const releases: Array<() => void> = [];
+  let target: VhdImage | null = null;
+  try {
+    const plan = await makePlan(chain, options);
+    if (plan.siblings.length > 0 && !options.force) {
+      throw new DiskImageError(plan.child, `refusing to merge: ${plan.siblings.length} other image(s) use ${plan.kept.length ? 'a merged layer or ' : ''}the target as parent and would read differently: ${plan.siblings.join(', ')} (use --force)`, undefined, undefined, 'ESIBLINGS');
+    }
+    const t = plan.merged.length;
+    for (const p of plan.merged.slice(1)) releases.push(acquireWriteLock(p));
+    target = await VhdImage.open(plan.target, { writable: true });
+    const layers = chain.layers;
+    const below = (o: number, buf: Buffer) => readThrough(layers, t + 1, o, buf);
+    const size = layers[0].virtualSize;
+    const window = Math.max(...layers.slice(0, t).map((l) => l.blockSize));
+    let bytesWritten = 0;
+    let buf = Buffer.alloc(window);
+    for (let pos = 0; pos < size; pos += window) {
+      throwIfCancelled(options.signal, plan.child);
+      const len = Math.min(window, size - pos);
+      // Cost follows the data: a window no merged layer has allocated is skipped on the BAT alone.
+      if (!layers.slice(0, t).some((l) => anyAllocated(l, pos, len))) {
+        options.onProgress?.(pos + len, size);
+        continue;
+      }
+      for (const e of await ownedExtents(layers, t, pos, len)) {
+        if (buf.length < e.length) buf = Buffer.alloc(e.length);
+        const data = buf.subarray(0, e.length);
+        await layers[e.depth].readOwn(e.start, data);
+        await target.write(e.start, data, below);
+        bytesWritten += e.length;
+      }
+      options.onProgress?.(pos + len, size);
+    }
+    // The target must be durable before anything points at it or anything is deleted.
+    await target.flush();
+    await target.close();
+    target = null;
+    if (plan.relink.length > 0) {
+      writeDurably(journalPath(plan.child), JSON.stringify({ target: plan.target, relinked: plan.relink } satisfies Journal));
+      const targetImage = layers[t];
+      for (const c of plan.relink) {
+        const img = await VhdImage.open(c, { writable: true });
+        try {
+          await relinkTo(img, plan.target, targetImage.footer.uniqueId);
+        } finally {
+          await img.close();
+        }
+      }
+    }
+    // Delete newest first: if we stop midway, what is left still reads (re-linked children point at the target).
+    for (const p of plan.merged) {
+      if (plan.kept.includes(p)) continue;
+      unlinkSync(p);
+    }
+    if (existsSync(journalPath(plan.child))) unlinkSync(journalPath(plan.child));
+    for (const d of new Set(plan.merged.map((p) => nodePath.dirname(p)))) syncDir(d);
+    return { ...plan, bytesWritten };
+  } finally {
+    if (target) await target.close().catch(() => undefined);
+    await chain.close();
+    for (const r of releases) r();
+  }
+}
+
+function anyAllocated(layer: DiskImage, offset: number, length: number): boolean {
+  const first = Math.floor(offset / layer.blockSize);
+  const last = Math.floor((offset + length - 1) / layer.blockSize);
+  for (let b = first; b <= last; b++) if (layer.isBlockAllocated(b)) return true;
+  return false;
+}
