@@ -83,7 +83,9 @@ export class Chain {
       pending = { ...e };
     };
     // Windows keep the run lists short however fragmented the image is.
-    const window = 256 * this.top.blockSize;
+    // At most ~4096 windows, so a huge sparse disk with tiny blocks maps in bounded time.
+    const blocks = this.top.blockSize;
+    const window = Math.max(256 * blocks, Math.ceil(length / 4096 / blocks) * blocks);
     for (let pos = offset; pos < offset + length; pos += window) {
       await mapThrough(this.layers, 0, pos, Math.min(window, offset + length - pos), push);
     }
