@@ -324,7 +324,10 @@ export async function scanFile(path: string, file: ImageFile, options: Operation
   for (let i = 0; i < entries; i++) {
     const e = batEntry(i);
     if (e === BAT_UNUSED) continue;
-    if ((i & 0xffff) === 0) throwIfCancelled(options.signal, path);
+    if ((i & 0xffff) === 0) {
+      throwIfCancelled(options.signal, path);
+      options.onProgress?.(i, entries);
+    }
     const eo = to + i * 4;
     const off = e * SECTOR_SIZE;
     const bend = off + span;
@@ -433,8 +436,7 @@ async function checkParentLink(path: string, footer: Footer, fstruct: string, fo
   try {
     parent = await VhdImage.open(resolution.resolvedPath);
   } catch (e) {
-    if (!(e instanceof DiskImageError)) throw e;
-    p.error('parent locators', ho + LOCATORS_OFFSET, `parent ${resolution.resolvedPath} (found via ${resolution.via}) cannot be opened: ${e.message}`);
+    p.error('parent locators', ho + LOCATORS_OFFSET, `parent ${resolution.resolvedPath} (found via ${resolution.via}) cannot be opened: ${(e as Error).message}`);
     return;
   }
   try {
