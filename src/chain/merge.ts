@@ -163,23 +163,34 @@ export async function mergeChild(childPath: string, options: MergeOptions = {}):
     const size = layers[0].virtualSize;
     const window = Math.max(...layers.slice(0, t).map((l) => l.blockSize));
     let bytesWritten = 0;
-    let buf = Buffer.alloc(window);
-    for (let pos = 0; pos < size; pos += window) {
-      throwIfCancelled(options.signal, plan.child);
+    // Reads of the next window overlap the (ordered) writes of the current one.
+    const readWindow = async (pos: number): Promise<Array<{ start: number; data: Buffer }>> => {
       const len = Math.min(window, size - pos);
       // Cost follows the data: a window no merged layer has allocated is skipped on the BAT alone.
-      if (!layers.slice(0, t).some((l) => anyAllocated(l, pos, len))) {
-        options.onProgress?.(pos + len, size);
-        continue;
-      }
+      if (!layers.slice(0, t).some((l) => anyAllocated(l, pos, len))) return [];
+      const pieces: Array<{ start: number; data: Buffer }> = [];
       for (const e of await ownedExtents(layers, t, pos, len)) {
-        if (buf.length < e.length) buf = Buffer.alloc(e.length);
-        const data = buf.subarray(0, e.length);
+        const data = Buffer.allocUnsafe(e.length);
         await layers[e.depth].readOwn(e.start, data);
-        await target.write(e.start, data, below);
-        bytesWritten += e.length;
+        pieces.push({ start: e.start, data });
       }
-      options.onProgress?.(pos + len, size);
+      return pieces;
+    };
+    const ahead = (pos: number) => {
+      const p = pos < size ? readWindow(pos) : Promise.resolve([]);
+      p.catch(() => undefined); // a cancelled loop must not leave an unhandled rejection behind
+      return p;
+    };
+    let next = ahead(0);
+    for (let pos = 0; pos < size; pos += window) {
+      throwIfCancelled(options.signal, plan.child);
+      const pieces = await next;
+      next = ahead(pos + window);
+      for (const p of pieces) {
+        await target.write(p.start, p.data, below);
+        bytesWritten += p.data.length;
+      }
+      options.onProgress?.(Math.min(pos + window, size), size);
     }
     // The target must be durable before anything points at it or anything is deleted.
     await target.flush();

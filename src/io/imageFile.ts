@@ -100,6 +100,25 @@ export class ImageFile {
     if (pos + data.length > this.currentSize) this.currentSize = pos + data.length;
   }
 
+  /** Writes several buffers back to back in one call (no copy into a joined buffer). */
+  async writevAt(parts: Uint8Array[], pos: number): Promise<void> {
+    if (!this.writable) throw new DiskImageError(this.path, 'opened read-only', undefined, undefined, 'EREADONLY');
+    const total = parts.reduce((n, b) => n + b.length, 0);
+    const { bytesWritten } = await this.handle.writev(parts, pos);
+    if (bytesWritten < total) {
+      // A short vectored write (rare on regular files): finish the rest with plain writes.
+      let skip = bytesWritten;
+      let at = pos + bytesWritten;
+      for (const b of parts) {
+        if (skip >= b.length) { skip -= b.length; continue; }
+        await this.writeAt(b.subarray(skip), at);
+        at += b.length - skip;
+        skip = 0;
+      }
+    }
+    if (pos + total > this.currentSize) this.currentSize = pos + total;
+  }
+
   async truncate(length: number): Promise<void> {
     await this.handle.truncate(length);
     this.currentSize = length;

@@ -463,33 +463,33 @@ export class VhdImage implements DiskImage {
    * valid file.
    */
   private async allocateBlock(block: number, alignedStart: number, sectors: Buffer, s0: number, count: number): Promise<void> {
-    const region = Buffer.alloc(this.bitmapSize + this.blockSize);
-    const bitmap = region.subarray(0, this.bitmapSize);
+    const bitmap = Buffer.alloc(this.bitmapSize);
     if (this.diskType === 'dynamic') bitmap.fill(0xff);
     else setBits(bitmap, s0, count);
-    sectors.copy(region, this.bitmapSize + alignedStart);
-    const at = await this.appendRegion(region, { structure: 'BAT entry', offset: this.layout.tableOffset! + block * 4 });
+    // Bitmap, zeros before, the data, zeros after: written as one vector, without joining them.
+    const tail = this.blockSize - alignedStart - sectors.length;
+    const parts = [bitmap, zeroBytes(alignedStart), sectors, zeroBytes(tail)].filter((b) => b.length > 0);
+    const at = await this.appendRegion(parts, { structure: 'BAT entry', offset: this.layout.tableOffset! + block * 4 });
     const sectorOffset = at / SECTOR_SIZE;
     await this.file.writeAt(Bat.entryBytes(sectorOffset), this.layout.tableOffset! + block * 4);
     this.bat!.entries[block] = sectorOffset;
-    this.cacheBitmap(block, Buffer.from(bitmap));
+    this.cacheBitmap(block, bitmap);
   }
 
   /**
    * Appends `data` (padded to whole sectors) where the end footer is, with the footer moved behind
    * it, in one write: the file ends in a valid footer before and after. Returns the data's offset.
    */
-  async appendRegion(data: Buffer, where: { structure: string; offset: number } = { structure: 'footer', offset: this.layout.footerOffset }): Promise<number> {
+  async appendRegion(data: Buffer | Buffer[], where: { structure: string; offset: number } = { structure: 'footer', offset: this.layout.footerOffset }): Promise<number> {
     if (!this.bat) throw new DiskImageError(this.path, 'a fixed image has no room to append to', where.structure, where.offset, 'EINTERNAL');
     const at = Math.ceil(this.layout.footerOffset / SECTOR_SIZE) * SECTOR_SIZE;
     if (at / SECTOR_SIZE >= BAT_UNUSED) {
       throw new DiskImageError(this.path, 'file too large for 32-bit BAT sector offsets', where.structure, where.offset, 'ERANGE');
     }
-    const padded = Math.ceil(data.length / SECTOR_SIZE) * SECTOR_SIZE;
-    const buf = Buffer.alloc(padded + FOOTER_SIZE);
-    data.copy(buf);
-    this.footerBytes.copy(buf, padded);
-    await this.file.writeAt(buf, at);
+    const parts = Array.isArray(data) ? data : [data];
+    const length = parts.reduce((n, b) => n + b.length, 0);
+    const padded = Math.ceil(length / SECTOR_SIZE) * SECTOR_SIZE;
+    await this.file.writevAt([...parts, zeroBytes(padded - length), this.footerBytes].filter((b) => b.length > 0), at);
     this.layout.footerOffset = at + padded;
     this.layout.footerSource = 'end';
     this.layout.footerLength = 512;
@@ -520,6 +520,13 @@ export class VhdImage implements DiskImage {
 function qemuTrustsCurrentSize(f: Footer): boolean {
   const g = f.geometry;
   return CURRENT_SIZE_CREATORS.has(f.creatorApplication) || (g.cylinders === 65535 && g.heads === 16 && g.sectorsPerTrack === 255);
+}
+
+/** Shared zeros for padding writes (never written to). */
+let ZEROS = Buffer.alloc(0);
+function zeroBytes(n: number): Buffer {
+  if (ZEROS.length < n) ZEROS = Buffer.alloc(Math.max(n, 2 * 1024 * 1024));
+  return ZEROS.subarray(0, n);
 }
 
 export function hex32(v: number): string {
