@@ -28,11 +28,12 @@ export interface RepairResult {
   after: CheckResult | null;
 }
 
-interface Step extends RepairChange {
+/** One atomic change: a single write (or the final cut); the file is synced after each. */
+export interface RepairStep extends RepairChange {
   apply: (file: ImageFile) => Promise<void>;
 }
 
-const describe = ({ structure, offset, message }: Step): RepairChange => ({ structure, offset, message });
+const describe = ({ structure, offset, message }: RepairStep): RepairChange => ({ structure, offset, message });
 
 function checksumBytes(value: number): Buffer {
   const b = Buffer.alloc(4);
@@ -54,8 +55,8 @@ function fixedFooterBytes(f: Footer): Buffer {
  * footer that must move goes behind the last block in use, then the file is cut behind it), then
  * the copy at offset 0. No data sector is written: only metadata, and bytes no BAT entry refers to.
  */
-function plan(scan: ImageScan): Step[] {
-  const steps: Step[] = [];
+export function planRepair(scan: ImageScan): RepairStep[] {
+  const steps: RepairStep[] = [];
   const to = scan.tableOffset;
   if (to !== null) {
     for (const [i, why] of [...scan.badEntries].sort((x, y) => x[0] - y[0])) {
@@ -115,13 +116,17 @@ function plan(scan: ImageScan): Step[] {
     const cut = newSize < scan.fileSize;
     steps.push({
       structure: 'footer', offset: at,
-      message: `write the end footer (from ${goodName}) at offset ${at}, behind the last block in use${cut ? `, and cut the file from ${scan.fileSize} to ${newSize} bytes (the cut bytes belong to no block)` : ''}`,
-      apply: async (f) => {
-        await f.writeAt(good, at);
-        await f.sync();
-        if (f.size > newSize) await f.truncate(newSize);
-      },
+      message: `write the end footer (from ${goodName}) at offset ${at}, behind the last block in use`,
+      apply: (f) => f.writeAt(good, at),
     });
+    if (cut) {
+      // Until the cut, the file does not end in a footer and readers use the copy: still valid.
+      steps.push({
+        structure: 'file', offset: newSize,
+        message: `cut the file from ${scan.fileSize} to ${newSize} bytes, right behind the new end footer (the cut bytes belong to no block)`,
+        apply: (f) => f.truncate(newSize),
+      });
+    }
   }
   if (!copy || !copy.footer!.raw.equals(good)) {
     steps.push({
@@ -142,7 +147,7 @@ function plan(scan: ImageScan): Step[] {
 export async function repairImage(path: string, options: RepairOptions = {}): Promise<RepairResult> {
   if (options.dryRun) {
     const before = await scanImage(path, options);
-    const steps = plan(before);
+    const steps = planRepair(before);
     return { dryRun: true, changes: steps.map(describe), before: { ok: before.ok, problems: before.problems }, after: null };
   }
   // Scan and write under the write lock, so no writer changes the file in between.
@@ -150,7 +155,7 @@ export async function repairImage(path: string, options: RepairOptions = {}): Pr
   let result: RepairResult;
   try {
     const before = await scanFile(path, file, options);
-    const steps = plan(before);
+    const steps = planRepair(before);
     result = { dryRun: false, changes: steps.map(describe), before: { ok: before.ok, problems: before.problems }, after: null };
     let n = 0;
     for (const step of steps) {

@@ -1,10 +1,12 @@
 import { strict as assert } from 'assert';
-import { closeSync, existsSync, openSync, readFileSync, renameSync, statSync, truncateSync, writeSync } from 'fs';
+import { closeSync, existsSync, openSync, readFileSync, renameSync, statSync, truncateSync, writeFileSync, writeSync } from 'fs';
 import * as path from 'path';
 import { openChain } from '../../src/chain/chain';
 import { checkImage, CheckProblem } from '../../src/chain/check';
 import { createChild } from '../../src/chain/createChild';
-import { repairImage } from '../../src/chain/repair';
+import { planRepair, repairImage } from '../../src/chain/repair';
+import { scanImage } from '../../src/chain/check';
+import { ImageFile } from '../../src/io/imageFile';
 import { createImage } from '../../src/format/vhd/create';
 import { VhdImage } from '../../src/format/vhd/vhdImage';
 import { fixture, FIXTURES, randomBytes, rng, runCli, tempDir } from '../helpers/util';
@@ -303,6 +305,71 @@ describe('check and repair', function () {
     renameSync(parent, `${parent}.moved`);
     r = await checkImage(child);
     find(r.problems, 'parent locators', ho + 576, /parent '.*parent\.vhd' not found; tried W2ru '\.\\.*parent\.vhd' -> .*: not found/);
+  });
+
+  it('crash safety: after every prefix of the repair writes the file is a valid VHD that reads as before or as repaired', async () => {
+    const scenarios: Array<{ name: string; damage: (m: Made) => void; diff?: boolean }> = [
+      { name: 'truncated, header checksum, duplicate entry', damage: (m) => {
+        patch(m.file, m.ho + 60, u32(7));
+        patch(m.file, m.to + 6 * 4, u32(m.bat[0]));
+        truncateSync(m.file, m.bat[3] * 512 + 512 + 100 * 512);
+      } },
+      { name: 'end footer garbage, entry past EOF', damage: (m) => {
+        patch(m.file, m.fileSize - 512, randomBytes(rng(5), 512));
+        patch(m.file, m.to + 7 * 4, u32(0x7fffffff));
+      } },
+      { name: 'copy stale, end checksum wrong', damage: (m) => {
+        patch(m.file, 28, Buffer.from('junk'));
+        patch(m.file, m.fileSize - 512 + 64, u32(1));
+      } },
+      { name: 'differencing child truncated mid-block', diff: true, damage: (m) => {
+        truncateSync(m.file, m.bat[1] * 512 + 512 + 7 * 512);
+      } },
+    ];
+    for (const sc of scenarios) {
+      let m = await makeDynamic(fresh('crash.vhd'), [0, 1, 2, 3], 20, 512 * 1024);
+      if (sc.diff) {
+        const child = fresh('crash-child.vhd');
+        await createChild(m.file, child);
+        const chain = await openChain(child, { writable: true });
+        const r = rng(21);
+        for (const off of [100 * 1024, 600 * 1024, 1100 * 1024]) await chain.write(off, randomBytes(r, 70 * 1024));
+        await chain.close();
+        const img = await VhdImage.open(child);
+        m = { ...m, file: child, ho: img.layout.headerOffset!, to: img.layout.tableOffset!, bat: Array.from(img.bat!.entries), fileSize: img.layout.fileSize };
+        await img.close();
+      }
+      sc.damage(m);
+      const orig = readFileSync(m.file);
+      // The view before repair, block by block (null where the block cannot be read: torn).
+      const blocks = Math.ceil(m.size / m.bs);
+      const view = async (file: string): Promise<Array<Buffer | null>> => {
+        const chain = await openChain(file);
+        try {
+          const out: Array<Buffer | null> = [];
+          for (let b = 0; b < blocks; b++) out.push(await chain.readRange(b * m.bs, Math.min(m.bs, m.size - b * m.bs)).catch(() => null));
+          return out;
+        } finally { await chain.close(); }
+      };
+      const before = await view(m.file);
+      const steps = planRepair(await scanImage(m.file));
+      assert.ok(steps.length >= 2, `${sc.name}: ${JSON.stringify(steps)}`);
+      const done = await view(await (async () => { const f = fresh('done.vhd'); writeFileSync(f, orig); await repairImage(f); return f; })());
+      const tmp = path.join(path.dirname(m.file), `prefix-${path.basename(m.file)}`);
+      for (let k = 0; k <= steps.length; k++) {
+        writeFileSync(tmp, orig);
+        const f = await ImageFile.open(tmp, true);
+        try { for (const st of steps.slice(0, k)) await st.apply(f); } finally { await f.close(); }
+        const img = await VhdImage.open(tmp);
+        await img.close();
+        const now = await view(tmp);
+        for (let b = 0; b < blocks; b++) {
+          const ok = (before[b] && now[b] && now[b]!.equals(before[b]!)) || (now[b] && done[b] && now[b]!.equals(done[b]!)) || (!before[b] && !now[b]);
+          assert.ok(ok, `${sc.name}: after ${k} of ${steps.length} steps block ${b} reads neither as before nor as repaired`);
+        }
+      }
+      assert.deepEqual(await checkImage(tmp), { ok: true, problems: [] }, sc.name);
+    }
   });
 
   describe('real images from ../shared/fixtures', () => {
