@@ -1,4 +1,4 @@
-// Bundles the extension host, the CLI and the webview with esbuild.
+// Bundles the extension host, the CLI and the webview (script and styles) with esbuild.
 import { build } from 'esbuild';
 import { chmodSync, existsSync } from 'node:fs';
 
@@ -12,4 +12,7 @@ chmodSync('dist/cli.js', 0o755);
 if (existsSync('webview/main.ts')) {
   await build({ ...common, entryPoints: ['webview/main.ts'], outfile: 'dist/webview.js',
     platform: 'browser', format: 'iife', target: 'es2020' });
+}
+if (existsSync('media/editor.css')) {
+  await build({ ...common, entryPoints: ['media/editor.css'], outfile: 'dist/webview.css', sourcemap: false });
 }

@@ -1,9 +1,19 @@
 import * as vscode from 'vscode';
+import { Commands } from './commands';
+import { ImageEditorProvider } from './editorProvider';
 
-export function activate(_context: vscode.ExtensionContext): void {
-  // Editor and commands are registered here as they land.
+export interface ExtensionApi {
+  provider: ImageEditorProvider;
+}
+
+export function activate(context: vscode.ExtensionContext): ExtensionApi {
+  const log = vscode.window.createOutputChannel('Disk Image Inspector');
+  context.subscriptions.push(log);
+  const provider = ImageEditorProvider.register(context, log);
+  new Commands(provider, log).register(context);
+  return { provider };
 }
 
 export function deactivate(): void {
-  // Nothing to release yet.
+  // Documents and watchers are disposed with their editors.
 }

@@ -1,0 +1,149 @@
+import * as vscode from 'vscode';
+import { EditorCommand, HostMessage, parseWebviewMessage, ViewName } from '../protocol';
+import { buildEditorHtml } from './html';
+import { ImageDocument } from './imageDocument';
+import { blockDetail, sectorDetail } from './model';
+
+export const VIEW_TYPE = 'diskImageInspector.imageEditor';
+
+/** Maps the webview's command names to contributed command ids. */
+const COMMAND_IDS: Record<EditorCommand, string> = {
+  relinkParent: 'diskImageInspector.relinkParent',
+  diffWith: 'diskImageInspector.diffWith',
+  createChild: 'diskImageInspector.createChild',
+  snapshot: 'diskImageInspector.snapshot',
+  mergeIntoParent: 'diskImageInspector.mergeIntoParent',
+  check: 'diskImageInspector.checkImage',
+  repair: 'diskImageInspector.repairImage',
+  export: 'diskImageInspector.export',
+  discard: 'diskImageInspector.discardChild',
+};
+
+interface Panel {
+  document: ImageDocument;
+  panel: vscode.WebviewPanel;
+  ready: boolean;
+}
+
+/**
+ * The read-only custom editor: one ImageDocument (the open chain) per file, any number of panels.
+ * Keeps track of the panels so commands can reach the active image and push results (diffs) to it.
+ */
+export class ImageEditorProvider implements vscode.CustomReadonlyEditorProvider<ImageDocument> {
+  private readonly panels = new Set<Panel>();
+  private active: Panel | null = null;
+  /** Last time-to-heatmap the webview reported, for tests and the log. */
+  lastHeatmapMs: number | null = null;
+
+  constructor(private readonly context: vscode.ExtensionContext, private readonly log: vscode.OutputChannel) {}
+
+  static register(context: vscode.ExtensionContext, log: vscode.OutputChannel): ImageEditorProvider {
+    const provider = new ImageEditorProvider(context, log);
+    context.subscriptions.push(vscode.window.registerCustomEditorProvider(VIEW_TYPE, provider, {
+      webviewOptions: { retainContextWhenHidden: true },
+      supportsMultipleEditorsPerDocument: true,
+    }));
+    return provider;
+  }
+
+  async openCustomDocument(uri: vscode.Uri): Promise<ImageDocument> {
+    return ImageDocument.open(uri, () => vscode.workspace.isTrusted);
+  }
+
+  async resolveCustomEditor(document: ImageDocument, panel: vscode.WebviewPanel): Promise<void> {
+    const root = this.context.extensionUri;
+    const webview = panel.webview;
+    webview.options = {
+      enableScripts: true,
+      localResourceRoots: [vscode.Uri.joinPath(root, 'dist'), vscode.Uri.joinPath(root, 'media')],
+    };
+    const { html } = buildEditorHtml({
+      cspSource: webview.cspSource,
+      scriptUri: webview.asWebviewUri(vscode.Uri.joinPath(root, 'dist', 'webview.js')).toString(),
+      styleUri: webview.asWebviewUri(vscode.Uri.joinPath(root, 'dist', 'webview.css')).toString(),
+      title: document.uri.path.split('/').pop() ?? 'image',
+    });
+    webview.html = html;
+    const entry: Panel = { document, panel, ready: false };
+    this.panels.add(entry);
+    if (panel.active) this.active = entry;
+    const post = (m: HostMessage) => { void webview.postMessage(m); };
+    const subs: vscode.Disposable[] = [
+      panel.onDidChangeViewState(() => { if (panel.active) this.active = entry; }),
+      document.onDidChangeState(({ state, changed }) => {
+        if (entry.ready) post({ type: 'update', model: state.model, blocks: state.blocks, changedBlocks: changed });
+      }),
+      document.onDidFail((message) => post({ type: 'error', message: `The image could not be re-read: ${message}` })),
+      webview.onDidReceiveMessage(async (raw) => {
+        const msg = parseWebviewMessage(raw);
+        if (!msg) { this.log.appendLine(`ignored a malformed message from the webview: ${JSON.stringify(raw)?.slice(0, 200)}`); return; }
+        try {
+          switch (msg.type) {
+            case 'ready': {
+              entry.ready = true;
+              const s = document.current();
+              post({ type: 'init', model: s.model, blocks: s.blocks, diff: document.lastDiff });
+              break;
+            }
+            case 'requestBlock': {
+              const layers = await blockDetail(document.currentChain(), msg.block);
+              post({ type: 'blockDetail', requestId: msg.requestId, block: msg.block, layers });
+              break;
+            }
+            case 'requestSector': {
+              const d = await sectorDetail(document.currentChain(), msg.sector);
+              post({ type: 'sectorDetail', requestId: msg.requestId, sector: msg.sector, ...d });
+              break;
+            }
+            case 'copyText':
+              await vscode.env.clipboard.writeText(msg.text);
+              void vscode.window.setStatusBarMessage('Copied header fields as JSON.', 3000);
+              break;
+            case 'runCommand':
+              await vscode.commands.executeCommand(COMMAND_IDS[msg.command], document.uri);
+              break;
+            case 'rendered':
+              if (msg.heatmapMs !== null) {
+                this.lastHeatmapMs = msg.heatmapMs;
+                this.log.appendLine(`${document.uri.fsPath}: heatmap drawn ${msg.heatmapMs.toFixed(0)} ms after the editor opened`);
+              }
+              break;
+          }
+        } catch (e) {
+          const message = (e as Error).message;
+          this.log.appendLine(`error handling ${msg.type}: ${message}`);
+          post({ type: 'error', requestId: 'requestId' in msg ? msg.requestId : undefined, message });
+        }
+      }),
+    ];
+    panel.onDidDispose(() => {
+      this.panels.delete(entry);
+      if (this.active === entry) this.active = null;
+      for (const s of subs) s.dispose();
+    });
+  }
+
+  /** The image of the focused editor, if one of ours is focused. */
+  activeDocument(): ImageDocument | null {
+    return this.active?.document ?? null;
+  }
+
+  /** Every open document for a path (commands reload them after changing files). */
+  documentsFor(fsPath: string): ImageDocument[] {
+    const out = new Set<ImageDocument>();
+    for (const p of this.panels) if (p.document.path === fsPath) out.add(p.document);
+    return [...out];
+  }
+
+  allDocuments(): ImageDocument[] {
+    return [...new Set([...this.panels].map((p) => p.document))];
+  }
+
+  postTo(document: ImageDocument, message: HostMessage): void {
+    for (const p of this.panels) if (p.document === document && p.ready) void p.panel.webview.postMessage(message);
+  }
+
+  showView(document: ImageDocument, view: ViewName): void {
+    this.postTo(document, { type: 'showView', view });
+  }
+}

@@ -1,0 +1,193 @@
+/**
+ * Every message between the extension host and the editor's webview, typed in one place and
+ * imported by both sides. One discriminated union per direction. The webview starts with `ready`;
+ * the host answers with `init` and later sends `update` when a file of the chain changes on disk.
+ * Per-block data travels as typed arrays, never as arrays of objects. Every string in here may come
+ * from an image's bytes (paths, names, creator codes): the webview shows them as text only.
+ */
+
+export type DiskTypeLabel = 'fixed' | 'dynamic' | 'differencing';
+
+export interface OverviewModel {
+  fileName: string;
+  path: string;
+  diskType: DiskTypeLabel;
+  virtualSize: number;
+  blockSize: number;
+  blockCount: number;
+  allocatedBlocks: number;
+  uuid: string;
+  creator: string;
+  created: string;
+  warnings: string[];
+  /** File names from this image down to the ultimate parent. */
+  chain: string[];
+  chainComplete: boolean;
+}
+
+export interface HeaderFieldModel {
+  structure: string;
+  name: string;
+  offset: number;
+  size: number;
+  hex: string;
+  decoded: string;
+  problem?: string;
+}
+
+export interface ChecksumModel {
+  structure: string;
+  offset: number;
+  stored: string;
+  computed: string;
+  ok: boolean;
+}
+
+export interface ChainLayerModel {
+  index: number;
+  path: string;
+  fileName: string;
+  diskType: DiskTypeLabel;
+  virtualSize: number;
+  fileSize: number;
+  allocatedBlocks: number;
+  blockCount: number;
+  uuid: string;
+  /** What this layer records of its parent (differencing only). */
+  parentUuid: string | null;
+  parentName: string | null;
+  /** Link from this layer to the next one down; null for the last layer when it has no parent. */
+  link: null | {
+    resolvedPath: string | null;
+    via: string | null;
+    uuidMatches: boolean | null;
+    timestampMatches: boolean | null;
+    problem: string | null;
+  };
+}
+
+export interface PartitionModel {
+  number: number;
+  scheme: 'mbr' | 'gpt';
+  start: number;
+  length: number;
+  type: string;
+  typeName: string;
+  name: string;
+  bootable: boolean;
+}
+
+/** Everything the views need except per-block data. */
+export interface ImageModel {
+  overview: OverviewModel;
+  header: { fields: HeaderFieldModel[]; checksums: ChecksumModel[]; json: string };
+  chain: ChainLayerModel[];
+  partitions: { scheme: 'none' | 'mbr' | 'gpt'; list: PartitionModel[]; warnings: string[] };
+  /** False in an untrusted workspace: commands that write are not offered. */
+  canWrite: boolean;
+}
+
+/** Per-block arrays on the grid of the top image's blocks (see src/chain/blockMap.ts). */
+export interface BlockData {
+  blockCount: number;
+  blockSize: number;
+  sectorsPerBlock: number;
+  layerCount: number;
+  allocated: Uint8Array;
+  fill: Uint8Array;
+  /** 0xffff: no layer holds the block. */
+  owner: Uint16Array;
+}
+
+export interface DiffData {
+  otherPath: string;
+  otherName: string;
+  identical: boolean;
+  differingBytes: number;
+  /** 1 where the block differs. */
+  changed: Uint8Array;
+  /** Differing byte ranges (the first ones, when there are very many). */
+  ranges: Array<{ start: number; length: number }>;
+  rangesTruncated: boolean;
+}
+
+export interface LayerBlockModel {
+  index: number;
+  fileName: string;
+  allocated: boolean;
+  /** File offset of the block's data in this layer, or null. */
+  fileOffset: number | null;
+  /** The block's sector bitmap in this layer (null: not allocated); all ones for dynamic/fixed. */
+  bitmap: Uint8Array | null;
+}
+
+export interface SectorLayerModel {
+  index: number;
+  fileName: string;
+  /** This layer's own bytes for the sector, or null when it does not hold it. */
+  bytes: Uint8Array | null;
+}
+
+/** Commands the webview may ask the host to run on this image. */
+export type EditorCommand =
+  | 'relinkParent' | 'diffWith' | 'createChild' | 'snapshot' | 'mergeIntoParent' | 'check' | 'repair' | 'export' | 'discard';
+
+export type ViewName = 'overview' | 'header' | 'blocks' | 'chain';
+export type HeatmapMode = 'allocated' | 'fill' | 'owner' | 'changed';
+
+// ---- webview -> host -------------------------------------------------------------------------
+
+export type WebviewMessage =
+  | { type: 'ready' }
+  | { type: 'requestBlock'; requestId: number; block: number }
+  | { type: 'requestSector'; requestId: number; sector: number }
+  | { type: 'copyText'; text: string }
+  | { type: 'runCommand'; command: EditorCommand }
+  /** Lets tests and the status bar know what is on screen (time to first heatmap draw, in ms). */
+  | { type: 'rendered'; view: ViewName; heatmapMs: number | null };
+
+// ---- host -> webview -------------------------------------------------------------------------
+
+export type HostMessage =
+  | { type: 'init'; model: ImageModel; blocks: BlockData; diff: DiffData | null }
+  /** A file of the chain changed: new data; the webview keeps zoom, mode and selection, and flashes `changedBlocks`. */
+  | { type: 'update'; model: ImageModel; blocks: BlockData; changedBlocks: Uint32Array }
+  | { type: 'diff'; diff: DiffData }
+  | { type: 'blockDetail'; requestId: number; block: number; layers: LayerBlockModel[] }
+  | { type: 'sectorDetail'; requestId: number; sector: number; layers: SectorLayerModel[]; winner: number | null; effective: Uint8Array }
+  | { type: 'showView'; view: ViewName; block?: number }
+  | { type: 'error'; requestId?: number; message: string };
+
+const WEBVIEW_TYPES = new Set(['ready', 'requestBlock', 'requestSector', 'copyText', 'runCommand', 'rendered']);
+const EDITOR_COMMANDS = new Set<EditorCommand>(['relinkParent', 'diffWith', 'createChild', 'snapshot', 'mergeIntoParent', 'check', 'repair', 'export', 'discard']);
+const VIEWS = new Set<ViewName>(['overview', 'header', 'blocks', 'chain']);
+
+const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+/** Validates a message from the webview (the host never trusts its shape). */
+export function parseWebviewMessage(raw: unknown): WebviewMessage | null {
+  if (typeof raw !== 'object' || raw === null) return null;
+  const m = raw as Record<string, unknown>;
+  if (typeof m.type !== 'string' || !WEBVIEW_TYPES.has(m.type)) return null;
+  switch (m.type) {
+    case 'ready': return { type: 'ready' };
+    case 'requestBlock': return isInt(m.requestId) && isInt(m.block) ? { type: 'requestBlock', requestId: m.requestId, block: m.block } : null;
+    case 'requestSector': return isInt(m.requestId) && isInt(m.sector) ? { type: 'requestSector', requestId: m.requestId, sector: m.sector } : null;
+    case 'copyText': return typeof m.text === 'string' ? { type: 'copyText', text: m.text } : null;
+    case 'runCommand': return typeof m.command === 'string' && EDITOR_COMMANDS.has(m.command as EditorCommand) ? { type: 'runCommand', command: m.command as EditorCommand } : null;
+    case 'rendered':
+      return typeof m.view === 'string' && VIEWS.has(m.view as ViewName) && (m.heatmapMs === null || typeof m.heatmapMs === 'number')
+        ? { type: 'rendered', view: m.view as ViewName, heatmapMs: m.heatmapMs as number | null } : null;
+    default: return null;
+  }
+}
+
+/** Block indices whose allocation, fill or owner differ between two block maps of the same grid. */
+export function changedBlocks(before: BlockData, after: BlockData): Uint32Array {
+  if (before.blockCount !== after.blockCount) return new Uint32Array(0);
+  const out: number[] = [];
+  for (let i = 0; i < after.blockCount; i++) {
+    if (before.allocated[i] !== after.allocated[i] || before.fill[i] !== after.fill[i] || before.owner[i] !== after.owner[i]) out.push(i);
+  }
+  return Uint32Array.from(out);
+}

@@ -1,0 +1,141 @@
+import { strict as assert } from 'assert';
+import * as path from 'path';
+import { pathToFileURL } from 'url';
+import type { Browser } from 'playwright-core';
+import { Chain, openChain } from '../../src/chain/chain';
+import { buildBlockData, buildImageModel } from '../../src/extension/model';
+import { BlockData, ImageModel } from '../../src/protocol';
+import { hasChromium, launchChromium, RESULTS } from '../helpers/browser';
+import { parseHex, sameColor, sampleBlocks } from '../helpers/canvasProbe';
+import { openWebview, THEMES, Theme } from '../helpers/webviewHarness';
+import { ROOT, tempDir } from '../helpers/util';
+
+describe('editor webview in Chromium (real HTML, CSP and bundle; host model from src/extension/model.ts)', function () {
+  this.timeout(120000);
+  let browser: Browser;
+  let chain: Chain;
+  let model: ImageModel;
+  let blocks: BlockData;
+  const t = tempDir('webview-');
+
+  before(async function () {
+    if (!hasChromium()) throw new Error('Chromium is missing: run scripts/setup.sh (Debian package chromium)');
+    const { makeDemoChain } = await import(pathToFileURL(path.join(ROOT, 'scripts', 'makeDemoChain.mjs')).href);
+    const demo = makeDemoChain(t.dir);
+    chain = await openChain(demo.child2);
+    model = await buildImageModel(chain, true);
+    blocks = await buildBlockData(chain);
+    browser = await launchChromium();
+  });
+  after(async () => {
+    await browser?.close();
+    await chain?.close();
+    t.cleanup();
+  });
+
+  it('shows image-supplied strings (names, paths, creator, warnings, partition names) as text, never as HTML', async () => {
+    const evil = (tag: string) => `<img src=x onerror="window.__pwned='${tag}'"><script>window.__pwned='${tag}'</script>`;
+    const m: ImageModel = JSON.parse(JSON.stringify(model));
+    m.overview.fileName = `${evil('name')}.vhd`;
+    m.overview.creator = `"><svg onload="window.__pwned='creator'">`;
+    m.overview.warnings = [evil('warning')];
+    m.overview.chain = m.overview.chain.map((c) => `${evil('chain')}${c}`);
+    m.chain = m.chain.map((l) => ({ ...l, fileName: evil('layer'), path: evil('path'), parentName: evil('parent') }));
+    m.header.fields = m.header.fields.map((f) => ({ ...f, decoded: evil('field') }));
+    m.partitions.list = m.partitions.list.map((p) => ({ ...p, name: evil('partition'), typeName: evil('type') }));
+    const problems: string[] = [];
+    const h = await openWebview(browser, { model: m, blocks, chain, problems });
+    try {
+      await h.page.waitForSelector('#ov-type');
+      for (const tab of ['#tab-header', '#tab-blocks', '#tab-chain']) { await h.page.click(tab); await h.page.waitForTimeout(150); }
+      assert.equal(await h.page.evaluate(() => (window as any).__pwned), undefined);
+      assert.equal(await h.page.evaluate(() => document.querySelectorAll('#app img, #app svg, #app script, #app iframe, #app object').length), 0);
+      assert.ok((await h.page.textContent('.file-name'))!.includes('<img src=x onerror='), 'the name is shown literally');
+      assert.ok((await h.page.textContent('#partitions'))!.includes('<script>'), 'partition names are shown literally');
+      assert.ok((await h.page.textContent('#header-fields'))!.includes('<img'));
+      assert.deepEqual(problems, []);
+      await h.page.click('#tab-overview');
+      // Back on the overview, its map is drawn again at full size.
+      await h.page.waitForFunction(() => (document.querySelector('.overview canvas') as HTMLCanvasElement).width > 100);
+      await h.page.waitForTimeout(300);
+      await h.page.screenshot({ path: path.join(RESULTS, 'webview-hostile-strings.png') });
+    } finally {
+      await h.close();
+    }
+  });
+
+  for (const theme of ['dark', 'light', 'high-contrast'] as Theme[]) {
+    it(`shows every view in the ${theme} theme, heatmap painted exactly where blocks are allocated`, async () => {
+      const problems: string[] = [];
+      const h = await openWebview(browser, { model, blocks, chain, theme, problems });
+      const { page } = h;
+      try {
+        await page.waitForSelector('#ov-type');
+        assert.equal(await page.textContent('#ov-type'), 'differencing');
+        assert.equal(await page.textContent('#ov-uuid'), chain.top.uuid);
+        assert.deepEqual(await page.$$eval('#ov-chain li', (l) => l.map((x) => x.textContent)), ['child2.vhd (this image)', 'child1.vhd', 'base.vhd']);
+        await page.waitForFunction(() => Number((document.querySelector('.overview canvas') as HTMLElement)?.dataset.drawn) > 0);
+        await page.screenshot({ path: path.join(RESULTS, `webview-${theme}-overview.png`) });
+
+        await page.click('#tab-header');
+        await page.waitForSelector('#header-fields');
+        assert.ok((await page.textContent('#header-fields'))!.includes('conectix'));
+        await page.screenshot({ path: path.join(RESULTS, `webview-${theme}-header.png`), fullPage: true });
+
+        await page.click('#tab-chain');
+        await page.waitForSelector('#chain-grid');
+        await page.screenshot({ path: path.join(RESULTS, `webview-${theme}-chain.png`) });
+
+        await page.click('#tab-blocks');
+        const canvas = '#blocks-heatmap canvas';
+        await page.waitForFunction((s) => Number((document.querySelector(s) as HTMLElement)?.dataset.drawn) > 0, canvas);
+        // Mode "allocated in this image": painted cells are exactly the top image's allocated blocks.
+        await page.evaluate(() => {
+          const d = document.querySelector('#heatmap-mode') as HTMLElement & { value: string };
+          d.value = 'allocated';
+          d.dispatchEvent(new Event('change'));
+        });
+        await page.waitForFunction((s) => (document.querySelector(s) as HTMLElement).dataset.mode === 'allocated', canvas);
+        await page.waitForTimeout(100);
+        const all = Array.from({ length: blocks.blockCount }, (_, i) => i);
+        const colors = await sampleBlocks(page, canvas, all);
+        const vars = THEMES[theme];
+        const empty = parseHex(vars['--vscode-editorWidget-background']);
+        const background = parseHex(vars['--vscode-editor-background']);
+        let painted = 0;
+        for (const b of all) {
+          const c = colors[b];
+          assert.ok(c, `block ${b} is on screen`);
+          if (blocks.allocated[b]) {
+            painted++;
+            assert.ok(!sameColor(c, empty) && !sameColor(c, background), `allocated block ${b} is painted (got ${c})`);
+          } else {
+            assert.ok(sameColor(c, empty, 12), `unallocated block ${b} is not painted (got ${c}, empty ${empty})`);
+          }
+        }
+        assert.ok(painted > 5);
+        // Click an allocated block: sector map and a side-by-side hex view with the winning layer marked.
+        const target = all.find((b) => blocks.allocated[b] && blocks.owner[b] === 0)!;
+        const box = (await page.$(canvas))!;
+        const geo = await box.evaluate((c: HTMLCanvasElement) => ({ ...c.dataset }));
+        const cell = Math.floor(target / Number(geo.blocksPerCell));
+        const dpr = Number(geo.dpr);
+        const px = Number(geo.cellPx);
+        await box.click({ position: { x: ((cell % Number(geo.cols)) * px + px / 2) / dpr, y: (Math.floor(cell / Number(geo.cols)) * px + px / 2 - Number(geo.scrollY)) / dpr } });
+        await page.waitForSelector('#sector-map');
+        await page.fill('#goto input', '').catch(() => undefined);
+        await page.evaluate((lba) => {
+          const f = document.querySelector('#goto') as HTMLElement & { value: string };
+          f.value = String(lba);
+          f.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', bubbles: true }));
+        }, Math.floor((20 * 1048576 + 777) / 512));
+        await page.waitForSelector('.hex-col.winner');
+        assert.match((await page.textContent('.hex-head.winner'))!, /child2\.vhd/);
+        await page.screenshot({ path: path.join(RESULTS, `webview-${theme}-blocks.png`), fullPage: true });
+        assert.deepEqual(problems, []);
+      } finally {
+        await h.close();
+      }
+    });
+  }
+});

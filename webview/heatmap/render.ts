@@ -1,0 +1,93 @@
+/** Paints the heatmap into a pixel buffer, pure (the view copies it into the canvas's ImageData). */
+import { mix, ownerColor, pack, Palette } from './colors';
+import { Layout } from './layout';
+
+export type Mode = 'allocated' | 'fill' | 'owner' | 'changed';
+export const NO_OWNER = 0xffff;
+
+export interface HeatmapData {
+  blockCount: number;
+  allocated: Uint8Array;
+  fill: Uint8Array;
+  owner: Uint16Array;
+  /** 1 where a diff found the block different; null before any diff. */
+  changed: Uint8Array | null;
+}
+
+/** The packed colour of the cell covering blocks [first, end). */
+export function cellColor(d: HeatmapData, mode: Mode, first: number, end: number, p: Palette): number {
+  const n = end - first;
+  switch (mode) {
+    case 'allocated': {
+      let count = 0;
+      for (let i = first; i < end; i++) count += d.allocated[i];
+      return pack(count === 0 ? p.empty : mix(p.empty, p.allocated, 0.45 + (0.55 * count) / n));
+    }
+    case 'fill': {
+      let sum = 0;
+      let any = 0;
+      for (let i = first; i < end; i++) { sum += d.fill[i]; any |= d.allocated[i]; }
+      if (sum === 0) return pack(any ? mix(p.empty, p.allocated, 0.15) : p.empty);
+      return pack(mix(p.empty, p.allocated, 0.25 + (0.75 * sum) / (255 * n)));
+    }
+    case 'owner': {
+      let best = NO_OWNER;
+      for (let i = first; i < end; i++) if (d.owner[i] < best) best = d.owner[i];
+      return pack(best === NO_OWNER ? p.empty : ownerColor(p, best));
+    }
+    case 'changed': {
+      if (!d.changed) return pack(p.empty);
+      for (let i = first; i < end; i++) if (d.changed[i]) return pack(p.changed);
+      return pack(p.empty);
+    }
+  }
+}
+
+/**
+ * Fills `out` (layout.width × layout.height pixels, row-major) with the visible cells. Cells of 4 px
+ * and more keep a 1 px gap of background so single blocks stand apart. `flash` marks blocks to
+ * highlight (changed on disk a moment ago).
+ */
+export function renderHeatmap(out: Uint32Array, l: Layout, d: HeatmapData, mode: Mode, p: Palette, flash?: Uint8Array | null): void {
+  const bg = pack(p.background);
+  out.fill(bg);
+  const px = l.cellPx;
+  const gap = px >= 4 ? 1 : 0;
+  const flashColor = pack(p.flash);
+  const firstRow = Math.floor(l.scrollY / px);
+  const lastRow = Math.min(l.rows - 1, Math.floor((l.scrollY + l.height - 1) / px));
+  for (let row = firstRow; row <= lastRow; row++) {
+    const y0 = row * px - l.scrollY;
+    for (let col = 0; col < l.cols; col++) {
+      const cell = row * l.cols + col;
+      const first = cell * l.blocksPerCell;
+      if (first >= d.blockCount) return;
+      const end = Math.min(d.blockCount, first + l.blocksPerCell);
+      let color = cellColor(d, mode, first, end, p);
+      if (flash) {
+        for (let i = first; i < end; i++) if (flash[i]) { color = flashColor; break; }
+      }
+      const x0 = col * px;
+      const ys = Math.max(0, y0);
+      const ye = Math.min(l.height, y0 + px - gap);
+      const xe = Math.min(l.width, x0 + px - gap);
+      for (let y = ys; y < ye; y++) out.fill(color, y * l.width + x0, y * l.width + xe);
+    }
+  }
+}
+
+/** Row segments (device pixels) covering blocks [first, end), for partition and selection overlays. */
+export function rangeSegments(l: Layout, first: number, end: number): Array<{ x: number; y: number; w: number }> {
+  const segs: Array<{ x: number; y: number; w: number }> = [];
+  if (end <= first) return segs;
+  const c0 = Math.floor(first / l.blocksPerCell);
+  const c1 = Math.floor((end - 1) / l.blocksPerCell);
+  let c = c0;
+  while (c <= c1) {
+    const row = Math.floor(c / l.cols);
+    const rowEnd = Math.min(c1, (row + 1) * l.cols - 1);
+    segs.push({ x: (c % l.cols) * l.cellPx, y: row * l.cellPx - l.scrollY, w: (rowEnd - c + 1) * l.cellPx });
+    c = rowEnd + 1;
+  }
+  return segs;
+}

@@ -1,0 +1,130 @@
+/** The editor's webview: receives structures and typed arrays from the host, never image bytes to parse. */
+import { BlockData, DiffData, EditorCommand, HostMessage, ImageModel, ViewName, WebviewMessage } from '../src/protocol';
+import { HeatmapState } from './heatmap/view';
+import { Mode } from './heatmap/render';
+import { BlocksView } from './views/blocks';
+import { ChainView } from './views/chain';
+import { HeaderView } from './views/header';
+import { OverviewView } from './views/overview';
+import { append, clear, el, registerComponents, tabs } from './ui';
+
+interface VsCodeApi {
+  postMessage(m: WebviewMessage): void;
+  getState(): SavedState | undefined;
+  setState(s: SavedState): void;
+}
+declare function acquireVsCodeApi(): VsCodeApi;
+
+interface SavedState {
+  view: ViewName;
+  mode: Mode;
+  selected: number | null;
+  sector: number | null;
+  heatmap: HeatmapState | null;
+}
+
+const vscode = acquireVsCodeApi();
+const saved = vscode.getState();
+const post = (m: WebviewMessage) => vscode.postMessage(m);
+let requestId = 0;
+let lastBlockRequest = -1;
+let lastSectorRequest = -1;
+let view: ViewName = saved?.view ?? 'overview';
+let model: ImageModel | null = null;
+let blocks: BlockData | null = null;
+let diff: DiffData | null = null;
+let firstDraw = true;
+const t0 = performance.now();
+
+registerComponents();
+const app = document.getElementById('app')!;
+const status = el('div', 'status');
+status.setAttribute('role', 'status');
+
+const overview = new OverviewView();
+const header = new HeaderView((text) => post({ type: 'copyText', text }));
+const chainView = new ChainView((command: EditorCommand) => post({ type: 'runCommand', command }), () => true);
+const blocksView = new BlocksView({
+  requestBlock: (block) => { lastBlockRequest = ++requestId; post({ type: 'requestBlock', requestId: lastBlockRequest, block }); },
+  requestSector: (sector) => { lastSectorRequest = ++requestId; post({ type: 'requestSector', requestId: lastSectorRequest, sector }); },
+  saveState: () => save(),
+});
+if (saved?.mode) blocksView.mode = saved.mode;
+blocksView.selected = saved?.selected ?? null;
+blocksView.selectedSector = saved?.sector ?? null;
+blocksView.heatmap.restore(saved?.heatmap);
+
+const tabView = tabs<ViewName>([
+  { id: 'overview', label: 'Overview', content: overview.element },
+  { id: 'header', label: 'Header', content: header.element },
+  { id: 'blocks', label: 'Blocks', content: blocksView.element },
+  { id: 'chain', label: 'Chain', content: chainView.element },
+], view);
+tabView.onChange((v) => { view = v; save(); post({ type: 'rendered', view: v, heatmapMs: null }); });
+
+function save(): void {
+  vscode.setState({ view, mode: blocksView.mode, selected: blocksView.selected, sector: blocksView.selectedSector, heatmap: blocksView.heatmap.state() });
+}
+
+overview.heatmap.onDrawn(() => {
+  if (!firstDraw) return;
+  firstDraw = false;
+  const ms = performance.now() - t0;
+  document.body.dataset.heatmapMs = ms.toFixed(1);
+  post({ type: 'rendered', view, heatmapMs: ms });
+});
+
+function renderAll(): void {
+  if (!model || !blocks) return;
+  const data = { blockCount: blocks.blockCount, allocated: blocks.allocated, fill: blocks.fill, owner: blocks.owner, changed: diff?.changed ?? null };
+  overview.render(model, data);
+  header.render(model);
+  chainView.render(model);
+  blocksView.render(model, blocks, diff);
+  blocksView.setMode(blocksView.mode === 'changed' && !diff ? 'owner' : blocksView.mode);
+}
+
+window.addEventListener('message', (ev: MessageEvent) => {
+  const m = ev.data as HostMessage;
+  switch (m.type) {
+    case 'init':
+      model = m.model; blocks = m.blocks; diff = m.diff;
+      clear(app);
+      app.removeAttribute('aria-busy');
+      append(app, status, tabView.element);
+      renderAll();
+      tabView.select(view);
+      break;
+    case 'update':
+      model = m.model; blocks = m.blocks;
+      if (diff && diff.changed.length !== blocks.blockCount) diff = null;
+      renderAll();
+      blocksView.heatmap.flash(m.changedBlocks);
+      overview.heatmap.flash(m.changedBlocks);
+      document.body.dataset.updates = String((Number(document.body.dataset.updates) || 0) + 1);
+      status.textContent = m.changedBlocks.length ? `Reloaded: ${m.changedBlocks.length} block(s) changed on disk.` : 'Reloaded from disk.';
+      break;
+    case 'diff':
+      diff = m.diff;
+      if (model && blocks) { renderAll(); blocksView.setDiff(m.diff); }
+      tabView.select('blocks'); view = 'blocks'; save();
+      break;
+    case 'blockDetail':
+      if (m.requestId === lastBlockRequest) blocksView.showBlockDetail(m.block, m.layers);
+      break;
+    case 'sectorDetail':
+      if (m.requestId === lastSectorRequest) blocksView.showSector(m.sector, m.layers, m.winner, m.effective);
+      break;
+    case 'showView':
+      view = m.view; tabView.select(m.view);
+      if (m.block !== undefined) blocksView.selectBlock(m.block);
+      save();
+      break;
+    case 'error':
+      status.textContent = m.message;
+      status.className = 'status problem';
+      break;
+  }
+});
+
+post({ type: 'ready' });

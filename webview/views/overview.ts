@@ -1,0 +1,57 @@
+import { ImageModel } from '../../src/protocol';
+import { formatBytes, formatInt, percent } from '../format';
+import { HeatmapView } from '../heatmap/view';
+import { HeatmapData } from '../heatmap/render';
+import { append, clear, el } from '../ui';
+
+/** The view shown on open: what the image is, where its chain leads, and a map of who holds what. */
+export class OverviewView {
+  readonly element = el('div', 'view overview');
+  private readonly facts = el('div', 'facts');
+  private readonly side = el('div', 'overview-side');
+  private readonly mapBox = el('div', 'heatmap-box compact');
+  readonly heatmap: HeatmapView;
+
+  constructor() {
+    const mapSection = el('section', 'overview-map', el('h3', undefined, 'Blocks by owning layer'), this.mapBox);
+    append(this.element, this.facts, el('div', 'overview-columns', this.side, mapSection));
+    this.heatmap = new HeatmapView(this.mapBox, false);
+    this.heatmap.setMode('owner');
+  }
+
+  render(model: ImageModel, data: HeatmapData): void {
+    const o = model.overview;
+    clear(this.facts);
+    const row = (k: string, v: string, id: string) => el('div', 'fact', el('span', 'fact-key', k), Object.assign(el('span', 'fact-value', v), { id }));
+    append(this.facts,
+      el('h2', 'file-name', o.fileName),
+      el('div', 'fact-grid',
+        row('Disk type', o.diskType, 'ov-type'),
+        row('Virtual size', `${formatBytes(o.virtualSize)} (${formatInt(o.virtualSize)} bytes)`, 'ov-size'),
+        row('UUID', o.uuid, 'ov-uuid'),
+        row('Allocated blocks', `${formatInt(o.allocatedBlocks)} of ${formatInt(o.blockCount)} (${percent(o.allocatedBlocks, o.blockCount)}), ${formatBytes(o.blockSize)} each`, 'ov-alloc'),
+        row('Creator', o.creator, 'ov-creator'),
+        row('Created', o.created, 'ov-created'),
+      ));
+    clear(this.side);
+    const chainList = el('ol', 'chain-list');
+    chainList.id = 'ov-chain';
+    o.chain.forEach((name, i) => {
+      const swatch = el('span', 'swatch');
+      if (i < model.chain.length) swatch.style.backgroundColor = this.heatmap.ownerCss(i);
+      chainList.appendChild(el('li', i === 0 ? 'this' : undefined, swatch, name, i === 0 ? el('span', 'muted', ' (this image)') : null));
+    });
+    append(this.side, el('h3', undefined, `Chain (${o.chain.length})`), chainList);
+    if (!o.chainComplete) append(this.side, el('p', 'problem', 'The chain is broken: a parent could not be opened. See the Chain tab.'));
+    const warn = el('ul', 'warnings');
+    warn.id = 'ov-warnings';
+    for (const w of o.warnings) warn.appendChild(el('li', undefined, w));
+    append(this.side, el('h3', undefined, o.warnings.length ? `Warnings (${o.warnings.length})` : 'No warnings'), o.warnings.length ? warn : null);
+    this.heatmap.setData(data);
+    // Small maps get a box as tall as they need; large ones keep the default height.
+    const width = Math.max(200, this.mapBox.clientWidth || 800);
+    const side = Math.min(24, Math.max(1, Math.floor(Math.sqrt((width * 260) / Math.max(1, data.blockCount)))));
+    const rows = Math.ceil(data.blockCount / Math.max(1, Math.floor(width / side)));
+    this.mapBox.style.height = `${Math.min(260, Math.max(60, rows * side + 2))}px`;
+  }
+}
