@@ -9,6 +9,8 @@ import { findChildren, realPath } from './findChildren';
 import { OperationOptions, throwIfCancelled } from './progress';
 import { relinkTo } from './reparent';
 
+const READ_AHEAD = 3;
+
 export interface MergeOptions extends OperationOptions {
   /** Merge down to this ancestor (default: the child's parent). */
   into?: string;
@@ -181,11 +183,20 @@ export async function mergeChild(childPath: string, options: MergeOptions = {}):
       p.catch(() => undefined); // a cancelled loop must not leave an unhandled rejection behind
       return p;
     };
-    let next = ahead(0);
+    // A few windows are read ahead (bounded memory: READ_AHEAD windows) while writes stay in order.
+    const queue: Array<Promise<Array<{ start: number; data: Buffer }>>> = [];
+    let nextPos = 0;
+    const fill = () => {
+      while (queue.length < READ_AHEAD && nextPos < size) {
+        queue.push(ahead(nextPos));
+        nextPos += window;
+      }
+    };
     for (let pos = 0; pos < size; pos += window) {
       throwIfCancelled(options.signal, plan.child);
-      const pieces = await next;
-      next = ahead(pos + window);
+      fill();
+      const pieces = await queue.shift()!;
+      fill();
       for (const p of pieces) {
         await target.write(p.start, p.data, below);
         bytesWritten += p.data.length;
