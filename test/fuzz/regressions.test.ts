@@ -2,6 +2,7 @@
 import { strict as assert } from 'assert';
 import { execFileSync } from 'child_process';
 import * as path from 'path';
+import { copyFileSync } from 'fs';
 import { openChain } from '../../src/chain/chain';
 import { DiskImageError } from '../../src/format/errors';
 import { createImage } from '../../src/format/vhd/create';
@@ -51,5 +52,30 @@ describe('fuzz regressions', () => {
     execFileSync('mkfifo', [p]);
     await assert.rejects(VhdImage.open(p), (e: unknown) => e instanceof DiskImageError && e.code === 'EOPEN' && /is not a regular file/.test(e.message));
     await assert.rejects(VhdImage.open(t.dir), (e: unknown) => e instanceof DiskImageError && /is a directory/.test(e.message));
+  });
+
+  it('a fixed image truncated far below its current size maps its missing tail as zeros', async () => {
+    const p = path.join(t.dir, 'truncated-fixed.vhd');
+    await createImage(p, { size: 64 * 1024, type: 'fixed', exactSize: true });
+    const whole = path.join(t.dir, 'whole-fixed.vhd');
+    const chain0 = await openChain(p, { writable: true });
+    await chain0.write(1000, Buffer.alloc(5000, 0x77));
+    await chain0.close();
+    copyFileSync(p, whole);
+    const img = ImageBytes.read(p);
+    img.footer64(48, 32n << 30n).fixChecksums().write(p); // 32 GiB claimed, 64 KiB held
+    const chain = await openChain(p);
+    try {
+      assert.match(chain.warnings.join('\n'), /file holds 65536 data bytes but the footer says 34359738368/);
+      assert.deepEqual(await chain.map(), [
+        { start: 0, length: 65536, depth: 0, data: true },
+        { start: 65536, length: 32 * 2 ** 30 - 65536, depth: 0, data: false },
+      ]);
+      const tail = await chain.readRange(32 * 2 ** 30 - 4096, 4096);
+      assert.ok(tail.equals(Buffer.alloc(4096)));
+    } finally {
+      await chain.close();
+    }
+    void whole;
   });
 });

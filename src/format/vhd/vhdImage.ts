@@ -327,7 +327,11 @@ export class VhdImage implements DiskImage {
     };
     const end = offset + length;
     if (!this.bat) {
-      if (length > 0) push(offset, length, true);
+      // A truncated fixed image (warned at open) holds no data past its end: that tail is a hole of
+      // zeros, so map, diff and export skip it instead of reading gigabytes of nothing.
+      const held = Math.min(end, Math.max(offset, this.layout.footerOffset));
+      if (held > offset) push(offset, held - offset, true);
+      if (end > held) push(held, end - held, false);
       return out;
     }
     let pos = offset;
