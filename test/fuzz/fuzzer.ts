@@ -1,0 +1,629 @@
+/**
+ * A reproducible mutation fuzzer for the VHD core. Every case is a pure function of (seed, case
+ * index): it picks a starting image (valid fixed, dynamic and differencing images made here, and the
+ * real ones in ../shared/fixtures), applies 1-4 mutations aimed at the footer, dynamic header, BAT,
+ * sector bitmaps and parent locators, or at random bytes and the file's length, optionally fixes the
+ * checksums so the mutation is believed, and runs every parser and the info, map, read, check and
+ * diff paths on the result.
+ *
+ * A case fails when anything throws a value that is not a DiskImageError, when it takes more than
+ * 1 s of CPU time, or when any single allocation (or the growth of ArrayBuffer memory) is not
+ * bounded by the size of the files involved.
+ */
+import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'fs';
+import * as path from 'path';
+import { openChain } from '../../src/chain/chain';
+import { createChild } from '../../src/chain/createChild';
+import { describeImage } from '../../src/chain/info';
+import { DiskImageError } from '../../src/format/errors';
+import { Bat } from '../../src/format/vhd/bat';
+import { vhdChecksum } from '../../src/format/vhd/checksum';
+import { createImage } from '../../src/format/vhd/create';
+import { DYNAMIC_HEADER_SIZE, HEADER_CHECKSUM_OFFSET, parseDynamicHeader } from '../../src/format/vhd/dynamicHeader';
+import { FOOTER_CHECKSUM_OFFSET, FOOTER_SIZE, hasFooterCookie, parseFooter } from '../../src/format/vhd/footer';
+import { chsSizeBytes, geometryForSize } from '../../src/format/vhd/geometry';
+import { decodeLocatorPath, decodeUtf16Detect, parseLocatorEntry } from '../../src/format/vhd/parentLocator';
+import { bitmapRuns, countSetBits, runLength } from '../../src/format/vhd/sectorBitmap';
+import { VhdImage } from '../../src/format/vhd/vhdImage';
+import { FIXTURES, fixture, rng } from '../helpers/util';
+
+export type Rand = () => number;
+
+export interface Seed {
+  name: string;
+  /** The image to mutate. */
+  bytes: Buffer;
+  /** For differencing seeds: the parent, written next to the case's child under its file name. */
+  parent?: { name: string; bytes: Buffer };
+  /** The file name the image must have (locators of seeds made here point at the parent by name). */
+  fileName: string;
+}
+
+export interface CaseResult {
+  index: number;
+  seed: string;
+  mutations: string[];
+  cpuMs: number;
+  wallMs: number;
+  /** Largest single Buffer allocation during the case, and its bound. */
+  maxAlloc: number;
+  allocBound: number;
+  arrayBuffersGrowth: number;
+  /** Outcomes per target: 'ok' or the error code. */
+  outcomes: Record<string, string>;
+  /** CPU milliseconds per target. */
+  targetMs: Record<string, number>;
+  failure?: { kind: 'untyped' | 'slow' | 'alloc'; target: string; detail: string };
+}
+
+export const CPU_LIMIT_MS = 1000;
+
+// ---------------------------------------------------------------------------------------------
+// Seeds
+
+/** Builds the starting images: made here (fixed, dynamic, differencing) and real ones. */
+export async function buildSeeds(work: string, withFixtures = true): Promise<Seed[]> {
+  mkdirSync(work, { recursive: true });
+  const seeds: Seed[] = [];
+  const r = rng(1234);
+  const pattern = (n: number) => { const b = Buffer.alloc(n); for (let i = 0; i < n; i++) b[i] = (r() * 256) | 0; return b; };
+
+  const fixed = path.join(work, 'fixed.vhd');
+  await createImage(fixed, { size: 192 * 1024, type: 'fixed', overwrite: true });
+  await writeThrough(fixed, [[4096, pattern(3000)]]);
+  seeds.push({ name: 'fixed', fileName: 'fixed.vhd', bytes: readFileSync(fixed) });
+
+  const dyn = path.join(work, 'dynamic.vhd');
+  await createImage(dyn, { size: 1024 * 1024, blockSize: 64 * 1024, overwrite: true });
+  await writeThrough(dyn, [[0, pattern(512)], [200 * 1024 + 100, pattern(70 * 1024)], [900 * 1024, pattern(512)]]);
+  seeds.push({ name: 'dynamic-64K', fileName: 'dynamic.vhd', bytes: readFileSync(dyn) });
+
+  const small = path.join(work, 'small-blocks.vhd');
+  await createImage(small, { size: 256 * 1024, blockSize: 4096, overwrite: true });
+  await writeThrough(small, [[8192, pattern(4096 * 5 + 300)], [100 * 1024, pattern(1000)]]);
+  seeds.push({ name: 'dynamic-4K', fileName: 'small-blocks.vhd', bytes: readFileSync(small) });
+
+  const base = path.join(work, 'base.vhd');
+  await createImage(base, { size: 512 * 1024, blockSize: 32 * 1024, overwrite: true });
+  await writeThrough(base, [[0, pattern(100 * 1024)]]);
+  const child = path.join(work, 'child.vhd');
+  rmSync(child, { force: true });
+  await createChild(base, child);
+  await writeThrough(child, [[1000, pattern(2000)], [40 * 1024, pattern(512 * 3)], [300 * 1024 + 7, pattern(5000)]]);
+  const baseBytes = readFileSync(base);
+  seeds.push({ name: 'differencing', fileName: 'child.vhd', bytes: readFileSync(child), parent: { name: 'base.vhd', bytes: baseBytes } });
+  // The parent itself as the mutated file, with an intact child above it is covered by mutating
+  // `base.vhd` in its own seed: a child whose parent is broken.
+  seeds.push({ name: 'differencing-parent', fileName: 'child.vhd', bytes: readFileSync(child), parent: { name: 'base.vhd', bytes: baseBytes } });
+
+  if (withFixtures && existsSync(FIXTURES)) {
+    for (const name of ['plaso_image.vhd.gz', 'dfvfs_ext2.vhd.gz', 'dfvfs_fat-differential.vhd.gz', 'dfvfs_image-differential.vhd.gz',
+      'freebsd-mkimg_img-1x1-512-bsd.vhd.gz', 'freebsd-mkimg_img-1x1-512-bsd.vhdf.gz', 'qemu_virtualpc-dynamic.vhd.bz2', 'qemu_hyperv2012r2-dynamic.vhd.bz2']) {
+      if (!existsSync(path.join(FIXTURES, name))) continue;
+      const p = fixture(name, work);
+      seeds.push({ name: name.replace(/\.(gz|bz2)$/, ''), fileName: path.basename(p), bytes: readFileSync(p) });
+    }
+  }
+  return seeds;
+}
+
+async function writeThrough(image: string, writes: Array<[number, Buffer]>): Promise<void> {
+  const chain = await openChain(image, { writable: true });
+  try {
+    for (const [off, data] of writes) await chain.write(off, data);
+  } finally {
+    await chain.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Structure map of a seed, for aimed mutations
+
+interface Structures {
+  footerAt: number[];
+  headerAt: number | null;
+  tableAt: number | null;
+  entries: number;
+  blockSize: number;
+  bitmapSize: number;
+  blocks: number[]; // file offsets of allocated blocks (bitmap first)
+  locators: Array<{ entryAt: number; dataAt: number; length: number }>;
+}
+
+function structuresOf(b: Buffer): Structures {
+  const s: Structures = { footerAt: [], headerAt: null, tableAt: null, entries: 0, blockSize: 0, bitmapSize: 0, blocks: [], locators: [] };
+  if (b.length >= FOOTER_SIZE && hasFooterCookie(b.subarray(b.length - FOOTER_SIZE))) s.footerAt.push(b.length - FOOTER_SIZE);
+  if (b.length >= FOOTER_SIZE && hasFooterCookie(b) && b.length !== FOOTER_SIZE) s.footerAt.push(0);
+  const f = s.footerAt.length ? parseFooter(b.subarray(s.footerAt[0], s.footerAt[0] + FOOTER_SIZE)) : null;
+  if (!f || (f.diskType !== 3 && f.diskType !== 4)) return s;
+  const ho = Number(f.dataOffset);
+  if (ho + DYNAMIC_HEADER_SIZE > b.length) return s;
+  s.headerAt = ho;
+  const h = parseDynamicHeader(b.subarray(ho, ho + DYNAMIC_HEADER_SIZE));
+  s.tableAt = h.tableOffset;
+  s.entries = h.maxTableEntries;
+  s.blockSize = h.blockSize;
+  s.bitmapSize = Math.ceil(h.blockSize / 512 / 8 / 512) * 512;
+  if (h.tableOffset + h.maxTableEntries * 4 <= b.length) {
+    for (let i = 0; i < h.maxTableEntries; i++) {
+      const e = b.readUInt32BE(h.tableOffset + i * 4);
+      if (e !== 0xffffffff) s.blocks.push(e * 512);
+    }
+  }
+  for (const l of h.locators) {
+    if (l.platformCode === '\0\0\0\0') continue;
+    s.locators.push({ entryAt: ho + 576 + l.index * 24, dataAt: l.platformDataOffset, length: l.platformDataLength });
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mutations
+
+const INTERESTING32 = [0, 1, 2, 3, 4, 0x7f, 0x80, 0xff, 0x100, 0x1ff, 0x200, 0x201, 0x3ff, 0x400, 0x1000, 0xffff, 0x10000,
+  0x200000, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff, 0x10000000, 0x20000000, 0x00010000, 0x00020000];
+const INTERESTING64 = [0n, 1n, 511n, 512n, 513n, 1024n, 1536n, 0x7fffffffn, 0xffffffffn, 0x100000000n, 0x1fffffffffffffn,
+  0x20000000000000n, 0x7fffffffffffffffn, 0xffffffffffffffffn, 0x8000000000000000n, 2199023255552n, 2190433320960n];
+const CODES = ['W2ku', 'W2ru', 'Wi2k', 'Wi2r', 'Mac ', 'MacX', '\0\0\0\0', 'abcd', 'W2KU'];
+
+const pick = <T>(r: Rand, a: readonly T[]): T => a[Math.floor(r() * a.length)];
+const int = (r: Rand, n: number) => Math.floor(r() * n);
+
+function interesting32(r: Rand, fileLen: number): number {
+  const v = r();
+  if (v < 0.6) return pick(r, INTERESTING32);
+  if (v < 0.8) return (pick(r, [fileLen, fileLen >> 9, (fileLen >> 9) - 1, (fileLen >> 9) + 1, fileLen - 512, fileLen + 512]) >>> 0);
+  return (r() * 0x100000000) >>> 0;
+}
+
+function interesting64(r: Rand, fileLen: number): bigint {
+  const v = r();
+  if (v < 0.6) return pick(r, INTERESTING64);
+  if (v < 0.8) return BigInt(pick(r, [fileLen, fileLen - 512, fileLen - 1024, fileLen + 1, fileLen * 2, fileLen - 511]));
+  return BigInt(Math.floor(r() * 2 ** 32)) * BigInt(Math.floor(r() * 2 ** 20) + 1);
+}
+
+function set32(b: Buffer, at: number, v: number): void {
+  if (at >= 0 && at + 4 <= b.length) b.writeUInt32BE(v >>> 0, at);
+}
+function set64(b: Buffer, at: number, v: bigint): void {
+  if (at >= 0 && at + 8 <= b.length) b.writeBigUInt64BE(BigInt.asUintN(64, v), at);
+}
+
+type Mutator = (b: Buffer, s: Structures, r: Rand) => { bytes: Buffer; what: string };
+
+const FOOTER_FIELDS32 = [8, 12, 24, 32, 56, 60, 64];
+const FOOTER_FIELDS64 = [16, 40, 48];
+const HEADER_FIELDS32 = [24, 28, 32, 36, 56, 60];
+const HEADER_FIELDS64 = [8, 16];
+
+const mutators: Array<[number, string, Mutator]> = [
+  [3, 'footer field', (b, s, r) => {
+    const targets = s.footerAt.length ? s.footerAt : [Math.max(0, b.length - 512)];
+    const both = r() < 0.4;
+    const use64 = r() < 0.5;
+    const field = use64 ? pick(r, FOOTER_FIELDS64) : pick(r, FOOTER_FIELDS32);
+    const v32 = interesting32(r, b.length);
+    const v64 = interesting64(r, b.length);
+    const which = both ? targets : [pick(r, targets)];
+    for (const at of which) use64 ? set64(b, at + field, v64) : set32(b, at + field, v32);
+    return { bytes: b, what: `footer${both ? 's' : `@${which[0]}`}+${field}=${use64 ? v64 : v32}` };
+  }],
+  [1, 'footer type', (b, s, r) => {
+    const v = pick(r, [0, 1, 2, 3, 4, 5, 6, 0xffffffff]);
+    for (const at of s.footerAt) if (r() < 0.7) set32(b, at + 60, v);
+    return { bytes: b, what: `disk type=${v}` };
+  }],
+  [3, 'header field', (b, s, r) => {
+    if (s.headerAt === null) return flipBytes(b, r);
+    const use64 = r() < 0.35;
+    const field = use64 ? pick(r, HEADER_FIELDS64) : pick(r, HEADER_FIELDS32);
+    if (use64) { const v = interesting64(r, b.length); set64(b, s.headerAt + field, v); return { bytes: b, what: `header+${field}=${v}` }; }
+    const v = field === 32 && r() < 0.5 ? pick(r, [0, 256, 511, 512, 1000, 4096, 3 << 20, 1 << 28, 1 << 29, 1 << 31]) : interesting32(r, b.length);
+    set32(b, s.headerAt + field, v);
+    return { bytes: b, what: `header+${field}=${v}` };
+  }],
+  [3, 'BAT entry', (b, s, r) => {
+    if (s.tableAt === null || s.entries === 0) return flipBytes(b, r);
+    const n = 1 + int(r, 4);
+    const parts: string[] = [];
+    for (let k = 0; k < n; k++) {
+      const i = s.blocks.length && r() < 0.3 ? int(r, s.entries) : int(r, Math.min(s.entries, 4096));
+      const choices = [0xffffffff, 0, 1, (s.headerAt ?? 512) >> 9, (b.length >> 9) - 1, b.length >> 9, (b.length >> 9) + 100,
+        s.blocks.length ? pick(r, s.blocks) >> 9 : 3, s.blocks.length ? (pick(r, s.blocks) >> 9) + 1 : 5, interesting32(r, b.length)];
+      const v = pick(r, choices) >>> 0;
+      set32(b, s.tableAt + i * 4, v);
+      parts.push(`BAT[${i}]=${v}`);
+    }
+    return { bytes: b, what: parts.join(',') };
+  }],
+  [2, 'bitmap', (b, s, r) => {
+    if (!s.blocks.length || !s.bitmapSize) return flipBytes(b, r);
+    const at = pick(r, s.blocks);
+    const len = Math.min(s.bitmapSize, b.length - at);
+    if (len <= 0) return flipBytes(b, r);
+    const mode = int(r, 3);
+    for (let i = 0; i < len; i++) {
+      if (mode === 0) b[at + i] = 0xff;
+      else if (mode === 1) b[at + i] = r() < 0.5 ? 0 : (r() * 256) | 0;
+      else if (r() < 0.05) b[at + i] ^= 1 << int(r, 8);
+    }
+    return { bytes: b, what: `bitmap@${at} mode ${mode}` };
+  }],
+  [3, 'locator entry', (b, s, r) => {
+    if (s.headerAt === null) return flipBytes(b, r);
+    const i = s.locators.length && r() < 0.7 ? (s.locators[int(r, s.locators.length)].entryAt - s.headerAt - 576) / 24 : int(r, 8);
+    const at = s.headerAt + 576 + i * 24;
+    const field = pick(r, [0, 4, 8, 16, 16, 8]);
+    let what: string;
+    if (field === 0) { const c = pick(r, CODES); b.write(c, at, 'latin1'); what = `code=${JSON.stringify(c)}`; }
+    else if (field === 16) { const v = interesting64(r, b.length); set64(b, at + 16, v); what = `offset=${v}`; }
+    else { const v = interesting32(r, b.length); set32(b, at + field, v); what = `+${field}=${v}`; }
+    return { bytes: b, what: `locator ${i} ${what}` };
+  }],
+  [2, 'locator data', (b, s, r) => {
+    if (!s.locators.length) return flipBytes(b, r);
+    const l = pick(r, s.locators);
+    const mode = int(r, 4);
+    const len = Math.min(l.length, Math.max(0, b.length - l.dataAt));
+    for (let i = 0; i < len; i++) {
+      if (mode === 0) b[l.dataAt + i] = (r() * 256) | 0;
+      else if (mode === 1 && i % 2 === 0 && i + 1 < len) { const t = b[l.dataAt + i]; b[l.dataAt + i] = b[l.dataAt + i + 1]; b[l.dataAt + i + 1] = t; }
+      else if (mode === 2 && r() < 0.1) b[l.dataAt + i] = pick(r, [0, 0x5c, 0x2f, 0x2e, 0xd8, 0xdc, 0xff, 0xfe]);
+      else if (mode === 3 && i === 0) b.write(pick(r, ['file:///%zz', '\\\\?\\C:\\x', '/dev/zero', '..\\..\\..\\', 'C:\\']), l.dataAt, 'utf16le');
+    }
+    return { bytes: b, what: `locator data@${l.dataAt} mode ${mode}` };
+  }],
+  [2, 'parent identity', (b, s, r) => {
+    if (s.headerAt === null) return flipBytes(b, r);
+    if (r() < 0.5) { b[s.headerAt + 40 + int(r, 16)] ^= 0xff; return { bytes: b, what: 'parent uuid' }; }
+    const name = pick(r, ['', 'base.vhd', '.', '..', '/', 'child.vhd', 'missing.vhd', 'C:\\x\\base.vhd', 'loop.vhd', 'dir', 'fifo', 'null']);
+    b.fill(0, s.headerAt + 64, s.headerAt + 576);
+    const enc = Buffer.from(name, 'utf16le'); enc.swap16(); enc.copy(b, s.headerAt + 64);
+    return { bytes: b, what: `parent name ${JSON.stringify(name)}` };
+  }],
+  [3, 'random bytes', (b, _s, r) => flipBytes(b, r)],
+  [2, 'truncate', (b, s, r) => {
+    const cuts = [int(r, b.length + 1), b.length - 1, b.length - 511, b.length - 512, b.length - 513, 511, 512, 1024, 1536,
+      s.headerAt !== null ? s.headerAt + int(r, 1024) : 100, s.tableAt !== null ? s.tableAt + int(r, s.entries * 4 + 1) : 600,
+      s.blocks.length ? pick(r, s.blocks) + int(r, s.bitmapSize + s.blockSize) : 700];
+    const n = Math.max(0, Math.min(b.length, pick(r, cuts)));
+    return { bytes: b.subarray(0, n), what: `truncate to ${n}` };
+  }],
+  [1, 'drop end footer', (b, _s, r) => {
+    const n = Math.max(0, b.length - 512 + (r() < 0.5 ? 0 : int(r, 511)));
+    return { bytes: b.subarray(0, n), what: `cut end footer (to ${n})` };
+  }],
+  [1, 'extend', (b, _s, r) => {
+    const extra = pick(r, [1, 511, 512, 4096, 70000]);
+    const tail = Buffer.alloc(extra, r() < 0.5 ? 0 : 0xa5);
+    if (r() < 0.5 && b.length >= 512) b.copy(tail, Math.max(0, extra - 512), b.length - 512); // footer moved out
+    return { bytes: Buffer.concat([b, tail]), what: `extend by ${extra}` };
+  }],
+  [1, 'splice', (b, _s, r) => {
+    if (b.length < 1024) return flipBytes(b, r);
+    const len = pick(r, [8, 24, 512, 1024, 4096]);
+    const from = int(r, Math.max(1, b.length - len));
+    const to = int(r, Math.max(1, b.length - len));
+    b.copy(b, to, from, Math.min(b.length, from + len));
+    return { bytes: b, what: `splice ${from}->${to} (${len})` };
+  }],
+];
+
+function flipBytes(b: Buffer, r: Rand): { bytes: Buffer; what: string } {
+  const n = 1 + int(r, 16);
+  const near = r() < 0.6;
+  const region = near ? pick(r, [0, Math.max(0, b.length - 512), 512, 1536]) : 0;
+  for (let k = 0; k < n && b.length; k++) {
+    const at = near ? Math.min(b.length - 1, region + int(r, 1024)) : int(r, b.length);
+    b[at] = r() < 0.5 ? (r() * 256) | 0 : b[at] ^ (1 << int(r, 8));
+  }
+  return { bytes: b, what: `${n} random bytes${near ? ` near ${region}` : ''}` };
+}
+
+function fixChecksums(b: Buffer, s: Structures): void {
+  for (const at of [0, b.length - 512]) {
+    if (at >= 0 && at + 512 <= b.length && hasFooterCookie(b.subarray(at))) {
+      b.writeUInt32BE(vhdChecksum(b.subarray(at, at + 512), FOOTER_CHECKSUM_OFFSET), at + FOOTER_CHECKSUM_OFFSET);
+    }
+  }
+  if (s.headerAt !== null && s.headerAt + 1024 <= b.length) {
+    b.writeUInt32BE(vhdChecksum(b.subarray(s.headerAt, s.headerAt + 1024), HEADER_CHECKSUM_OFFSET), s.headerAt + HEADER_CHECKSUM_OFFSET);
+  }
+}
+
+const totalWeight = mutators.reduce((a, [w]) => a + w, 0);
+
+export function mutate(seed: Buffer, r: Rand): { bytes: Buffer; mutations: string[] } {
+  let b = Buffer.from(seed);
+  const s = structuresOf(b);
+  const mutations: string[] = [];
+  const n = 1 + Math.floor(r() * r() * 4);
+  for (let k = 0; k < n; k++) {
+    let x = r() * totalWeight;
+    let m = mutators[0];
+    for (const cand of mutators) { if ((x -= cand[0]) < 0) { m = cand; break; } }
+    try {
+      const out = m[2](b, s, r);
+      b = Buffer.from(out.bytes);
+      mutations.push(out.what);
+    } catch {
+      // The structure map is of the seed: after a truncation a field may lie past the end.
+      mutations.push(`${m[1]} (no room)`);
+    }
+  }
+  if (r() < 0.6) { fixChecksums(b, s); mutations.push('checksums fixed'); }
+  return { bytes: b, mutations };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Allocation accounting
+
+let allocMax = 0;
+let instrumented = false;
+function instrumentAllocations(): void {
+  if (instrumented) return;
+  instrumented = true;
+  const wrap = (name: 'alloc' | 'allocUnsafe' | 'allocUnsafeSlow') => {
+    const orig = Buffer[name] as (size: number, ...rest: unknown[]) => Buffer;
+    (Buffer as unknown as Record<string, unknown>)[name] = function (this: unknown, size: number, ...rest: unknown[]) {
+      if (typeof size === 'number' && size > allocMax) allocMax = size;
+      return orig.call(Buffer, size, ...rest);
+    };
+  };
+  wrap('alloc');
+  wrap('allocUnsafe');
+  wrap('allocUnsafeSlow');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running one case
+
+type OptionalModule<T> = T | null;
+function optional<T>(rel: string): OptionalModule<T> {
+  try {
+    // Loaded by name at run time: check and diff are being written alongside this fuzzer.
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    return require(path.join(__dirname, rel)) as T;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND' && String((e as Error).message).includes(path.basename(rel))) return null;
+    throw e;
+  }
+}
+interface CheckModule { checkImage(p: string): Promise<{ ok: boolean; problems: unknown[] }> }
+interface DiffModule { diffImages(a: string, b: string): Promise<unknown> }
+const checkModule = optional<CheckModule>('../../src/chain/check');
+const diffModule = optional<DiffModule>('../../src/chain/diff');
+export const targetsAvailable = { check: checkModule !== null, diff: diffModule !== null };
+
+/** The most a case may read in one go, so read requests themselves stay small. */
+const READ_CHUNK = 256 * 1024;
+
+export class Fuzzer {
+  private seeds: Seed[] = [];
+  constructor(readonly seed: number, readonly work: string) {}
+
+  async init(withFixtures = true): Promise<void> {
+    instrumentAllocations();
+    this.seeds = await buildSeeds(path.join(this.work, 'seeds'), withFixtures);
+    // Fixtures for the parent-path cases: a directory, a FIFO-like device, a symlink loop.
+    const special = path.join(this.work, 'case');
+    mkdirSync(special, { recursive: true });
+  }
+
+  get seedNames(): string[] {
+    return this.seeds.map((s) => s.name);
+  }
+
+  /** Builds case `index` deterministically; returns the files written and what was done. */
+  prepare(index: number): { dir: string; target: string; pristine: string; mutations: string[]; seed: string; bytes: number } {
+    const r = rng((this.seed * 0x9e3779b1 + index * 0x85ebca6b) >>> 0);
+    const seed = this.seeds[Math.floor(r() * this.seeds.length)];
+    const dir = path.join(this.work, 'case');
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true });
+    mkdirSync(path.join(dir, 'dir'));
+    try { symlinkSync('loop.vhd', path.join(dir, 'loop.vhd')); } catch { /* exists */ }
+    try { symlinkSync('/dev/null', path.join(dir, 'null')); } catch { /* exists */ }
+    const target = path.join(dir, seed.fileName);
+    const pristine = path.join(dir, `pristine-${seed.fileName}`);
+    let mutations: string[];
+    let bytes = 0;
+    if (seed.name === 'differencing-parent' && seed.parent) {
+      const m = mutate(seed.parent.bytes, r);
+      writeFileSync(path.join(dir, seed.parent.name), m.bytes);
+      writeFileSync(target, seed.bytes);
+      mutations = ['(parent) ' + m.mutations.join('; ')];
+      bytes = m.bytes.length + seed.bytes.length;
+    } else {
+      const m = mutate(seed.bytes, r);
+      writeFileSync(target, m.bytes);
+      if (seed.parent) writeFileSync(path.join(dir, seed.parent.name), seed.parent.bytes);
+      mutations = m.mutations;
+      bytes = m.bytes.length + (seed.parent?.bytes.length ?? 0);
+    }
+    writeFileSync(pristine, seed.bytes);
+    bytes += seed.bytes.length;
+    return { dir, target, pristine, mutations, seed: seed.name, bytes };
+  }
+
+  async run(index: number): Promise<CaseResult> {
+    const c = this.prepare(index);
+    const r = rng((this.seed ^ (index * 0x27d4eb2d)) >>> 0);
+    const bound = 2 * c.bytes + 8 * 1024 * 1024;
+    const outcomes: Record<string, string> = {};
+    const res: CaseResult = {
+      index, seed: c.seed, mutations: c.mutations, cpuMs: 0, wallMs: 0, maxAlloc: 0, allocBound: bound, arrayBuffersGrowth: 0, outcomes, targetMs: {},
+    };
+    const ab0 = process.memoryUsage().arrayBuffers;
+    let abPeak = ab0;
+    const sample = () => { const ab = process.memoryUsage().arrayBuffers; if (ab > abPeak) abPeak = ab; };
+    allocMax = 0;
+    const cpu0 = process.cpuUsage();
+    const t0 = performance.now();
+    const step = async (name: string, fn: () => Promise<unknown> | unknown): Promise<void> => {
+      if (res.failure) return;
+      const c0 = process.cpuUsage();
+      try {
+        await fn();
+        outcomes[name] = 'ok';
+      } catch (e) {
+        if (e instanceof DiskImageError) {
+          outcomes[name] = e.code;
+        } else {
+          outcomes[name] = 'UNTYPED';
+          res.failure = { kind: 'untyped', target: name, detail: (e as Error)?.stack ?? String(e) };
+        }
+      }
+      const c1 = process.cpuUsage(c0);
+      res.targetMs[name] = Math.round((c1.user + c1.system) / 1000);
+      sample();
+    };
+
+    const bytes = readFileSync(c.target);
+    await step('parsers', () => exerciseParsers(bytes, r));
+    await step('open', async () => {
+      const img = await VhdImage.open(c.target);
+      try {
+        void img.qemuVirtualSize; void img.footerChecksumValid; void img.headerChecksumValid; void img.allocatedBlockCount();
+        const size = img.virtualSize;
+        for (let k = 0; k < 3; k++) {
+          const block = k === 0 ? 0 : Math.floor(r() * Math.max(1, img.blockCount));
+          if (img.isBlockAllocated(block)) await img.readBlockBitmap(block);
+          const off = Math.floor(r() * Math.max(1, size));
+          const runs = await img.runs(off, Math.min(READ_CHUNK, size - off));
+          for (const run of runs.slice(0, 8)) {
+            if (run.present) await img.readOwn(run.offset, Buffer.alloc(Math.min(run.length, READ_CHUNK)));
+          }
+        }
+      } finally {
+        await img.close();
+      }
+    });
+    await step('info', () => describeImage(c.target));
+    await step('map', async () => {
+      const chain = await openChain(c.target);
+      try {
+        let n = 0;
+        await chain.map(0, chain.virtualSize, () => { n++; });
+      } finally {
+        await chain.close();
+      }
+    });
+    await step('read', async () => {
+      const chain = await openChain(c.target);
+      try {
+        const size = chain.virtualSize;
+        const ranges: Array<[number, number]> = [[0, Math.min(READ_CHUNK, size)], [Math.max(0, size - 4096), Math.min(4096, size)]];
+        for (let k = 0; k < 3; k++) {
+          const off = Math.floor(r() * Math.max(1, size));
+          ranges.push([off, Math.min(1 + Math.floor(r() * READ_CHUNK), size - off)]);
+        }
+        for (const [off, len] of ranges) await chain.readRange(off, Math.max(0, len));
+      } finally {
+        await chain.close();
+      }
+    });
+    if (checkModule) await step('check', () => checkModule.checkImage(c.target));
+    if (diffModule) await step('diff', () => diffModule.diffImages(c.target, c.pristine));
+
+    const cpu = process.cpuUsage(cpu0);
+    res.cpuMs = (cpu.user + cpu.system) / 1000;
+    res.wallMs = performance.now() - t0;
+    res.maxAlloc = allocMax;
+    res.arrayBuffersGrowth = Math.max(0, abPeak - ab0);
+    if (!res.failure && res.cpuMs > CPU_LIMIT_MS) {
+      res.failure = { kind: 'slow', target: slowestTarget(res.targetMs), detail: `${res.cpuMs.toFixed(0)} ms CPU (${res.wallMs.toFixed(0)} ms wall)` };
+    }
+    if (!res.failure && res.maxAlloc > bound) {
+      res.failure = { kind: 'alloc', target: '-', detail: `allocated ${res.maxAlloc} bytes at once; bound ${bound} for ${c.bytes} bytes of files` };
+    }
+    if (!res.failure && res.arrayBuffersGrowth > bound + 32 * 1024 * 1024) {
+      res.failure = { kind: 'alloc', target: '-', detail: `ArrayBuffer memory grew by ${res.arrayBuffersGrowth} bytes; bound ${bound}` };
+    }
+    return res;
+  }
+
+  /** Keeps the failing input for reproduction. */
+  saveCase(index: number, outDir: string): string {
+    const from = path.join(this.work, 'case');
+    const to = path.join(outDir, `case-${this.seed}-${index}`);
+    rmSync(to, { recursive: true, force: true });
+    mkdirSync(to, { recursive: true });
+    for (const name of ['child.vhd', 'base.vhd', 'fixed.vhd', 'dynamic.vhd', 'small-blocks.vhd', ...this.seeds.map((s) => s.fileName)]) {
+      const p = path.join(from, name);
+      if (existsSync(p)) writeFileSync(path.join(to, name), readFileSync(p));
+    }
+    return to;
+  }
+}
+
+function slowestTarget(ms: Record<string, number>): string {
+  return Object.entries(ms).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v} ms`).slice(0, 2).join(', ');
+}
+
+/** Runs the pure parsers on slices of the (mutated) bytes; they must never throw. */
+function exerciseParsers(b: Buffer, r: Rand): void {
+  const slice = (n: number) => {
+    const at = b.length > n ? Math.floor(r() * (b.length - n)) : 0;
+    return b.subarray(at, at + n);
+  };
+  for (const s of [b.subarray(0, 512), b.subarray(Math.max(0, b.length - 512)), b.subarray(Math.max(0, b.length - 511)), slice(512)]) {
+    const f = parseFooter(s);
+    chsSizeBytes(f.geometry);
+    geometryForSize(f.currentSize);
+  }
+  for (const s of [b.subarray(512, 1536), slice(1024)]) {
+    const h = parseDynamicHeader(s);
+    for (const l of h.locators) void l.platformDataOffset;
+  }
+  const ls = slice(24);
+  if (ls.length === 24) parseLocatorEntry(ls, 0);
+  const data = slice(Math.floor(r() * 300));
+  for (const code of CODES) decodeLocatorPath(code, data);
+  decodeUtf16Detect(data);
+  const bat = slice(4096);
+  Bat.parse(bat, bat.length >> 2).allocatedCount();
+  const bm = slice(512);
+  countSetBits(bm, bm.length * 8);
+  runLength(bm, 0, bm.length * 8, true);
+  bitmapRuns(bm, 0, bm.length * 8);
+}
+
+export interface CampaignSummary {
+  seed: number;
+  cases: number;
+  failures: CaseResult[];
+  slowest: { index: number; cpuMs: number; wallMs: number; seed: string; mutations: string[] };
+  maxAllocRatio: number;
+  outcomeCounts: Record<string, Record<string, number>>;
+  peakRss: number;
+  peakArrayBuffers: number;
+  seconds: number;
+}
+
+/** Runs cases [from, to) and summarises. */
+export async function campaign(fuzzer: Fuzzer, from: number, to: number, onCase?: (r: CaseResult) => void): Promise<CampaignSummary> {
+  const t0 = Date.now();
+  const sum: CampaignSummary = {
+    seed: fuzzer.seed, cases: 0, failures: [], slowest: { index: -1, cpuMs: 0, wallMs: 0, seed: '', mutations: [] },
+    maxAllocRatio: 0, outcomeCounts: {}, peakRss: 0, peakArrayBuffers: 0, seconds: 0,
+  };
+  for (let i = from; i < to; i++) {
+    const res = await fuzzer.run(i);
+    sum.cases++;
+    if (res.failure) sum.failures.push(res);
+    if (res.cpuMs > sum.slowest.cpuMs) sum.slowest = { index: i, cpuMs: res.cpuMs, wallMs: res.wallMs, seed: res.seed, mutations: res.mutations };
+    sum.maxAllocRatio = Math.max(sum.maxAllocRatio, res.maxAlloc / res.allocBound);
+    for (const [k, v] of Object.entries(res.outcomes)) {
+      const m = (sum.outcomeCounts[k] ??= {});
+      m[v] = (m[v] ?? 0) + 1;
+    }
+    const mem = process.memoryUsage();
+    sum.peakRss = Math.max(sum.peakRss, mem.rss);
+    sum.peakArrayBuffers = Math.max(sum.peakArrayBuffers, mem.arrayBuffers);
+    onCase?.(res);
+  }
+  sum.seconds = (Date.now() - t0) / 1000;
+  return sum;
+}
