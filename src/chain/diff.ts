@@ -42,7 +42,6 @@ const DEPTH = 1;
 /** Inside a differing chunk, pieces of this size are compared before going down to sectors. */
 const PIECE = 64 * 1024;
 const NONE = 0xffff;
-const MAX_MAP_ENTRIES = 1 << 24;
 
 /** Collects sector-granular differing ranges, coalescing adjacent ones, and the differing blocks. */
 class RangeCollector {
@@ -98,32 +97,89 @@ function fileKey(path: string): string {
   }
 }
 
-/**
- * For each grid block, the first layer of the chain that holds anything in it (from the BATs only,
- * no reads), or NONE when every layer down to the bottom leaves it unallocated.
- */
-function ownerMap(chain: Chain, grid: number, count: number): Uint16Array {
-  const owner = new Uint16Array(count).fill(NONE);
-  // Bottom-up so that upper layers overwrite: the result is the topmost holder.
-  for (let d = chain.layers.length - 1; d >= 0; d--) {
-    const layer = chain.layers[d];
-    const size = Math.min(layer.virtualSize, count * grid);
-    if (!layer.bat) {
-      const n = Math.ceil(size / grid);
-      owner.fill(d, 0, n);
-      continue;
-    }
-    const bs = layer.blockSize;
-    const entries = layer.bat.entries;
-    const usable = Math.min(entries.length, Math.ceil(size / bs));
-    for (let j = 0; j < usable; j++) {
-      if (entries[j] === 0xffffffff) continue;
-      const g0 = Math.floor((j * bs) / grid);
-      const g1 = Math.min(count, Math.ceil(Math.min((j + 1) * bs, size) / grid));
-      for (let g = g0; g < g1; g++) owner[g] = d;
-    }
+/** Sorted, disjoint ranges [start, end) of grid units, each with a value (the owning layer). */
+interface UnitRuns {
+  start: number[];
+  end: number[];
+  value: number[];
+}
+
+function pushRun(r: UnitRuns, g0: number, g1: number, value: number): void {
+  if (g1 <= g0) return;
+  const n = r.end.length;
+  if (n > 0 && r.end[n - 1] >= g0 && r.value[n - 1] === value) {
+    if (g1 > r.end[n - 1]) r.end[n - 1] = g1;
+    return;
   }
-  return owner;
+  r.start.push(g0);
+  r.end.push(g1);
+  r.value.push(value);
+}
+
+/** The units a layer allocates (from its BAT, no reads; a fixed layer: all it holds), merged into runs. */
+function layerUnits(layer: Chain['layers'][number], unit: number, size: number): UnitRuns {
+  const out: UnitRuns = { start: [], end: [], value: [] };
+  const limit = Math.min(layer.virtualSize, size);
+  if (!layer.bat) {
+    // A truncated fixed image holds nothing past its data (that tail reads as zeros).
+    pushRun(out, 0, Math.ceil(Math.min(limit, layer.layout.footerOffset) / unit), 0);
+    return out;
+  }
+  const bs = layer.blockSize;
+  const entries = layer.bat.entries;
+  const usable = Math.min(entries.length, Math.ceil(limit / bs));
+  for (let j = 0; j < usable; j++) {
+    if (entries[j] === 0xffffffff) continue;
+    pushRun(out, Math.floor((j * bs) / unit), Math.ceil(Math.min((j + 1) * bs, limit) / unit), 0);
+  }
+  return out;
+}
+
+/**
+ * Sweeps several run lists at once: calls `visit(g0, g1, values)` for each elementary interval
+ * where at least one list has a run, with each list's value there (NONE where it has none).
+ * Memory and time follow the number of runs, never the virtual size.
+ */
+function sweep(lists: UnitRuns[], visit: (g0: number, g1: number, values: number[]) => void): void {
+  let total = 0;
+  for (const l of lists) total += l.start.length * 2;
+  const points = new Float64Array(total);
+  let k = 0;
+  for (const l of lists) for (let i = 0; i < l.start.length; i++) { points[k++] = l.start[i]; points[k++] = l.end[i]; }
+  points.sort();
+  const ptr = new Array<number>(lists.length).fill(0);
+  const values = new Array<number>(lists.length).fill(NONE);
+  for (let i = 0; i + 1 < points.length; i++) {
+    const p = points[i];
+    const q = points[i + 1];
+    if (q === p) continue;
+    let any = false;
+    for (let d = 0; d < lists.length; d++) {
+      const l = lists[d];
+      while (ptr[d] < l.end.length && l.end[ptr[d]] <= p) ptr[d]++;
+      values[d] = ptr[d] < l.end.length && l.start[ptr[d]] <= p ? l.value[ptr[d]] : NONE;
+      if (values[d] !== NONE) any = true;
+    }
+    if (any) visit(p, q, values);
+  }
+}
+
+/**
+ * For each grid unit, the first layer of the chain that holds anything in it (from the BATs only,
+ * no reads); units no layer holds are absent.
+ */
+function ownerRuns(chain: Chain, unit: number, size: number): UnitRuns {
+  const perLayer = chain.layers.map((l, d) => {
+    const r = layerUnits(l, unit, size);
+    r.value.fill(d);
+    return r;
+  });
+  const out: UnitRuns = { start: [], end: [], value: [] };
+  sweep(perLayer, (g0, g1, values) => {
+    const owner = values.findIndex((v) => v !== NONE);
+    pushRun(out, g0, g1, owner);
+  });
+  return out;
 }
 
 /** Per layer, the identity of the chain from that layer down (equal keys read identically). */
@@ -164,47 +220,47 @@ export async function diffChains(a: Chain, b: Chain, options: OperationOptions =
   const sizeB = b.virtualSize;
   const size = Math.max(sizeA, sizeB);
   const grid = Math.max(a.top.blockSize, b.top.blockSize);
-  // The skip map's unit: the grid, coarsened so a hostile size/block-size pair cannot make it huge.
-  let unit = grid;
-  while (Math.ceil(size / unit) > MAX_MAP_ENTRIES) unit *= 2;
-  const count = Math.ceil(size / unit);
-  const ownerA = ownerMap(a, unit, count);
-  const ownerB = ownerMap(b, unit, count);
+  const unit = grid;
+  const ownerA = ownerRuns(a, unit, size);
+  const ownerB = ownerRuns(b, unit, size);
   // Sharing a layer only proves equal bytes when no layer cuts the view short with a smaller size.
   const uniform = [...a.layers, ...b.layers].every((l) => l.virtualSize === size);
   const keysA = uniform ? suffixKeys(a) : null;
   const keysB = uniform ? suffixKeys(b) : null;
-  const needs = (g: number): boolean => {
-    const oa = ownerA[g];
-    const ob = ownerB[g];
+  const needs = (oa: number, ob: number): boolean => {
     if (oa === NONE && ob === NONE) return false;
     if (keysA && keysB && oa !== NONE && ob !== NONE && keysA[oa] === keysB[ob]) return false;
     return true;
   };
+  // Byte ranges to compare, in order: units either side holds, less those both sides share.
+  const needed: UnitRuns = { start: [], end: [], value: [] };
+  sweep([ownerA, ownerB], (g0, g1, [oa, ob]) => {
+    if (needs(oa, ob)) pushRun(needed, g0, g1, 1);
+  });
 
   const out = new RangeCollector(grid);
   let compared = 0;
   const path = a.top.path;
 
-  // Segments to compare: runs of needed grid blocks, cut at CHUNK bytes.
+  // Segments to compare: the needed runs, cut at CHUNK bytes.
   function* segments(): Generator<{ start: number; end: number }> {
-    let g = 0;
-    while (g < count) {
-      if (!needs(g)) { g++; continue; }
-      let start = g * unit;
-      let g2 = g;
-      while (g2 < count && needs(g2)) g2++;
-      const runEnd = Math.min(g2 * unit, size);
+    for (let i = 0; i < needed.start.length; i++) {
+      let start = needed.start[i] * unit;
+      const runEnd = Math.min(needed.end[i] * unit, size);
       while (start < runEnd) {
         const end = Math.min(runEnd, start + CHUNK);
         yield { start, end };
         start = end;
       }
-      g = g2;
     }
   }
 
-  const bufSize = Math.min(CHUNK, Math.max(SECTOR_SIZE, size));
+  // Buffers no larger than the longest segment: a few scattered blocks do not cost 4 x CHUNK.
+  let longest = SECTOR_SIZE;
+  for (let i = 0; i < needed.start.length && longest < CHUNK; i++) {
+    longest = Math.max(longest, Math.min(needed.end[i] * unit, size) - needed.start[i] * unit);
+  }
+  const bufSize = Math.min(CHUNK, longest);
   // DEPTH segments in flight (both sides read in parallel) while the oldest is compared.
   const bufs = Array.from({ length: DEPTH + 1 }, () => [Buffer.allocUnsafe(bufSize), Buffer.allocUnsafe(bufSize)]);
   let slot = 0;
