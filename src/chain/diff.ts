@@ -35,10 +35,13 @@ export interface LayerDiffResult extends DiffResult {
   ownedBytes: number;
 }
 
-/** Read unit: 4 buffers of this size stay in the L3 cache while the kernel fills them and memcmp reads them. */
-const CHUNK = 4 * 1024 * 1024;
-/** Segments read ahead while one is compared (more does not help on 2 cores: the copy is memory-bound). */
-const DEPTH = 1;
+/**
+ * Read unit and read-ahead: three 2 MiB segments of both sides in flight while one is compared keeps
+ * both cores copying from the page cache, and the 16 MiB of buffers stay in the L3 cache for memcmp
+ * (measured against 4 MiB x 1-2, 1 MiB x 4-6, 8 MiB x 2 on the 1 GiB benchmark).
+ */
+const CHUNK = 2 * 1024 * 1024;
+const DEPTH = 3;
 /** Inside a differing chunk, pieces of this size are compared before going down to sectors. */
 const PIECE = 64 * 1024;
 const NONE = 0xffff;
