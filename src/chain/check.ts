@@ -1,4 +1,5 @@
-import { statSync } from 'fs';
+import { realpathSync, statSync } from 'fs';
+import * as nodePath from 'path';
 import { DiskImageError } from '../format/errors';
 import { ImageFile } from '../io/imageFile';
 import { BAT_UNUSED } from '../format/vhd/bat';
@@ -11,6 +12,7 @@ import { dateToVhdTimestamp, vhdTimestampToIso } from '../format/vhd/timestamp';
 import { formatUuid } from '../format/vhd/uuid';
 import { hex32, LocatorData, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, VhdImage } from '../format/vhd/vhdImage';
 import { resolveParent } from './resolveParent';
+import { MAX_CHAIN_DEPTH } from './chain';
 import { OperationOptions, throwIfCancelled } from './progress';
 
 export type Severity = 'error' | 'warning';
@@ -128,6 +130,7 @@ export async function scanFile(path: string, file: ImageFile, options: Operation
     scan.ok = !scan.problems.some((x) => x.severity === 'error');
     return scan;
   };
+  throwIfCancelled(options.signal, path);
   if (size < 511) {
     throw new DiskImageError(path, `file is too small to be a VHD (${size} bytes)`, 'file', 0, 'EFORMAT');
   }
@@ -322,12 +325,12 @@ export async function scanFile(path: string, file: ImageFile, options: Operation
   const batEntry = (i: number) => bat.readUInt32BE(i * 4);
   const candidates: number[] = [];
   for (let i = 0; i < entries; i++) {
-    const e = batEntry(i);
-    if (e === BAT_UNUSED) continue;
     if ((i & 0xffff) === 0) {
       throwIfCancelled(options.signal, path);
       options.onProgress?.(i, entries);
     }
+    const e = batEntry(i);
+    if (e === BAT_UNUSED) continue;
     const eo = to + i * 4;
     const off = e * SECTOR_SIZE;
     const bend = off + span;
@@ -432,6 +435,8 @@ async function checkParentLink(path: string, footer: Footer, fstruct: string, fo
     p.error('parent locators', ho + LOCATORS_OFFSET, `parent '${header.parentUnicodeName}' not found; tried ${resolution.tried.join('; ')}`);
     return;
   }
+  const loop = await findParentLoop(path, resolution.resolvedPath);
+  if (loop) p.error('parent locators', ho + LOCATORS_OFFSET, loop);
   let parent: VhdImage;
   try {
     parent = await VhdImage.open(resolution.resolvedPath);
@@ -455,4 +460,38 @@ async function checkParentLink(path: string, footer: Footer, fstruct: string, fo
   } finally {
     await parent.close();
   }
+}
+
+/**
+ * Follows the parents up from `parentPath`: a parent that is the image itself, or a chain that comes
+ * back to an image already seen (A -> B -> A), can never be read. Links that break otherwise are left
+ * to the check of the image concerned.
+ */
+async function findParentLoop(path: string, parentPath: string): Promise<string | null> {
+  const real = (x: string) => {
+    try { return realpathSync(x); } catch { return nodePath.resolve(x); }
+  };
+  const self = real(path);
+  const seen = new Set([self]);
+  let current = parentPath;
+  for (let depth = 1; depth <= MAX_CHAIN_DEPTH; depth++) {
+    const r = real(current);
+    if (seen.has(r)) return depth === 1 && r === self ? `the parent ${current} is the image itself` : `parent chain loops back to ${current}`;
+    seen.add(r);
+    let img: VhdImage;
+    try {
+      img = await VhdImage.open(current);
+    } catch {
+      return null;
+    }
+    try {
+      if (img.diskType !== 'differencing') return null;
+      const next = resolveParent(img).resolvedPath;
+      if (!next) return null;
+      current = next;
+    } finally {
+      await img.close();
+    }
+  }
+  return `parent chain is deeper than ${MAX_CHAIN_DEPTH} images`;
 }

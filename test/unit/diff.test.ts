@@ -6,6 +6,9 @@ import { openChain } from '../../src/chain/chain';
 import { createChild } from '../../src/chain/createChild';
 import { diffImages, diffLayers, DiffRange, DiffResult } from '../../src/chain/diff';
 import { createImage } from '../../src/format/vhd/create';
+import { checkImage } from '../../src/chain/check';
+import { repairImage } from '../../src/chain/repair';
+import { DiskImageError } from '../../src/format/errors';
 import { hasTool, randomBytes, rng, runCli, tempDir } from '../helpers/util';
 
 const KiB = 1024;
@@ -276,6 +279,30 @@ describe('diff (randomised against a flat model)', function () {
         assert.equal(q.status, res.identical ? 0 : 1, `qemu-img compare q${i} q${j}`);
       }
     }
+  });
+
+  it('progress reaches the total, and an aborted signal stops diff, --layers, check and repair with ECANCELLED', async () => {
+    const a = await base('prog-a.vhd', 'dynamic', 12 * MiB, 512 * KiB);
+    const b = await base('prog-b.vhd', 'dynamic', 12 * MiB, 512 * KiB);
+    await write(a, 0, randomBytes(rng(1), 12 * MiB));
+    await write(b, 0, Buffer.from(a.model));
+    const seen: Array<[number, number]> = [];
+    const res = await diffImages(a.file, b.file, { onProgress: (d, t) => seen.push([d, t]) });
+    assert.ok(res.identical);
+    assert.ok(seen.length > 2);
+    assert.deepEqual(seen[seen.length - 1], [a.model.length, a.model.length]);
+    for (let i = 1; i < seen.length; i++) assert.ok(seen[i][0] >= seen[i - 1][0]);
+    const c = await child(a, 'prog-c.vhd');
+    await write(c, 5 * MiB, randomBytes(rng(2), 3 * MiB));
+    const ac = new AbortController();
+    ac.abort();
+    for (const run of [() => diffImages(a.file, b.file, { signal: ac.signal }), () => diffLayers(c.file, { signal: ac.signal }),
+      () => checkImage(a.file, { signal: ac.signal }), () => repairImage(a.file, { signal: ac.signal })]) {
+      await assert.rejects(run(), (e: unknown) => e instanceof DiskImageError && e.code === 'ECANCELLED');
+    }
+    // Aborting half-way through a diff stops it between segments.
+    const mid = new AbortController();
+    await assert.rejects(diffImages(a.file, b.file, { signal: mid.signal, onProgress: (d) => { if (d > 4 * MiB) mid.abort(); } }), /operation cancelled/);
   });
 
   it('two sparse 2 TiB images: only allocated blocks are read, fast and flat', async function () {
