@@ -89,6 +89,14 @@ class Problems {
   }
 }
 
+function safeRealpath(p: string): string {
+  try {
+    return realpathSync(p);
+  } catch {
+    return p;
+  }
+}
+
 function checksumText(f: Footer | DynamicHeader): string {
   return `stored 0x${hex32(f.checksum)}, computed 0x${hex32(f.computedChecksum)}`;
 }
@@ -437,6 +445,20 @@ async function checkParentLink(path: string, footer: Footer, fstruct: string, fo
   }
   const loop = await findParentLoop(path, resolution.resolvedPath);
   if (loop) p.error('parent locators', ho + LOCATORS_OFFSET, loop);
+  // Each locator on its own: one that leads nowhere, or to another file, is stale (warning: the
+  // parent was found through another way).
+  const found = safeRealpath(resolution.resolvedPath);
+  for (const l of locatorData) {
+    if (l.path === null) continue;
+    const eo = ho + LOCATORS_OFFSET + l.entry.index * LOCATOR_ENTRY_SIZE;
+    const what = `${l.entry.platformCode.replace(/[^\x20-\x7e]/g, '.')} locator`;
+    const alone = resolveParent({ path, locatorData: [l], parent: { name: '' } } as unknown as VhdImage);
+    if (!alone.resolvedPath) {
+      p.warning('parent locator', eo, `${what} path '${l.path}' does not lead to the parent (${alone.tried.join('; ')}); it was found via ${resolution.via}`);
+    } else if (safeRealpath(alone.resolvedPath) !== found) {
+      p.warning('parent locator', eo, `${what} path '${l.path}' leads to ${alone.resolvedPath}, not to the parent ${resolution.resolvedPath} found via ${resolution.via}`);
+    }
+  }
   let parent: VhdImage;
   try {
     parent = await VhdImage.open(resolution.resolvedPath);

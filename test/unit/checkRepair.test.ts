@@ -307,6 +307,26 @@ describe('check and repair', function () {
     find(r.problems, 'parent locators', ho + 576, /parent '.*parent\.vhd' not found; tried W2ru '\.\\.*parent\.vhd' -> .*: not found/);
   });
 
+  it('a stale locator (its path leads nowhere, the parent found through another) is a warning at its entry', async () => {
+    const parent = fresh('lp.vhd');
+    await makeDynamic(parent, [0], 14);
+    const child = fresh('lc.vhd');
+    await createChild(parent, child);
+    const img = await VhdImage.open(child);
+    const ho = img.layout.headerOffset!;
+    const w2ku = img.header!.locators.find((l) => l.platformCode === 'W2ku')!;
+    await img.close();
+    const data = readFileSync(child).subarray(w2ku.platformDataOffset, w2ku.platformDataOffset + w2ku.platformDataLength);
+    const stale = Buffer.from(data.toString('utf16le').replace('lp.vhd', 'LP.vhd'), 'utf16le');
+    assert.equal(stale.length, data.length);
+    patch(child, w2ku.platformDataOffset, stale);
+    const r = await checkImage(child);
+    assert.equal(r.ok, true);
+    const p = find(r.problems, 'parent locator', ho + 576 + w2ku.index * 24, /W2ku locator path '.*LP\.vhd' does not lead to the parent .*found via W2ru/);
+    assert.equal(p.severity, 'warning');
+    assert.equal(r.problems.length, 1, JSON.stringify(r.problems));
+  });
+
   it('crash safety: after every prefix of the repair writes the file is a valid VHD that reads as before or as repaired', async () => {
     const scenarios: Array<{ name: string; damage: (m: Made) => void; diff?: boolean }> = [
       { name: 'truncated, header checksum, duplicate entry', damage: (m) => {
