@@ -281,7 +281,11 @@ export async function diffChains(a: Chain, b: Chain, options: OperationOptions =
     while (queue.length < DEPTH) {
       const n = it.next();
       if (n.done) return;
-      queue.push(read(n.value));
+      const pending = read(n.value);
+      // Handled here so a read that fails while an earlier one is awaited is not an unhandled
+      // rejection; the failure still surfaces when this one is awaited in turn.
+      pending.catch(() => undefined);
+      queue.push(pending);
     }
   };
   fill();

@@ -1,6 +1,6 @@
 import { strict as assert } from 'assert';
 import { execFileSync, spawnSync } from 'child_process';
-import { readFileSync } from 'fs';
+import { closeSync, openSync, readFileSync, writeSync } from 'fs';
 import * as path from 'path';
 import { openChain } from '../../src/chain/chain';
 import { createChild } from '../../src/chain/createChild';
@@ -9,6 +9,7 @@ import { createImage } from '../../src/format/vhd/create';
 import { checkImage } from '../../src/chain/check';
 import { repairImage } from '../../src/chain/repair';
 import { DiskImageError } from '../../src/format/errors';
+import { VhdImage } from '../../src/format/vhd/vhdImage';
 import { hasTool, randomBytes, rng, runCli, tempDir } from '../helpers/util';
 
 const KiB = 1024;
@@ -303,6 +304,26 @@ describe('diff (randomised against a flat model)', function () {
     // Aborting half-way through a diff stops it between segments.
     const mid = new AbortController();
     await assert.rejects(diffImages(a.file, b.file, { signal: mid.signal, onProgress: (d) => { if (d > 4 * MiB) mid.abort(); } }), /operation cancelled/);
+  });
+
+  it('a block that cannot be read, several segments ahead, fails the diff with a DiskImageError naming the BAT entry (no crash)', async () => {
+    const a = await base('bad-a.vhd', 'dynamic', 16 * MiB, 512 * KiB);
+    const b = await base('bad-b.vhd', 'dynamic', 16 * MiB, 512 * KiB);
+    for (const n of [a, b]) await write(n, 0, randomBytes(rng(3), 6 * MiB));
+    // Block 9 of b points far past the end of the file.
+    const img = await VhdImage.open(b.file);
+    const to = img.layout.tableOffset!;
+    await img.close();
+    const fd = openSync(b.file, 'r+');
+    const e = Buffer.alloc(4);
+    e.writeUInt32BE(0x00200000);
+    writeSync(fd, e, 0, 4, to + 9 * 4);
+    closeSync(fd);
+    await assert.rejects(diffImages(a.file, b.file), (err: unknown) => err instanceof DiskImageError
+      && err.structure === 'BAT entry' && err.offset === to + 36 && /block 9 .* runs past the end of the file/.test(err.message));
+    const r = runCli(['diff', a.file, b.file]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /^diskimg: .*bad-b\.vhd: block 9 .*\(BAT entry at offset \d+\)\n$/);
   });
 
   it('two sparse 2 TiB images: only allocated blocks are read, fast and flat', async function () {
