@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, readFileSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
 import * as path from 'path';
 import { gunzipSync } from 'zlib';
+import { openChain } from '../../src/chain/chain';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 export const CLI = path.join(ROOT, 'dist', 'cli.js');
@@ -70,4 +71,14 @@ export function randomBytes(rand: () => number, n: number): Buffer {
   const b = Buffer.alloc(n);
   for (let i = 0; i < n; i++) b[i] = (rand() * 256) | 0;
   return b;
+}
+
+/** The whole virtual disk of an image, read through its chain (test images are small). */
+export async function readChain(p: string): Promise<Buffer> {
+  const c = await openChain(p);
+  try {
+    return await c.readRange(0, c.virtualSize);
+  } finally {
+    await c.close();
+  }
 }

@@ -11,16 +11,7 @@ import { reparent } from '../../src/chain/reparent';
 import { snapshot } from '../../src/chain/snapshot';
 import { createImage } from '../../src/format/vhd/create';
 import { DiskImageError } from '../../src/format/errors';
-import { cliJson, cliOk, runCli, rng, randomBytes, tempDir } from '../helpers/util';
-
-async function readAll(p: string): Promise<Buffer> {
-  const c = await openChain(p);
-  try {
-    return await c.readRange(0, c.virtualSize);
-  } finally {
-    await c.close();
-  }
-}
+import { cliJson, cliOk, runCli, rng, randomBytes, tempDir, readChain } from '../helpers/util';
 
 async function writeRandom(p: string, r: () => number, count: number, model: Buffer): Promise<void> {
   const c = await openChain(p, { writable: true });
@@ -83,12 +74,12 @@ describe('chain operations: merge, discard, reparent, snapshot, export', functio
       const result = await mergeChild(paths[mergedIdx], { into: into ? paths[0] : undefined });
       assert.equal(result.target, paths[targetIdx]);
       for (const p of paths.slice(targetIdx + 1)) assert.ok(!existsSync(p), `${p} removed`);
-      assert.ok((await readAll(paths[targetIdx])).equals(models[mergedIdx]), 'target reads as the child did');
-      assert.ok((await readAll(grand)).equals(grandModel), 're-linked grandchild reads the same');
+      assert.ok((await readChain(paths[targetIdx])).equals(models[mergedIdx]), 'target reads as the child did');
+      assert.ok((await readChain(grand)).equals(grandModel), 're-linked grandchild reads the same');
       const info = cliJson(['info', grand]);
       assert.equal(info.parent.resolvedPath, paths[targetIdx]);
       assert.deepEqual(info.warnings.filter((w: string) => !w.includes('CHS geometry')), []);
-      for (let i = 0; i < targetIdx; i++) assert.ok((await readAll(paths[i])).equals(models[i]), 'layers below the target untouched');
+      for (let i = 0; i < targetIdx; i++) assert.ok((await readChain(paths[i])).equals(models[i]), 'layers below the target untouched');
     });
   }
 
@@ -116,9 +107,9 @@ describe('chain operations: merge, discard, reparent, snapshot, export', functio
       signal: controller.signal,
       onProgress: () => { if (++calls === 3) controller.abort(); },
     }), (e: unknown) => e instanceof DiskImageError && e.code === 'ECANCELLED');
-    assert.ok((await readAll(paths[2])).equals(models[2]));
+    assert.ok((await readChain(paths[2])).equals(models[2]));
     await mergeChild(paths[2]);
-    assert.ok((await readAll(paths[1])).equals(models[2]));
+    assert.ok((await readChain(paths[1])).equals(models[2]));
   });
 
   it('discard deletes a leaf child, leaves the parent untouched, and refuses a child that is a parent', async () => {
@@ -132,7 +123,7 @@ describe('chain operations: merge, discard, reparent, snapshot, export', functio
     await discardChild(paths[2]);
     assert.ok(!existsSync(paths[2]));
     assert.ok(readFileSync(paths[1]).equals(before), 'parent byte-identical');
-    assert.ok((await readAll(paths[1])).equals(models[1]));
+    assert.ok((await readChain(paths[1])).equals(models[1]));
     await assert.rejects(discardChild(paths[0]), /not a differencing child/);
   });
 
@@ -151,7 +142,7 @@ describe('chain operations: merge, discard, reparent, snapshot, export', functio
     assert.equal(info.headerChecksumValid, true);
     assert.equal(info.parent.name, 'base-renamed.vhd');
     assert.deepEqual(info.parent.locators, [{ platform: 'W2ru', path: '.\\moved\\base-renamed.vhd' }, { platform: 'W2ku', path: moved }]);
-    assert.ok((await readAll(paths[1])).equals(models[1]));
+    assert.ok((await readChain(paths[1])).equals(models[1]));
     // libvhdi agrees on the new parent name.
     assert.match(execFileSync('vhdiinfo', [paths[1]]).toString(), /Parent filename\s*:\s*base-renamed\.vhd/);
     // A stranger of the right size is refused, then accepted on request.

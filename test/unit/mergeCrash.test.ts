@@ -6,16 +6,7 @@ import { openChain } from '../../src/chain/chain';
 import { checkImage } from '../../src/chain/check';
 import { createChild } from '../../src/chain/createChild';
 import { createImage } from '../../src/format/vhd/create';
-import { CLI, cliOk, rng, randomBytes, tempDir } from '../helpers/util';
-
-async function readAll(p: string): Promise<Buffer> {
-  const c = await openChain(p);
-  try {
-    return await c.readRange(0, c.virtualSize);
-  } finally {
-    await c.close();
-  }
-}
+import { CLI, cliOk, rng, randomBytes, tempDir, readChain } from '../helpers/util';
 
 function copyDir(from: string, to: string): void {
   mkdirSync(to, { recursive: true });
@@ -96,14 +87,14 @@ describe('merge survives kill -9 at any point', function () {
         const errors = c.problems.filter((p) => p.severity === 'error');
         assert.deepEqual(errors, [], `point ${i} (${delay} ms): ${f} is a valid VHD`);
       }
-      assert.ok((await readAll(grand)).equals(grandModel), `point ${i}: the grandchild reads as before`);
+      assert.ok((await readChain(grand)).equals(grandModel), `point ${i}: the grandchild reads as before`);
       if (existsSync(child)) {
-        assert.ok((await readAll(child)).equals(childModel), `point ${i}: the child reads as before`);
+        assert.ok((await readChain(child)).equals(childModel), `point ${i}: the child reads as before`);
         cliOk(['merge', child]);
         assert.ok(!existsSync(child), 'the re-run completed the merge');
       }
-      assert.ok((await readAll(base)).equals(childModel), `point ${i}: the target holds the merged data`);
-      assert.ok((await readAll(grand)).equals(grandModel), `point ${i}: the grandchild still reads the same`);
+      assert.ok((await readChain(base)).equals(childModel), `point ${i}: the target holds the merged data`);
+      assert.ok((await readChain(grand)).equals(grandModel), `point ${i}: the grandchild still reads the same`);
     }
     assert.ok(killedMidway >= 20, `at least 20 kills landed while the merge ran (${killedMidway})`);
   });
