@@ -71,7 +71,7 @@ function utf16le(s: string): Buffer {
 }
 
 /** Rewrites a child's locators (data written after the header area, in the space the original ones used). */
-function setLocators(img: ImageBytes, locs: Array<{ code: string; data: Buffer }>, name?: string): void {
+export function setLocators(img: ImageBytes, locs: Array<{ code: string; data: Buffer }>, name?: string): void {
   const first = img.locatorEntry(0);
   let at = first.offset;
   for (let i = 0; i < 8; i++) img.locator(i, { code: '\0\0\0\0', space: 0, length: 0, offset: 0 });

@@ -53,7 +53,7 @@ export interface CaseResult {
   outcomes: Record<string, string>;
   /** CPU milliseconds per target. */
   targetMs: Record<string, number>;
-  failure?: { kind: 'untyped' | 'slow' | 'alloc'; target: string; detail: string };
+  failure?: { kind: 'untyped' | 'unhandled rejection' | 'slow' | 'alloc'; target: string; detail: string };
 }
 
 export const CPU_LIMIT_MS = 1000;
@@ -480,6 +480,40 @@ export class Fuzzer {
       sample();
     };
 
+    // A promise that rejects with nobody listening (a read-ahead failing while an earlier one is
+    // awaited) would crash the process: it counts against the case it happens in.
+    let unhandled: unknown = undefined;
+    const onUnhandled = (reason: unknown) => { if (unhandled === undefined) unhandled = reason ?? 'undefined'; };
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      await this.runTargets(c, r, step);
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+    if (!res.failure && unhandled !== undefined) {
+      res.failure = { kind: 'unhandled rejection', target: Object.keys(outcomes).join(','), detail: (unhandled as Error)?.stack ?? String(unhandled) };
+    }
+
+
+    const cpu = process.cpuUsage(cpu0);
+    res.cpuMs = (cpu.user + cpu.system) / 1000;
+    res.wallMs = performance.now() - t0;
+    res.maxAlloc = allocMax;
+    res.arrayBuffersGrowth = Math.max(0, abPeak - ab0);
+    if (!res.failure && res.cpuMs > CPU_LIMIT_MS) {
+      res.failure = { kind: 'slow', target: slowestTarget(res.targetMs), detail: `${res.cpuMs.toFixed(0)} ms CPU (${res.wallMs.toFixed(0)} ms wall)` };
+    }
+    if (!res.failure && res.maxAlloc > bound) {
+      res.failure = { kind: 'alloc', target: '-', detail: `allocated ${res.maxAlloc} bytes at once; bound ${bound} for ${c.bytes} bytes of files` };
+    }
+    if (!res.failure && res.arrayBuffersGrowth > bound + 32 * 1024 * 1024) {
+      res.failure = { kind: 'alloc', target: '-', detail: `ArrayBuffer memory grew by ${res.arrayBuffersGrowth} bytes; bound ${bound}` };
+    }
+    return res;
+  }
+
+  private async runTargets(c: { target: string; pristine: string }, r: Rand, step: (name: string, fn: () => Promise<unknown> | unknown) => Promise<void>): Promise<void> {
     const bytes = readFileSync(c.target);
     await step('parsers', () => exerciseParsers(bytes, r));
     await step('open', async () => {
@@ -526,22 +560,6 @@ export class Fuzzer {
     });
     if (checkModule) await step('check', () => checkModule.checkImage(c.target));
     if (diffModule) await step('diff', () => diffModule.diffImages(c.target, c.pristine));
-
-    const cpu = process.cpuUsage(cpu0);
-    res.cpuMs = (cpu.user + cpu.system) / 1000;
-    res.wallMs = performance.now() - t0;
-    res.maxAlloc = allocMax;
-    res.arrayBuffersGrowth = Math.max(0, abPeak - ab0);
-    if (!res.failure && res.cpuMs > CPU_LIMIT_MS) {
-      res.failure = { kind: 'slow', target: slowestTarget(res.targetMs), detail: `${res.cpuMs.toFixed(0)} ms CPU (${res.wallMs.toFixed(0)} ms wall)` };
-    }
-    if (!res.failure && res.maxAlloc > bound) {
-      res.failure = { kind: 'alloc', target: '-', detail: `allocated ${res.maxAlloc} bytes at once; bound ${bound} for ${c.bytes} bytes of files` };
-    }
-    if (!res.failure && res.arrayBuffersGrowth > bound + 32 * 1024 * 1024) {
-      res.failure = { kind: 'alloc', target: '-', detail: `ArrayBuffer memory grew by ${res.arrayBuffersGrowth} bytes; bound ${bound}` };
-    }
-    return res;
   }
 
   /** Keeps the failing input for reproduction. */

@@ -15,8 +15,12 @@ export const MAX_BLOCK_SIZE = 256 * 1024 * 1024;
 export const MAX_VIRTUAL_SIZE = 2 * 1024 * 1024 * 1024 * 1024;
 /** Nominal grid for fixed images, which have no blocks of their own. */
 export const FIXED_NOMINAL_BLOCK = 2 * 1024 * 1024;
-/** Creators whose current size qemu trusts over CHS (see the format notes). */
-const CURRENT_SIZE_CREATORS = new Set(['win ', 'qem2', 'd2v ', 'd2v\0', 'tap\0', 'CTXS']);
+/**
+ * Creators whose current size qemu trusts over CHS (see the format notes). qemu compares the four
+ * bytes exactly: `d2v ` is trusted, Disk2vhd's other spelling `d2v\0` is not (checked with qemu-img
+ * 7.2; such images get the current size only through the 65535/16/255 rule).
+ */
+const CURRENT_SIZE_CREATORS = new Set(['win ', 'qem2', 'd2v ', 'tap\0', 'CTXS']);
 
 export interface LocatorData {
   entry: ParentLocatorEntry;
