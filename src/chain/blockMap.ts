@@ -1,7 +1,11 @@
+import { DiskImageError } from '../format/errors';
 import { countSetBits } from '../format/vhd/sectorBitmap';
 import { VhdImage } from '../format/vhd/vhdImage';
 import { Chain } from './chain';
 import { OperationOptions, throwIfCancelled } from './progress';
+
+/** More cells than this are only allowed when the top's BAT really has that many entries. */
+const MAX_CELLS = 1 << 21;
 
 /** `owner` value for a block that no layer holds (it reads as zeros). */
 export const NO_OWNER = 0xffff;
@@ -40,6 +44,12 @@ export interface BlockMap {
 export async function buildBlockMap(chain: Chain, options: OperationOptions = {}): Promise<BlockMap> {
   const top = chain.top;
   const blockCount = Math.ceil(top.virtualSize / top.blockSize);
+  // A damaged size far beyond what the BAT describes must not size the arrays (a 300 KB file
+  // claiming 2 TiB in 4 KiB blocks would ask for 2 GiB). A real image that big has a BAT that big.
+  if (blockCount > MAX_CELLS && blockCount > top.blockCount) {
+    throw new DiskImageError(top.path, `virtual size ${top.virtualSize} needs ${blockCount} blocks of ${top.blockSize} bytes but the BAT has ${top.blockCount} entries: too many to map`,
+      'dynamic header', (top.layout.headerOffset ?? 0) + 28, 'ETOOBIG');
+  }
   const allocated = new Uint8Array(blockCount);
   const fill = new Uint8Array(blockCount);
   const owner = new Uint16Array(blockCount).fill(NO_OWNER);

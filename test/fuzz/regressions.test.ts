@@ -3,6 +3,7 @@ import { strict as assert } from 'assert';
 import { execFileSync } from 'child_process';
 import * as path from 'path';
 import { copyFileSync } from 'fs';
+import { buildBlockMap } from '../../src/chain/blockMap';
 import { openChain } from '../../src/chain/chain';
 import { DiskImageError } from '../../src/format/errors';
 import { createImage } from '../../src/format/vhd/create';
@@ -77,5 +78,32 @@ describe('fuzz regressions', () => {
       await chain.close();
     }
     void whole;
+  });
+
+  it("the editor's block map refuses a size its BAT cannot describe instead of allocating gigabytes", async () => {
+    const p = path.join(t.dir, 'blockmap-huge.vhd');
+    await createImage(p, { size: 256 * 1024, blockSize: 4096 });
+    const img = ImageBytes.read(p);
+    img.footer64(48, 2n ** 41n).fixChecksums().write(p); // 2 TiB in 4 KiB blocks: 512 Mi cells, BAT of 68
+    const chain = await openChain(p);
+    try {
+      const ab0 = process.memoryUsage().arrayBuffers;
+      await assert.rejects(buildBlockMap(chain), (e: unknown) => e instanceof DiskImageError && e.code === 'ETOOBIG'
+        && e.structure === 'dynamic header' && e.offset === 512 + 28 && /needs 536870912 blocks of 4096 bytes but the BAT has 68 entries/.test(e.message));
+      assert.ok(process.memoryUsage().arrayBuffers - ab0 < 64 * 1024 * 1024);
+    } finally {
+      await chain.close();
+    }
+    // A fixed image of 2 TiB maps on its nominal 2 MiB grid: 1 Mi cells.
+    const f = path.join(t.dir, 'blockmap-fixed.vhd');
+    await createImage(f, { size: 64 * 1024, type: 'fixed' });
+    ImageBytes.read(f).footer64(48, 2n ** 41n).fixChecksums().write(f);
+    const fc = await openChain(f);
+    try {
+      const map = await buildBlockMap(fc);
+      assert.equal(map.blockCount, 1 << 20);
+    } finally {
+      await fc.close();
+    }
   });
 });
