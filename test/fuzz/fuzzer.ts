@@ -75,12 +75,12 @@ export async function buildSeeds(work: string, withFixtures = true): Promise<See
 
   const dyn = path.join(work, 'dynamic.vhd');
   await createImage(dyn, { size: 1024 * 1024, blockSize: 64 * 1024, overwrite: true });
-  await writeThrough(dyn, [[0, pattern(512)], [200 * 1024 + 100, pattern(70 * 1024)], [900 * 1024, pattern(512)]]);
+  await writeThrough(dyn, [[0, mbrSector()], [200 * 1024 + 100, pattern(70 * 1024)], [900 * 1024, pattern(512)]]);
   seeds.push({ name: 'dynamic-64K', fileName: 'dynamic.vhd', bytes: readFileSync(dyn) });
 
   const small = path.join(work, 'small-blocks.vhd');
   await createImage(small, { size: 256 * 1024, blockSize: 4096, overwrite: true });
-  await writeThrough(small, [[8192, pattern(4096 * 5 + 300)], [100 * 1024, pattern(1000)]]);
+  await writeThrough(small, [[0, gptSectors()], [8192, pattern(4096 * 5 + 300)], [100 * 1024, pattern(1000)]]);
   seeds.push({ name: 'dynamic-4K', fileName: 'small-blocks.vhd', bytes: readFileSync(small) });
 
   const base = path.join(work, 'base.vhd');
@@ -105,6 +105,51 @@ export async function buildSeeds(work: string, withFixtures = true): Promise<See
     }
   }
   return seeds;
+}
+
+/** An MBR with a primary and an extended partition holding one logical partition (EBR at LBA 100). */
+function mbrSector(): Buffer {
+  const b = Buffer.alloc(51200 + 512);
+  const entry = (sector: Buffer, i: number, type: number, lba: number, count: number) => {
+    const o = 446 + i * 16;
+    sector[o + 4] = type;
+    sector.writeUInt32LE(lba, o + 8);
+    sector.writeUInt32LE(count, o + 12);
+  };
+  entry(b, 0, 0x83, 1, 99);
+  entry(b, 1, 0x05, 100, 1000);
+  b[510] = 0x55; b[511] = 0xaa;
+  const ebr = b.subarray(51200, 51712);
+  entry(ebr, 0, 0x07, 1, 500);
+  ebr[510] = 0x55; ebr[511] = 0xaa;
+  return b;
+}
+
+/** A protective MBR, a GPT header at LBA 1 and two entries at LBA 2. */
+function gptSectors(): Buffer {
+  const b = Buffer.alloc(3 * 512);
+  b[446 + 4] = 0xee;
+  b.writeUInt32LE(1, 446 + 8);
+  b.writeUInt32LE(0xffffffff, 446 + 12);
+  b[510] = 0x55; b[511] = 0xaa;
+  const h = b.subarray(512, 1024);
+  h.write('EFI PART', 0, 'latin1');
+  h.writeUInt32LE(0x00010000, 8);
+  h.writeUInt32LE(92, 12);
+  h.writeBigUInt64LE(1n, 24);
+  h.writeBigUInt64LE(2n, 72);
+  h.writeUInt32LE(4, 80);
+  h.writeUInt32LE(128, 84);
+  for (let i = 0; i < 16; i++) h[56 + i] = i * 11;
+  const e = b.subarray(1024, 1536);
+  for (const [i, first, last, name] of [[0, 34, 200, 'one'], [1, 201, 400, 'two']] as const) {
+    const x = e.subarray(i * 128, (i + 1) * 128);
+    for (let k = 0; k < 16; k++) x[k] = 0xa0 + k;
+    x.writeBigUInt64LE(BigInt(first), 32);
+    x.writeBigUInt64LE(BigInt(last), 40);
+    x.write(name, 56, 'utf16le');
+  }
+  return b;
 }
 
 async function writeThrough(image: string, writes: Array<[number, Buffer]>): Promise<void> {
@@ -282,6 +327,17 @@ const mutators: Array<[number, string, Mutator]> = [
     const enc = Buffer.from(name, 'utf16le'); enc.swap16(); enc.copy(b, s.headerAt + 64);
     return { bytes: b, what: `parent name ${JSON.stringify(name)}` };
   }],
+  [2, 'partition table', (b, s, r) => {
+    // Virtual sectors 0-2 (MBR, GPT header, entries) where the image stores them.
+    const at = s.blocks.length ? Math.min(...s.blocks) + s.bitmapSize : s.headerAt === null ? 0 : -1;
+    if (at < 0 || at + 1536 > b.length) return flipBytes(b, r);
+    const k = int(r, 4);
+    if (k === 0) { b[at + 510] = 0x55; b[at + 511] = 0xaa; b[at + 446 + int(r, 4) * 16 + 4] = pick(r, [0xee, 0x05, 0x0f, 0x83, 0x07]); }
+    else if (k === 1) { const e = at + 446 + int(r, 4) * 16; b.writeUInt32LE(interesting32(r, b.length), e + 8); b.writeUInt32LE(interesting32(r, b.length), e + 12); }
+    else if (k === 2) { b.write('EFI PART', at + 512, 'latin1'); b.writeUInt32LE(pick(r, [92, 0, 0xffffffff, 512, 600]), at + 512 + 12); b.writeBigUInt64LE(BigInt(interesting32(r, b.length)), at + 512 + 72); b.writeUInt32LE(interesting32(r, b.length), at + 512 + 80); b.writeUInt32LE(pick(r, [128, 0, 1, 0xffffffff, 4096]), at + 512 + 84); }
+    else { for (let i = 0; i < 32; i++) b[at + 446 + int(r, 66)] = (r() * 256) | 0; b[at + 510] = 0x55; b[at + 511] = 0xaa; }
+    return { bytes: b, what: `partition table ${k} at ${at}` };
+  }],
   [3, 'random bytes', (b, _s, r) => flipBytes(b, r)],
   [2, 'truncate', (b, s, r) => {
     const cuts = [int(r, b.length + 1), b.length - 1, b.length - 511, b.length - 512, b.length - 513, 511, 512, 1024, 1536,
@@ -392,6 +448,16 @@ function optional<T>(rel: string): OptionalModule<T> {
 }
 interface CheckModule { checkImage(p: string): Promise<{ ok: boolean; problems: unknown[] }> }
 interface DiffModule { diffImages(a: string, b: string): Promise<unknown> }
+interface EditorModules {
+  blockMap: { buildBlockMap(chain: unknown): Promise<unknown> } | null;
+  partitions: { readPartitionTable(read: (o: number, l: number) => Promise<Buffer>, size: number): Promise<unknown> } | null;
+  headerFields: { describeHeader(img: VhdImage): unknown } | null;
+}
+const editor: EditorModules = {
+  blockMap: optional('../../src/chain/blockMap'),
+  partitions: optional('../../src/chain/partitions'),
+  headerFields: optional('../../src/chain/headerFields'),
+};
 const checkModule = optional<CheckModule>('../../src/chain/check');
 const diffModule = optional<DiffModule>('../../src/chain/diff');
 export const targetsAvailable = { check: checkModule !== null, diff: diffModule !== null };
@@ -560,6 +626,18 @@ export class Fuzzer {
     });
     if (checkModule) await step('check', () => checkModule.checkImage(c.target));
     if (diffModule) await step('diff', () => diffModule.diffImages(c.target, c.pristine));
+    // The editor's views: header fields, block map and partition table, all from image contents.
+    await step('editor', async () => {
+      const chain = await openChain(c.target, { tolerant: true });
+      try {
+        editor.headerFields?.describeHeader(chain.top);
+        if (!chain.complete) return;
+        await editor.blockMap?.buildBlockMap(chain);
+        await editor.partitions?.readPartitionTable((o, l) => chain.readRange(o, l), chain.virtualSize);
+      } finally {
+        await chain.close();
+      }
+    });
   }
 
   /** Keeps the failing input for reproduction. */
