@@ -65,7 +65,7 @@ describe('merge survives kill -9 at any point', function () {
   });
   after(() => cleanup());
 
-  it('at 24 random points: valid files, the chain reads as the model, and a re-run completes', async () => {
+  it('at 24 random points where it was killed mid-way: valid files, the chain reads as the model, and a re-run completes', async () => {
     // How long an undisturbed merge takes, to spread the kill points over all of it.
     const probe = path.join(dir, 'probe');
     copyDir(template, probe);
@@ -73,19 +73,20 @@ describe('merge survives kill -9 at any point', function () {
     assert.equal(full.code, 0);
     const r = rng(99);
     let killedMidway = 0;
-    for (let i = 0; i < 24; i++) {
+    // Until 24 kills have landed while the merge ran (timing varies with load), at most 60 tries.
+    for (let i = 0; i < 60 && killedMidway < 24; i++) {
       const run = path.join(dir, `run${i}`);
       copyDir(template, run);
       const child = path.join(run, 'child.vhd');
       const base = path.join(run, 'base.vhd');
       const grand = path.join(run, 'grand.vhd');
-      const delay = Math.floor(r() * full.ms * 1.1);
+      const delay = Math.floor(r() * full.ms);
       const res = await mergeKilledAfter(child, delay);
       if (res.killed) killedMidway++;
       for (const f of readdirSync(run).filter((n) => n.endsWith('.vhd'))) {
         const c = await checkImage(path.join(run, f));
         const errors = c.problems.filter((p) => p.severity === 'error');
-        assert.deepEqual(errors, [], `point ${i} (${delay} ms): ${f} is a valid VHD`);
+        assert.deepEqual(errors, [], `point ${i} (${delay} ms): ${f} is a valid VHD: ${JSON.stringify(errors)}`);
       }
       assert.ok((await readChain(grand)).equals(grandModel), `point ${i}: the grandchild reads as before`);
       if (existsSync(child)) {
@@ -96,6 +97,6 @@ describe('merge survives kill -9 at any point', function () {
       assert.ok((await readChain(base)).equals(childModel), `point ${i}: the target holds the merged data`);
       assert.ok((await readChain(grand)).equals(grandModel), `point ${i}: the grandchild still reads the same`);
     }
-    assert.ok(killedMidway >= 20, `at least 20 kills landed while the merge ran (${killedMidway})`);
+    assert.ok(killedMidway >= 24, `24 kills landed while the merge ran (${killedMidway})`);
   });
 });

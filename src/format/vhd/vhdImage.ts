@@ -486,7 +486,9 @@ export class VhdImage implements DiskImage {
 
   /**
    * Appends `data` (padded to whole sectors) where the end footer is, with the footer moved behind
-   * it, in one write: the file ends in a valid footer before and after. Returns the data's offset.
+   * it. The moved footer is written first (one sector, which a kill cannot tear), then the data over
+   * the old footer: a large write can stop part-way when the process is killed, and the file must
+   * end in a valid footer at every instant. Returns the data's offset.
    */
   async appendRegion(data: Buffer | Buffer[], where: { structure: string; offset: number } = { structure: 'footer', offset: this.layout.footerOffset }): Promise<number> {
     if (!this.bat) throw new DiskImageError(this.path, 'a fixed image has no room to append to', where.structure, where.offset, 'EINTERNAL');
@@ -497,7 +499,8 @@ export class VhdImage implements DiskImage {
     const parts = Array.isArray(data) ? data : [data];
     const length = parts.reduce((n, b) => n + b.length, 0);
     const padded = Math.ceil(length / SECTOR_SIZE) * SECTOR_SIZE;
-    await this.file.writevAt([...parts, zeroBytes(padded - length), this.footerBytes].filter((b) => b.length > 0), at);
+    await this.file.writeAt(this.footerBytes, at + padded);
+    await this.file.writevAt([...parts, zeroBytes(padded - length)].filter((b) => b.length > 0), at);
     this.layout.footerOffset = at + padded;
     this.layout.footerSource = 'end';
     this.layout.footerLength = 512;
