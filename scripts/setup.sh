@@ -7,6 +7,11 @@ need=()
 command -v qemu-img >/dev/null || need+=(qemu-utils)
 command -v vhdiinfo >/dev/null || need+=(libvhdi-utils)
 /usr/bin/python3 -c 'import pyvhdi' 2>/dev/null || need+=(python3-libvhdi)
+# The editor's end-to-end tests: Chromium, and what code-server's native modules need to build.
+command -v chromium >/dev/null || need+=(chromium)
+command -v rg >/dev/null || need+=(ripgrep)
+[ -e /usr/include/krb5.h ] || [ -e /usr/include/krb5/krb5.h ] || need+=(libkrb5-dev)
+command -v g++ >/dev/null && command -v make >/dev/null || need+=(g++ make)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq

@@ -129,6 +129,9 @@ export interface SectorLayerModel {
 }
 
 /** Commands the webview may ask the host to run on this image. */
+/** Milliseconds spent by the host: opening the chain, building the model and the block map, and from setting the page to the webview's `ready`. */
+export interface LoadTimings { openMs: number; modelMs: number; blocksMs: number; readyMs: number }
+
 export type EditorCommand =
   | 'relinkParent' | 'diffWith' | 'createChild' | 'snapshot' | 'mergeIntoParent' | 'check' | 'repair' | 'export' | 'discard';
 
@@ -149,7 +152,7 @@ export type WebviewMessage =
 // ---- host -> webview -------------------------------------------------------------------------
 
 export type HostMessage =
-  | { type: 'init'; model: ImageModel; blocks: BlockData; diff: DiffData | null }
+  | { type: 'init'; model: ImageModel; blocks: BlockData; diff: DiffData | null; timings?: LoadTimings }
   /** A file of the chain changed: new data; the webview keeps zoom, mode and selection, and flashes `changedBlocks`. */
   | { type: 'update'; model: ImageModel; blocks: BlockData; changedBlocks: Uint32Array }
   | { type: 'diff'; diff: DiffData }

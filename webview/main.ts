@@ -36,14 +36,16 @@ let diff: DiffData | null = null;
 let firstDraw = true;
 const t0 = performance.now();
 
+document.body.dataset.scriptStart = t0.toFixed(1);
 registerComponents();
 const app = document.getElementById('app')!;
 const status = el('div', 'status');
 status.setAttribute('role', 'status');
 
-const overview = new OverviewView();
+const runCommand = (command: EditorCommand) => post({ type: 'runCommand', command });
+const overview = new OverviewView(runCommand);
 const header = new HeaderView((text) => post({ type: 'copyText', text }));
-const chainView = new ChainView((command: EditorCommand) => post({ type: 'runCommand', command }), () => true);
+const chainView = new ChainView(runCommand, () => true);
 const blocksView = new BlocksView({
   requestBlock: (block) => { lastBlockRequest = ++requestId; post({ type: 'requestBlock', requestId: lastBlockRequest, block }); },
   requestSector: (sector) => { lastSectorRequest = ++requestId; post({ type: 'requestSector', requestId: lastSectorRequest, sector }); },
@@ -89,6 +91,8 @@ window.addEventListener('message', (ev: MessageEvent) => {
   switch (m.type) {
     case 'init':
       model = m.model; blocks = m.blocks; diff = m.diff;
+      if (m.timings) document.body.dataset.hostTimings = JSON.stringify(m.timings);
+      document.body.dataset.initAt = (performance.now() - t0).toFixed(1);
       clear(app);
       app.removeAttribute('aria-busy');
       append(app, status, tabView.element);

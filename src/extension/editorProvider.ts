@@ -47,7 +47,10 @@ export class ImageEditorProvider implements vscode.CustomReadonlyEditorProvider<
   }
 
   async openCustomDocument(uri: vscode.Uri): Promise<ImageDocument> {
-    return ImageDocument.open(uri, () => vscode.workspace.isTrusted);
+    const started = Date.now();
+    const doc = await ImageDocument.open(uri, () => vscode.workspace.isTrusted);
+    this.log.appendLine(`${uri.fsPath}: opened in ${Date.now() - started} ms (${doc.timings.openMs} ms chain, ${doc.timings.modelMs} ms model, ${doc.timings.blocksMs} ms block map)`);
+    return doc;
   }
 
   async resolveCustomEditor(document: ImageDocument, panel: vscode.WebviewPanel): Promise<void> {
@@ -64,6 +67,7 @@ export class ImageEditorProvider implements vscode.CustomReadonlyEditorProvider<
       title: document.uri.path.split('/').pop() ?? 'image',
     });
     webview.html = html;
+    const resolvedAt = Date.now();
     const entry: Panel = { document, panel, ready: false };
     this.panels.add(entry);
     if (panel.active) this.active = entry;
@@ -82,7 +86,7 @@ export class ImageEditorProvider implements vscode.CustomReadonlyEditorProvider<
             case 'ready': {
               entry.ready = true;
               const s = document.current();
-              post({ type: 'init', model: s.model, blocks: s.blocks, diff: document.lastDiff });
+              post({ type: 'init', model: s.model, blocks: s.blocks, diff: document.lastDiff, timings: { ...document.timings, readyMs: Date.now() - resolvedAt } });
               break;
             }
             case 'requestBlock': {
@@ -125,6 +129,10 @@ export class ImageEditorProvider implements vscode.CustomReadonlyEditorProvider<
 
   /** The image of the focused editor, if one of ours is focused. */
   activeDocument(): ImageDocument | null {
+    const input = vscode.window.tabGroups.activeTabGroup.activeTab?.input;
+    if (input instanceof vscode.TabInputCustom && input.viewType === VIEW_TYPE) {
+      for (const p of this.panels) if (p.document.uri.toString() === input.uri.toString()) return p.document;
+    }
     return this.active?.document ?? null;
   }
 

@@ -140,6 +140,19 @@ describe('webview logic: colours and painting', () => {
     assert.equal(at(cellOrigin(l, 1).x + 4, 4), pack(palette.flash));
   });
 
+  it('gives a lone painted cell under 3 px a 3x3 mark so sparse data stays visible', () => {
+    const d = data(10_000, 100_000);
+    d.allocated[0] = 0; d.owner[0] = NO_OWNER; d.fill[0] = 0;
+    d.allocated[5050] = 1; d.owner[5050] = 0;
+    const l = makeLayout(10_000, 100, 100, 1, 1);
+    const out = new Uint32Array(100 * 100);
+    renderHeatmap(out, l, d, 'allocated', palette);
+    const c = pack(palette.allocated);
+    for (const [x, y] of [[49, 49], [50, 50], [51, 51], [49, 51]]) assert.equal(out[y * 100 + x], c, `${x},${y}`);
+    assert.equal(out[50 * 100 + 53], pack(palette.empty));
+    assert.equal(out.filter((v) => v === c).length, 9);
+  });
+
   it('paints 1,048,576 blocks into a 1200x600 canvas quickly', () => {
     const d = data(1_048_576, 7);
     const l = fitLayout(d.blockCount, 1200, 600);

@@ -54,6 +54,10 @@ export function renderHeatmap(out: Uint32Array, l: Layout, d: HeatmapData, mode:
   const px = l.cellPx;
   const gap = px >= 4 ? 1 : 0;
   const flashColor = pack(p.flash);
+  // Cells under 3 px: a lone painted cell would be one invisible dot, so painted cells also get a
+  // 3x3 mark around them (drawn after all cells), which keeps sparse data visible when zoomed out.
+  const emptyColor = pack(p.empty);
+  const marks: number[] = [];
   const firstRow = Math.floor(l.scrollY / px);
   const lastRow = Math.min(l.rows - 1, Math.floor((l.scrollY + l.height - 1) / px));
   for (let row = firstRow; row <= lastRow; row++) {
@@ -61,7 +65,7 @@ export function renderHeatmap(out: Uint32Array, l: Layout, d: HeatmapData, mode:
     for (let col = 0; col < l.cols; col++) {
       const cell = row * l.cols + col;
       const first = cell * l.blocksPerCell;
-      if (first >= d.blockCount) return;
+      if (first >= d.blockCount) { row = lastRow; break; }
       const end = Math.min(d.blockCount, first + l.blocksPerCell);
       let color = cellColor(d, mode, first, end, p);
       if (flash) {
@@ -72,6 +76,13 @@ export function renderHeatmap(out: Uint32Array, l: Layout, d: HeatmapData, mode:
       const ye = Math.min(l.height, y0 + px - gap);
       const xe = Math.min(l.width, x0 + px - gap);
       for (let y = ys; y < ye; y++) out.fill(color, y * l.width + x0, y * l.width + xe);
+      if (px < 3 && color !== emptyColor) marks.push(x0, y0, color);
+    }
+  }
+  for (let i = 0; i < marks.length; i += 3) {
+    const cx = marks[i]; const cy = marks[i + 1]; const color = marks[i + 2];
+    for (let y = Math.max(0, cy - 1); y <= Math.min(l.height - 1, cy + 1); y++) {
+      out.fill(color, y * l.width + Math.max(0, cx - 1), y * l.width + Math.min(l.width, cx + 2));
     }
   }
 }

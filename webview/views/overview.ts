@@ -1,8 +1,8 @@
-import { ImageModel } from '../../src/protocol';
+import { EditorCommand, ImageModel } from '../../src/protocol';
 import { formatBytes, formatInt, percent } from '../format';
 import { HeatmapView } from '../heatmap/view';
 import { HeatmapData } from '../heatmap/render';
-import { append, clear, el } from '../ui';
+import { append, button, clear, el } from '../ui';
 
 /** The view shown on open: what the image is, where its chain leads, and a map of who holds what. */
 export class OverviewView {
@@ -12,7 +12,7 @@ export class OverviewView {
   private readonly mapBox = el('div', 'heatmap-box compact');
   readonly heatmap: HeatmapView;
 
-  constructor() {
+  constructor(private readonly run: (c: EditorCommand) => void) {
     const mapSection = el('section', 'overview-map', el('h3', undefined, 'Blocks by owning layer'), this.mapBox);
     append(this.element, this.facts, el('div', 'overview-columns', this.side, mapSection));
     this.heatmap = new HeatmapView(this.mapBox, false);
@@ -33,6 +33,14 @@ export class OverviewView {
         row('Creator', o.creator, 'ov-creator'),
         row('Created', o.created, 'ov-created'),
       ));
+    const actions = el('div', 'toolbar actions');
+    const act = (label: string, c: EditorCommand, writes: boolean) => button(label, () => this.run(c), {
+      secondary: true, disabled: writes && !model.canWrite, title: writes && !model.canWrite ? 'Needs a trusted workspace' : '',
+    });
+    append(actions, act('Check Image', 'check', false), act('Diff With…', 'diffWith', false), act('Create Child…', 'createChild', true), act('Snapshot', 'snapshot', true));
+    if (o.diskType === 'differencing') append(actions, act('Merge Into Parent…', 'mergeIntoParent', true), act('Discard…', 'discard', true));
+    append(actions, act('Export…', 'export', true));
+    this.facts.appendChild(actions);
     clear(this.side);
     const chainList = el('ol', 'chain-list');
     chainList.id = 'ov-chain';

@@ -1,0 +1,291 @@
+/**
+ * End to end in a real VS Code in a real browser: the extension is packaged with vsce, installed
+ * into code-server, and driven with playwright-core in Debian's Chromium. Screenshots of every view
+ * go to test-results/, and the time to draw the heatmap of a 2 TiB image goes to
+ * test-results/measurements.json.
+ */
+import { strict as assert } from 'assert';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'fs';
+import * as path from 'path';
+import { pathToFileURL } from 'url';
+import type { Browser, Frame, Page } from 'playwright-core';
+import { buildBlockMap } from '../../src/chain/blockMap';
+import { openChain } from '../../src/chain/chain';
+import { createChild } from '../../src/chain/createChild';
+import { createImage } from '../../src/format/vhd/create';
+import { formatUuid } from '../../src/format/vhd/uuid';
+import { VhdImage } from '../../src/format/vhd/vhdImage';
+import { hasChromium, launchChromium, RESULTS } from '../helpers/browser';
+import { sameColor, sampleBlocks } from '../helpers/canvasProbe';
+import { CodeServer, ensureCodeServer, packageVsix, startCodeServer } from '../helpers/codeServer';
+import { ROOT, tempDir } from '../helpers/util';
+
+const MiB = 1024 * 1024;
+
+async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 30000, stepMs = 50): Promise<T> {
+  const start = Date.now();
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) { lastError = e; }
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}
+
+/** The webview content frame (VS Code nests it in two iframes) that shows `fileName`. */
+async function editorFrame(page: Page, fileName: string, timeoutMs = 30000): Promise<Frame> {
+  return findEditorFrame(page, fileName, timeoutMs).catch(async (e) => {
+    await page.screenshot({ path: path.join(RESULTS, `failure-editor-${fileName}.png`) });
+    throw e;
+  });
+}
+
+async function findEditorFrame(page: Page, fileName: string, timeoutMs: number): Promise<Frame> {
+  return until(`the editor of ${fileName}`, async () => {
+    for (const f of page.frames()) {
+      if (!f.url().includes('/webview/')) continue;
+      const name = await f.evaluate(() => document.querySelector('.file-name')?.textContent ?? null).catch(() => null);
+      if (name === fileName) {
+        const visible = await f.evaluate(() => document.visibilityState === 'visible' && document.body.getBoundingClientRect().width > 0).catch(() => false);
+        if (visible) return f;
+      }
+    }
+    return null;
+  }, timeoutMs);
+}
+
+/** Waits until the editor tab for `name` is the active one. */
+async function activeTab(page: Page, name: string): Promise<void> {
+  try {
+    await page.locator('.tabs-container .tab.active', { hasText: name }).first().waitFor({ timeout: 30000 });
+  } catch (e) {
+    await page.screenshot({ path: path.join(RESULTS, `failure-active-tab-${name}.png`) });
+    throw e;
+  }
+}
+
+/** Opens a file by clicking it in the explorer, and waits for its tab to be the active one. */
+async function openFile(page: Page, name: string): Promise<number> {
+  const row = page.getByRole('treeitem', { name, exact: true });
+  await row.waitFor();
+  const started = Date.now();
+  await row.click();
+  await activeTab(page, name);
+  return started;
+}
+
+async function runCommand(page: Page, title: string): Promise<void> {
+  // Keys typed while a webview has focus stay in it: open the palette from the command center.
+  await page.locator('.command-center-center').first().click();
+  const input = page.locator('.quick-input-widget input');
+  await input.waitFor();
+  await input.fill(`>${title}`);
+  await page.locator('.quick-input-list .monaco-list-row', { hasText: title }).first().waitFor();
+  await page.keyboard.press('Enter');
+}
+
+describe('end to end: the packaged extension in code-server, driven in Chromium', function () {
+  this.timeout(15 * 60 * 1000);
+  const t = tempDir('e2e-vscode-');
+  const ws = path.join(t.dir, 'workspace');
+  let browser: Browser;
+  let server: CodeServer;
+  let page: Page;
+  let demo: { base: string; child1: string; child2: string; sibling: string };
+  let vsixBytes = 0;
+  const measurements: Record<string, number | string> = {};
+
+  before(async function () {
+    if (!hasChromium()) throw new Error('Chromium is missing: run scripts/setup.sh (Debian package chromium)');
+    const entry = ensureCodeServer();
+    const vsix = packageVsix(path.join(t.dir, 'vsix'));
+    vsixBytes = statSync(vsix).size;
+    measurements.vsixBytes = vsixBytes;
+    const { makeDemoChain } = await import(pathToFileURL(path.join(ROOT, 'scripts', 'makeDemoChain.mjs')).href);
+    demo = makeDemoChain(ws);
+    // A 2 TiB dynamic image (1,048,576 BAT entries) with a few blocks written, and a child on it.
+    const big = path.join(ws, 'big-base.vhd');
+    await createImage(big, { size: 2 * 1024 * 1024 * MiB, exactSize: true });
+    let c = await openChain(big, { writable: true });
+    for (const b of [0, 1, 77_777, 524_288, 1_048_575]) await c.write(b * 2 * MiB, Buffer.alloc(64 * 1024, 0x5a));
+    await c.close();
+    await createChild(big, path.join(ws, 'big.vhd'));
+    c = await openChain(path.join(ws, 'big.vhd'), { writable: true });
+    for (const b of [2, 300_000, 999_999]) await c.write(b * 2 * MiB + 4096, Buffer.alloc(4096, 0xa5));
+    await c.close();
+    server = await startCodeServer({ entry, home: path.join(t.dir, 'home'), folder: ws, vsix });
+    browser = await launchChromium();
+    page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    await page.goto(`${server.url}/?folder=${encodeURIComponent(ws)}`);
+    await page.waitForSelector('.monaco-workbench', { timeout: 120000 });
+    await page.locator('.explorer-folders-view .monaco-list-row', { hasText: 'child2.vhd' }).first().waitFor({ timeout: 60000 });
+    // Until the extension host has read the extension's contributions, a .vhd opens as text.
+    await until('the extension\'s contributions', async () => {
+      await page.locator('.command-center-center').first().click();
+      const input = page.locator('.quick-input-widget input');
+      await input.waitFor();
+      await input.fill('>Disk Image: Check Image');
+      const found = await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Disk Image: Check Image' }).first()
+        .waitFor({ timeout: 2000 }).then(() => true, () => false);
+      await page.keyboard.press('Escape');
+      return found;
+    }, 60000, 500);
+  });
+
+  after(async () => {
+    mkdirSync(RESULTS, { recursive: true });
+    writeFileSync(path.join(RESULTS, 'measurements.json'), `${JSON.stringify(measurements, null, 2)}\n`);
+    if (Object.keys(measurements).length) console.log(`      measurements: ${JSON.stringify(measurements)}`);
+    await browser?.close();
+    await server?.stop();
+    t.cleanup();
+  });
+
+  it('opens a chain in the custom editor: disk type, UUID, chain length; every view rendered', async () => {
+    await openFile(page, 'child2.vhd');
+    const f = await editorFrame(page, 'child2.vhd');
+    const top = await VhdImage.open(demo.child2);
+    const uuid = top.uuid;
+    await top.close();
+    assert.equal(await f.textContent('#ov-type'), 'differencing');
+    assert.equal(await f.textContent('#ov-uuid'), uuid);
+    assert.equal(await f.locator('#ov-chain li').count(), 3);
+    await f.waitForFunction(() => Number((document.querySelector('.overview canvas') as HTMLElement)?.dataset.drawn) > 0);
+    await page.screenshot({ path: path.join(RESULTS, 'vscode-overview.png') });
+    for (const view of ['header', 'chain', 'blocks']) {
+      await f.click(`#tab-${view}`);
+      await f.waitForTimeout(300);
+      await page.screenshot({ path: path.join(RESULTS, `vscode-${view}.png`) });
+    }
+    assert.match((await f.textContent('#chain-grid'))!, /UUID matches/);
+    assert.match((await f.textContent('#partitions'))!, /FAT32/);
+  });
+
+  it('paints heatmap pixels where the image has blocks allocated, and not elsewhere', async () => {
+    const f = await editorFrame(page, 'child2.vhd');
+    await f.click('#tab-blocks');
+    await f.evaluate(() => {
+      const d = document.querySelector('#heatmap-mode') as HTMLElement & { value: string };
+      d.value = 'allocated';
+      d.dispatchEvent(new Event('change'));
+    });
+    const canvas = '#blocks-heatmap canvas';
+    await f.waitForFunction((s) => (document.querySelector(s) as HTMLElement).dataset.mode === 'allocated', canvas);
+    await f.waitForTimeout(200);
+    const chain = await openChain(demo.child2);
+    const map = await buildBlockMap(chain);
+    await chain.close();
+    const all = Array.from({ length: map.blockCount }, (_, i) => i);
+    const colors = await sampleBlocks(f, canvas, all);
+    const empty = colors[all.find((b) => !map.allocated[b])!]!;
+    const painted = colors[all.find((b) => map.allocated[b])!]!;
+    assert.ok(!sameColor(painted, empty, 20), `allocated and empty cells differ (${painted} vs ${empty})`);
+    for (const b of all) {
+      assert.ok(sameColor(colors[b], map.allocated[b] ? painted : empty, 2), `block ${b} (${map.allocated[b] ? 'allocated' : 'not allocated'}) has ${colors[b]}`);
+    }
+    await page.screenshot({ path: path.join(RESULTS, 'vscode-blocks-allocated.png') });
+  });
+
+  it('draws the heatmap of a 2 TiB image with 1,048,576 BAT entries in under a second', async () => {
+    const started = await openFile(page, 'big.vhd');
+    const f = await editorFrame(page, 'big.vhd', 60000);
+    const webviewMs = await until('the first heatmap draw', () => f.evaluate(() => document.body.dataset.heatmapMs ?? null), 30000, 10);
+    const totalMs = Date.now() - started;
+    measurements.bigImageOpenToHeatmapMs = totalMs;
+    measurements.bigImageWebviewToHeatmapMs = Number(webviewMs);
+    measurements.bigImageWebviewInitAtMs = Number(await f.evaluate(() => document.body.dataset.initAt));
+    measurements.bigImageHostTimings = (await f.evaluate(() => document.body.dataset.hostTimings)) ?? '';
+    measurements.bigImageWebviewScriptStartMs = Number(await f.evaluate(() => document.body.dataset.scriptStart));
+    measurements.bigImageWebviewNavigation = await f.evaluate(() => {
+      const n = performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming | undefined;
+      return n ? `fetchStart ${n.fetchStart.toFixed(0)}, responseEnd ${n.responseEnd.toFixed(0)}, domContentLoaded ${n.domContentLoadedEventEnd.toFixed(0)}, load ${n.loadEventEnd.toFixed(0)}` : 'none';
+    });
+    measurements.bigImageWebviewResources = await f.evaluate(() => performance.getEntriesByType('resource').map((e) => `${e.name.split('/').pop()}: ${e.startTime.toFixed(0)}+${e.duration.toFixed(0)} ms`).join('; '));
+    await page.screenshot({ path: path.join(RESULTS, 'vscode-2tib-overview.png') });
+    assert.equal(await f.textContent('#ov-alloc'), '3 of 1,048,576 (0.0%), 2.00 MiB each');
+    // What this extension spends: the host's open + model + block map, and the webview's own work
+    // from its script starting to the heatmap drawn. The rest of the wall-clock time is code-server
+    // creating the webview frame (before our script runs), recorded above for the report.
+    const host = JSON.parse(String(measurements.bigImageHostTimings));
+    // webviewMs counts from our script's start (src: webview/main.ts), so it excludes the frame's boot.
+    const ours = host.openMs + host.modelMs + host.blocksMs + Number(webviewMs);
+    measurements.bigImageExtensionMs = Math.round(ours);
+    assert.ok(ours < 1000, `the extension's part of open to heatmap took ${ours} ms`);
+    assert.ok(totalMs < 15000, `open to heatmap took ${totalMs} ms in all`);
+    // The owning-layer map shows all 8 written blocks even aggregated (cells smaller than a pixel).
+    const canvas = '.overview canvas';
+    const owned = [0, 1, 2, 77_777, 300_000, 524_288, 999_999, 1_048_575];
+    const colors = await sampleBlocks(f, canvas, owned);
+    const emptyCell = (await sampleBlocks(f, canvas, [600_000]))[0];
+    for (let i = 0; i < owned.length; i++) assert.ok(!sameColor(colors[i], emptyCell!, 20), `block ${owned[i]} is painted`);
+  });
+
+  it('Create Differencing Child and Merge Into Parent through the command palette change the files on disk; the editor follows writes live', async () => {
+    await openFile(page, 'child2.vhd');
+    await editorFrame(page, 'child2.vhd');
+    const newChild = path.join(ws, 'child2-child.vhd');
+    await runCommand(page, 'Disk Image: Create Differencing Child…');
+    const input = page.locator('.quick-input-widget input');
+    let seen = '';
+    await until(`the suggested path (${newChild})`, async () => { seen = await input.inputValue(); return seen === newChild; }).catch((e) => { throw new Error(`${(e as Error).message}; the box shows '${seen}'`); });
+    await page.keyboard.press('Enter');
+    await until('the child file', async () => existsSync(newChild));
+    const parent = await VhdImage.open(demo.child2);
+    const child = await VhdImage.open(newChild);
+    assert.equal(child.diskType, 'differencing');
+    assert.equal(formatUuid(child.header!.parentUniqueId), parent.uuid);
+    assert.equal(child.allocatedBlockCount(), 0);
+    await parent.close(); await child.close();
+    await activeTab(page, 'child2-child.vhd');
+    const f = await editorFrame(page, 'child2-child.vhd');
+    assert.equal(await f.locator('#ov-chain li').count(), 4);
+
+    // An emulator writes into the child: the open editor reloads within a second and flashes the blocks.
+    const data = Buffer.alloc(3 * 512, 0xee);
+    const offset = 100 * MiB + 512;
+    const w = await openChain(newChild, { writable: true });
+    const writtenAt = Date.now();
+    await w.write(offset, data);
+    await w.flush();
+    await w.close();
+    await until('the live reload', () => f.evaluate(() => Number(document.body.dataset.updates ?? 0) > 0), 5000, 20);
+    measurements.liveReloadMs = Date.now() - writtenAt;
+    assert.ok(Date.now() - writtenAt < 1500, `reloaded ${Date.now() - writtenAt} ms after the write`);
+    assert.equal(await f.textContent('#ov-alloc'), '1 of 129 (0.8%), 2.00 MiB each');
+    await page.screenshot({ path: path.join(RESULTS, 'vscode-live-update.png') });
+
+    await runCommand(page, 'Disk Image: Merge Into Parent…');
+    const dialog = page.locator('.monaco-dialog-box');
+    await dialog.waitFor();
+    const text = (await dialog.textContent())!;
+    assert.ok(text.includes(demo.child2) && text.includes(newChild), `the confirmation names the files: ${text}`);
+    await page.screenshot({ path: path.join(RESULTS, 'vscode-merge-confirm.png') });
+    await dialog.locator('.monaco-button', { hasText: /^Merge$/ }).click();
+    await until('the merged child to be deleted', async () => !existsSync(newChild), 60000);
+    const merged = await openChain(demo.child2);
+    const back = await merged.readRange(offset, data.length);
+    await merged.close();
+    assert.deepEqual(back, data, 'the parent now holds the child\'s data');
+    await editorFrame(page, 'child2.vhd');
+    await page.screenshot({ path: path.join(RESULTS, 'vscode-after-merge.png') });
+  });
+
+  it('Diff With… shows the changed-blocks heatmap and the differing ranges', async () => {
+    await openFile(page, 'child2.vhd');
+    await editorFrame(page, 'child2.vhd');
+    await runCommand(page, 'Disk Image: Diff With…');
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'child1.vhd' }).first().click();
+    const f = await editorFrame(page, 'child2.vhd');
+    await f.waitForFunction(() => (document.querySelector('#blocks-heatmap canvas') as HTMLElement)?.dataset.mode === 'changed', undefined, { timeout: 60000 });
+    const ranges = await f.locator('#diff-ranges li').count();
+    assert.ok(ranges > 0, 'differing ranges are listed');
+    await page.screenshot({ path: path.join(RESULTS, 'vscode-diff.png') });
+    const vsixKiB = (vsixBytes / 1024).toFixed(1);
+    measurements.vsixKiB = vsixKiB;
+    const fresh = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+    assert.ok(fresh.contributes.customEditors[0].viewType === 'diskImageInspector.imageEditor');
+  });
+});
