@@ -307,6 +307,33 @@ describe('check and repair', function () {
     find(r.problems, 'parent locators', ho + 576, /parent '.*parent\.vhd' not found; tried W2ru '\.\\.*parent\.vhd' -> .*: not found/);
   });
 
+  it('the repair CLI: --dry-run lists and exits 1 without writing; a repair exits 0 when clean after, 1 when problems remain', async () => {
+    const m = await makeDynamic(fresh('clirep.vhd'), [0, 1], 15);
+    patch(m.file, m.to + 4, u32(0x00400000));
+    const before = readFileSync(m.file);
+    let r = runCli(['repair', m.file, '--dry-run']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stdout.toString(), new RegExp(`would change \\(1\\):\\n  BAT entry at ${m.to + 4}: clear the entry of block 1`));
+    assert.ok(readFileSync(m.file).equals(before));
+    r = runCli(['repair', m.file]);
+    assert.equal(r.code, 0, r.stderr);
+    // Block 1's real data, no longer referenced, is reported as unused space: a warning.
+    assert.match(r.stdout.toString(), /changed \(1\):[\s\S]*after repair: ok \(1 warning\)\n/);
+    r = runCli(['repair', m.file]);
+    assert.equal(r.code, 0);
+    assert.match(r.stdout.toString(), /nothing to change/);
+    // A wrong parent UUID is not repair's to fix: it stays, exit 1.
+    const child = fresh('clirep-child.vhd');
+    await createChild(m.file, child);
+    const img = await VhdImage.open(child);
+    const ho = img.layout.headerOffset!;
+    await img.close();
+    patch(child, ho + 40, Buffer.alloc(16, 7));
+    r = runCli(['repair', child]);
+    assert.equal(r.code, 1);
+    assert.match(r.stdout.toString(), /changed \(1\):\n  dynamic header at \d+: set the checksum[\s\S]*after repair: 1 error\n  error +dynamic header +at +\d+ +parent UUID 07070707-/);
+  });
+
   it('a stale locator (its path leads nowhere, the parent found through another) is a warning at its entry', async () => {
     const parent = fresh('lp.vhd');
     await makeDynamic(parent, [0], 14);
