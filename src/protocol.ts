@@ -130,7 +130,7 @@ export interface SectorLayerModel {
 
 /** Commands the webview may ask the host to run on this image. */
 /** Milliseconds spent by the host: opening the chain, building the model and the block map, and from setting the page to the webview's `ready`. */
-export interface LoadTimings { openMs: number; modelMs: number; blocksMs: number; readyMs: number }
+export interface LoadTimings { openMs: number; modelMs: number; blocksMs: number; readyMs: number; /** Epoch ms when the host started opening the image. */ openedAt: number }
 
 export type EditorCommand =
   | 'relinkParent' | 'diffWith' | 'createChild' | 'snapshot' | 'mergeIntoParent' | 'check' | 'repair' | 'export' | 'discard';

@@ -73,6 +73,8 @@ overview.heatmap.onDrawn(() => {
   firstDraw = false;
   const ms = performance.now() - t0;
   document.body.dataset.heatmapMs = ms.toFixed(1);
+  // Wall-clock time of the first draw, comparable with the host's and the tests' clocks.
+  document.body.dataset.heatmapAt = String(Math.round(performance.timeOrigin + performance.now()));
   post({ type: 'rendered', view, heatmapMs: ms });
 });
 

@@ -8,6 +8,7 @@ export interface ExtensionApi {
 
 export function activate(context: vscode.ExtensionContext): ExtensionApi {
   const log = vscode.window.createOutputChannel('Disk Image Inspector');
+  log.appendLine(`activated at ${new Date().toISOString()}`);
   context.subscriptions.push(log);
   const provider = ImageEditorProvider.register(context, log);
   new Commands(provider, log).register(context);

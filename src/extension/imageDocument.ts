@@ -23,7 +23,7 @@ export class ImageDocument implements vscode.CustomDocument {
   private disposed = false;
   lastDiff: DiffData | null = null;
   /** How long the last load took, by step (shown in the log; sent to the webview for tests). */
-  timings = { openMs: 0, modelMs: 0, blocksMs: 0 };
+  timings = { openMs: 0, modelMs: 0, blocksMs: 0, openedAt: 0 };
   private readonly changed = new vscode.EventEmitter<{ state: DocumentState; changed: Uint32Array }>();
   readonly onDidChangeState = this.changed.event;
   private readonly failed = new vscode.EventEmitter<string>();
@@ -59,7 +59,7 @@ export class ImageDocument implements vscode.CustomDocument {
       const model = await buildImageModel(chain, this.canWrite());
       const t2 = Date.now();
       const blocks = await buildBlockData(chain);
-      this.timings = { openMs: t1 - t0, modelMs: t2 - t1, blocksMs: Date.now() - t2 };
+      this.timings = { openMs: t1 - t0, modelMs: t2 - t1, blocksMs: Date.now() - t2, openedAt: t0 };
       const old = this.chain;
       this.chain = chain;
       this.state = { model, blocks };

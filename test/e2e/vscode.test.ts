@@ -17,7 +17,7 @@ import { formatUuid } from '../../src/format/vhd/uuid';
 import { VhdImage } from '../../src/format/vhd/vhdImage';
 import { hasChromium, launchChromium, RESULTS } from '../helpers/browser';
 import { sameColor, sampleBlocks } from '../helpers/canvasProbe';
-import { CodeServer, ensureCodeServer, packageVsix, startCodeServer } from '../helpers/codeServer';
+import { CodeServer, codeServerModule } from '../helpers/codeServer';
 import { ROOT, tempDir } from '../helpers/util';
 
 const MiB = 1024 * 1024;
@@ -100,6 +100,7 @@ describe('end to end: the packaged extension in code-server, driven in Chromium'
 
   before(async function () {
     if (!hasChromium()) throw new Error('Chromium is missing: run scripts/setup.sh (Debian package chromium)');
+    const { ensureCodeServer, packageVsix, startCodeServer } = await codeServerModule();
     const entry = ensureCodeServer();
     const vsix = packageVsix(path.join(t.dir, 'vsix'));
     vsixBytes = statSync(vsix).size;
@@ -142,6 +143,44 @@ describe('end to end: the packaged extension in code-server, driven in Chromium'
     await browser?.close();
     await server?.stop();
     t.cleanup();
+  });
+
+  // First in the session, as when a user opens the image right after starting VS Code; a later
+  // re-open (after other webviews existed) is measured at the end.
+  it('draws the heatmap of a 2 TiB image with 1,048,576 BAT entries in under a second', async () => {
+    const started = await openFile(page, 'big.vhd');
+    const f = await editorFrame(page, 'big.vhd', 60000);
+    const webviewMs = await until('the first heatmap draw', () => f.evaluate(() => document.body.dataset.heatmapMs ?? null), 30000, 10);
+    // From the click to the first draw, on the page's own clock (no polling delay in it).
+    const totalMs = Number(await f.evaluate(() => document.body.dataset.heatmapAt)) - started;
+    measurements.bigImageOpenToHeatmapMs = totalMs;
+    measurements.bigImageWebviewToHeatmapMs = Number(webviewMs);
+    measurements.bigImageWebviewInitAtMs = Number(await f.evaluate(() => document.body.dataset.initAt));
+    measurements.bigImageHostTimings = (await f.evaluate(() => document.body.dataset.hostTimings)) ?? '';
+    measurements.bigImageWebviewScriptStartMs = Number(await f.evaluate(() => document.body.dataset.scriptStart));
+    measurements.bigImageWebviewNavigation = await f.evaluate(() => {
+      const n = performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming | undefined;
+      return n ? `fetchStart ${n.fetchStart.toFixed(0)}, responseEnd ${n.responseEnd.toFixed(0)}, domContentLoaded ${n.domContentLoadedEventEnd.toFixed(0)}, load ${n.loadEventEnd.toFixed(0)}` : 'none';
+    });
+    measurements.bigImageWebviewResources = await f.evaluate(() => performance.getEntriesByType('resource').map((e) => `${e.name.split('/').pop()}: ${e.startTime.toFixed(0)}+${e.duration.toFixed(0)} ms`).join('; '));
+    await page.screenshot({ path: path.join(RESULTS, 'vscode-2tib-overview.png') });
+    assert.equal(await f.textContent('#ov-alloc'), '3 of 1,048,576 (0.0%), 2.00 MiB each');
+    // What this extension spends: the host's open + model + block map, and the webview's own work
+    // from its script starting to the heatmap drawn. The rest of the wall-clock time is code-server
+    // creating the webview frame (before our script runs), recorded above for the report.
+    const host = JSON.parse(String(measurements.bigImageHostTimings));
+    measurements.bigImageClickToHostOpenMs = host.openedAt - started;
+    // webviewMs counts from our script's start (src: webview/main.ts), so it excludes the frame's boot.
+    const ours = host.openMs + host.modelMs + host.blocksMs + Number(webviewMs);
+    measurements.bigImageExtensionMs = Math.round(ours);
+    assert.ok(ours < 1000, `the extension's part of open to heatmap took ${ours} ms`);
+    assert.ok(totalMs < 15000, `open to heatmap took ${totalMs} ms in all`);
+    // The owning-layer map shows all 8 written blocks even aggregated (cells smaller than a pixel).
+    const canvas = '.overview canvas';
+    const owned = [0, 1, 2, 77_777, 300_000, 524_288, 999_999, 1_048_575];
+    const colors = await sampleBlocks(f, canvas, owned);
+    const emptyCell = (await sampleBlocks(f, canvas, [600_000]))[0];
+    for (let i = 0; i < owned.length; i++) assert.ok(!sameColor(colors[i], emptyCell!, 20), `block ${owned[i]} is painted`);
   });
 
   it('opens a chain in the custom editor: disk type, UUID, chain length; every view rendered', async () => {
@@ -187,40 +226,6 @@ describe('end to end: the packaged extension in code-server, driven in Chromium'
       assert.ok(sameColor(colors[b], map.allocated[b] ? painted : empty, 2), `block ${b} (${map.allocated[b] ? 'allocated' : 'not allocated'}) has ${colors[b]}`);
     }
     await page.screenshot({ path: path.join(RESULTS, 'vscode-blocks-allocated.png') });
-  });
-
-  it('draws the heatmap of a 2 TiB image with 1,048,576 BAT entries in under a second', async () => {
-    const started = await openFile(page, 'big.vhd');
-    const f = await editorFrame(page, 'big.vhd', 60000);
-    const webviewMs = await until('the first heatmap draw', () => f.evaluate(() => document.body.dataset.heatmapMs ?? null), 30000, 10);
-    const totalMs = Date.now() - started;
-    measurements.bigImageOpenToHeatmapMs = totalMs;
-    measurements.bigImageWebviewToHeatmapMs = Number(webviewMs);
-    measurements.bigImageWebviewInitAtMs = Number(await f.evaluate(() => document.body.dataset.initAt));
-    measurements.bigImageHostTimings = (await f.evaluate(() => document.body.dataset.hostTimings)) ?? '';
-    measurements.bigImageWebviewScriptStartMs = Number(await f.evaluate(() => document.body.dataset.scriptStart));
-    measurements.bigImageWebviewNavigation = await f.evaluate(() => {
-      const n = performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming | undefined;
-      return n ? `fetchStart ${n.fetchStart.toFixed(0)}, responseEnd ${n.responseEnd.toFixed(0)}, domContentLoaded ${n.domContentLoadedEventEnd.toFixed(0)}, load ${n.loadEventEnd.toFixed(0)}` : 'none';
-    });
-    measurements.bigImageWebviewResources = await f.evaluate(() => performance.getEntriesByType('resource').map((e) => `${e.name.split('/').pop()}: ${e.startTime.toFixed(0)}+${e.duration.toFixed(0)} ms`).join('; '));
-    await page.screenshot({ path: path.join(RESULTS, 'vscode-2tib-overview.png') });
-    assert.equal(await f.textContent('#ov-alloc'), '3 of 1,048,576 (0.0%), 2.00 MiB each');
-    // What this extension spends: the host's open + model + block map, and the webview's own work
-    // from its script starting to the heatmap drawn. The rest of the wall-clock time is code-server
-    // creating the webview frame (before our script runs), recorded above for the report.
-    const host = JSON.parse(String(measurements.bigImageHostTimings));
-    // webviewMs counts from our script's start (src: webview/main.ts), so it excludes the frame's boot.
-    const ours = host.openMs + host.modelMs + host.blocksMs + Number(webviewMs);
-    measurements.bigImageExtensionMs = Math.round(ours);
-    assert.ok(ours < 1000, `the extension's part of open to heatmap took ${ours} ms`);
-    assert.ok(totalMs < 15000, `open to heatmap took ${totalMs} ms in all`);
-    // The owning-layer map shows all 8 written blocks even aggregated (cells smaller than a pixel).
-    const canvas = '.overview canvas';
-    const owned = [0, 1, 2, 77_777, 300_000, 524_288, 999_999, 1_048_575];
-    const colors = await sampleBlocks(f, canvas, owned);
-    const emptyCell = (await sampleBlocks(f, canvas, [600_000]))[0];
-    for (let i = 0; i < owned.length; i++) assert.ok(!sameColor(colors[i], emptyCell!, 20), `block ${owned[i]} is painted`);
   });
 
   it('Create Differencing Child and Merge Into Parent through the command palette change the files on disk; the editor follows writes live', async () => {
@@ -283,6 +288,13 @@ describe('end to end: the packaged extension in code-server, driven in Chromium'
     const ranges = await f.locator('#diff-ranges li').count();
     assert.ok(ranges > 0, 'differing ranges are listed');
     await page.screenshot({ path: path.join(RESULTS, 'vscode-diff.png') });
+    // Re-open the 2 TiB image now that other webviews have come and gone (code-server's webview
+    // frame then boots more slowly: its service worker is re-registered for the new frame).
+    const again = await openFile(page, 'big.vhd');
+    const g = await editorFrame(page, 'big.vhd', 60000);
+    const drawnAt = await until('the heatmap of the re-opened image', () => g.evaluate(() => document.body.dataset.heatmapAt ?? null), 30000, 10);
+    measurements.bigImageReopenToHeatmapMs = Number(drawnAt) - again;
+    measurements.bigImageReopenWebviewScriptStartMs = Number(await g.evaluate(() => document.body.dataset.scriptStart));
     const vsixKiB = (vsixBytes / 1024).toFixed(1);
     measurements.vsixKiB = vsixKiB;
     const fresh = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));

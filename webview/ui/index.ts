@@ -114,14 +114,20 @@ export function dropdown<T extends string>(options: Array<{ value: T; label: str
     }
   };
   fill(options);
+  // The value the caller chose last; options are re-filled asynchronously by the toolkit.
+  let current: T = initial;
   d.setAttribute('value', initial);
-  queueMicrotask(() => { d.value = initial; });
-  d.addEventListener('change', () => onChange(d.value as T));
+  queueMicrotask(() => { d.value = current; });
+  d.addEventListener('change', () => { current = d.value as T; onChange(current); });
   return {
     element: d,
-    value: () => d.value as T,
-    setValue: (v) => { d.value = v; d.setAttribute('value', v); },
-    setOptions: (opts) => { const v = d.value; fill(opts); queueMicrotask(() => { d.value = opts.some((o) => o.value === v) ? v : opts[0]?.value ?? ''; }); },
+    value: () => current,
+    setValue: (v) => { current = v; d.value = v; d.setAttribute('value', v); },
+    setOptions: (opts) => {
+      fill(opts);
+      if (!opts.some((o) => o.value === current) && opts[0]) current = opts[0].value;
+      queueMicrotask(() => { d.value = current; d.setAttribute('value', current); });
+    },
   };
 }
 
