@@ -37,7 +37,7 @@ export class Commands {
     }));
     reg('diskImageInspector.open', (uri?: vscode.Uri) => this.open(uri));
     reg('diskImageInspector.createImage', (uri?: vscode.Uri) => this.createImage(uri));
-    reg('diskImageInspector.createChild', (uri?: vscode.Uri) => this.createChild(uri));
+    reg('diskImageInspector.createChild', (uri?: vscode.Uri, target?: vscode.Uri) => this.createChild(uri, target));
     reg('diskImageInspector.snapshot', (uri?: vscode.Uri) => this.snapshot(uri));
     reg('diskImageInspector.mergeIntoParent', (uri?: vscode.Uri) => this.merge(uri, false));
     reg('diskImageInspector.mergeDownTo', (uri?: vscode.Uri) => this.merge(uri, true));
@@ -151,11 +151,12 @@ export class Commands {
     await this.openInEditor(path);
   }
 
-  private async createChild(uri?: vscode.Uri): Promise<void> {
+  /** `target` (from scripts and tests) skips the question for the new file's path. */
+  private async createChild(uri?: vscode.Uri, target?: vscode.Uri): Promise<void> {
     if (!this.requireTrust('Creating a differencing child')) return;
     const parent = await this.targetImage(uri, 'Create Differencing Child: parent image');
     if (!parent) return;
-    const child = await this.askNewPath(`Create Differencing Child of ${nodePath.basename(parent)}`, freeName(parent, '-child'));
+    const child = target instanceof vscode.Uri ? target.fsPath : await this.askNewPath(`Create Differencing Child of ${nodePath.basename(parent)}`, freeName(parent, '-child'));
     if (!child) return;
     await createChild(parent, child);
     this.log.appendLine(`created differencing child ${child} of ${parent}`);
