@@ -2,7 +2,7 @@
 import { strict as assert } from 'assert';
 import { execFileSync } from 'child_process';
 import * as path from 'path';
-import { copyFileSync } from 'fs';
+import { copyFileSync, readFileSync } from 'fs';
 import { buildBlockMap } from '../../src/chain/blockMap';
 import { openChain } from '../../src/chain/chain';
 import { DiskImageError } from '../../src/format/errors';
@@ -105,5 +105,71 @@ describe('fuzz regressions', () => {
     } finally {
       await fc.close();
     }
+  });
+
+  describe('writes never damage a broken image further', () => {
+    async function damaged(name: string, edit: (i: ImageBytes) => void): Promise<{ p: string; T: number }> {
+      const p = path.join(t.dir, name);
+      await createImage(p, { size: 4 << 20, blockSize: 512 * 1024, exactSize: true });
+      const chain = await openChain(p, { writable: true });
+      await chain.write(0, Buffer.alloc(4096, 1));
+      await chain.write(3 * 512 * 1024, Buffer.alloc(4096, 3));
+      await chain.close();
+      const img = ImageBytes.read(p);
+      edit(img);
+      img.write(p);
+      return { p, T: img.table };
+    }
+    async function refused(p: string, offset: number, x: { offset: number; message: RegExp }): Promise<void> {
+      const before = readFileSync(p);
+      const chain = await openChain(p, { writable: true });
+      try {
+        await assert.rejects(chain.write(offset, Buffer.alloc(1000, 0xee)), (e: unknown) => e instanceof DiskImageError && e.code === 'ECORRUPT'
+          && e.structure === 'BAT entry' && e.offset === x.offset && x.message.test(e.message));
+      } finally {
+        await chain.close();
+      }
+      assert.ok(readFileSync(p).equals(before), 'the file is unchanged');
+    }
+
+    it('a BAT entry pointing into the dynamic header or the BAT', async () => {
+      const { p, T } = await damaged('w-into-header.vhd', (i) => i.setBat(1, 1));
+      await refused(p, 512 * 1024 + 10, { offset: T + 4, message: /block 1 \(512\.\.\d+\) overlaps the dynamic header \(512\.\.1536\); refusing to write/ });
+    });
+
+    it('two BAT entries pointing at the same block: neither is written', async () => {
+      const { p, T } = await damaged('w-overlap.vhd', (i) => i.setBat(1, i.batEntry(0)));
+      await refused(p, 512 * 1024, { offset: T + 4, message: /block 1 .* overlaps block 0/ });
+      await refused(p, 100, { offset: T, message: /block 0 .* overlaps block 1/ });
+    });
+
+    it('a BAT entry past the end stays refused after appends have grown the file past it', async () => {
+      const { p, T } = await damaged('w-past-end.vhd', (i) => i.setBat(1, (i.size >> 9) + 1));
+      const chain = await openChain(p, { writable: true });
+      try {
+        await chain.write(2 * 512 * 1024, Buffer.alloc(512 * 1024, 2)); // appends block 2 where block 1 claims to be
+        await assert.rejects(chain.write(512 * 1024, Buffer.alloc(512, 9)), (e: unknown) => e instanceof DiskImageError && e.offset === T + 4 && /block 1 .* lies past the end of the file/.test(e.message));
+        assert.ok((await chain.readRange(2 * 512 * 1024, 512 * 1024)).equals(Buffer.alloc(512 * 1024, 2)));
+      } finally {
+        await chain.close();
+      }
+    });
+
+    it('a truncated fixed image is not written past the data it holds (its footer would end up mid-file)', async () => {
+      const p = path.join(t.dir, 'w-fixed.vhd');
+      await createImage(p, { size: 64 * 1024, type: 'fixed', exactSize: true });
+      ImageBytes.read(p).footer64(48, 1n << 20n).fixChecksums().write(p);
+      const before = readFileSync(p);
+      const chain = await openChain(p, { writable: true });
+      try {
+        await assert.rejects(chain.write(65000, Buffer.alloc(1000, 7)), (e: unknown) => e instanceof DiskImageError && e.code === 'ECORRUPT'
+          && e.structure === 'footer' && e.offset === 65536 && /holds only 65536 of 1048576 data bytes/.test(e.message));
+        assert.ok(readFileSync(p).equals(before));
+        await chain.write(1000, Buffer.alloc(1000, 7));
+      } finally {
+        await chain.close();
+      }
+      assert.ok((await VhdImage.open(p).then(async (v) => { const b = Buffer.alloc(1000); await v.readOwn(1000, b); await v.close(); return b; })).equals(Buffer.alloc(1000, 7)));
+    });
   });
 });

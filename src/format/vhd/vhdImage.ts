@@ -412,6 +412,10 @@ export class VhdImage implements DiskImage {
       throw new DiskImageError(this.path, `write of ${data.length} bytes at ${offset} goes past the virtual size ${this.virtualSize}`, undefined, undefined, 'ERANGE');
     }
     if (!this.bat) {
+      // A truncated fixed image: writing past the data it holds would bury its footer mid-file.
+      if (offset + data.length > this.layout.footerOffset) {
+        throw new DiskImageError(this.path, `the file holds only ${this.layout.footerOffset} of ${this.virtualSize} data bytes (truncated?); refusing to write past them`, 'footer', this.layout.footerOffset, 'ECORRUPT');
+      }
       await this.file.writeAt(data, offset);
       return;
     }
@@ -449,6 +453,10 @@ export class VhdImage implements DiskImage {
       await this.allocateBlock(block, alignedStart, sectors, s0, s1 - s0);
       return;
     }
+    const unsafe = this.unsafeBlocks().get(block);
+    if (unsafe) {
+      throw new DiskImageError(this.path, `block ${block} ${unsafe}; refusing to write into it (diskimg repair clears such entries)`, 'BAT entry', this.layout.tableOffset! + block * 4, 'ECORRUPT');
+    }
     const dataOffset = await this.blockDataOffset(block);
     // Data first, bitmap after: a crash in between leaves the sectors unowned (old view intact).
     await this.file.writeAt(sectors, dataOffset + alignedStart);
@@ -463,6 +471,54 @@ export class VhdImage implements DiskImage {
         await this.file.writeAt(bitmap.subarray(from, to), dataOffset - this.bitmapSize + from);
       }
     }
+  }
+
+  private unsafe: Map<number, string> | null = null;
+
+  /**
+   * Allocated blocks that a write must not touch, found once (on the first write into an existing
+   * block): a block that overlaps the footer copy, the dynamic header, the BAT or parent locator
+   * data, another block, or that lies past the end of the file as it was opened (an append would
+   * later land inside it). Reading them is harmless; writing would damage what they overlap.
+   */
+  private unsafeBlocks(): Map<number, string> {
+    if (this.unsafe) return this.unsafe;
+    const out = new Map<number, string>();
+    const bat = this.bat!;
+    const span = this.bitmapSize + this.blockSize;
+    const regions: Array<{ name: string; start: number; end: number }> = [{ name: 'the footer copy', start: 0, end: FOOTER_SIZE }];
+    const ho = this.layout.headerOffset!;
+    regions.push({ name: 'the dynamic header', start: ho, end: ho + DYNAMIC_HEADER_SIZE });
+    const to = this.layout.tableOffset!;
+    regions.push({ name: 'the BAT', start: to, end: to + Math.ceil((bat.length * 4) / SECTOR_SIZE) * SECTOR_SIZE });
+    for (const l of this.locatorData) {
+      if (l.path === null && l.problem) continue;
+      // The data itself, not its space: writers disagree on whether the space is bytes or sectors.
+      const len = l.entry.platformDataLength;
+      if (len > 0) regions.push({ name: `${trimCode(l.entry.platformCode) || 'parent'} locator data`, start: l.entry.platformDataOffset, end: l.entry.platformDataOffset + len });
+    }
+    const blocks: Array<{ block: number; start: number; end: number }> = [];
+    for (let b = 0; b < bat.length; b++) {
+      if (!bat.isAllocated(b)) continue;
+      const start = bat.blockOffset(b);
+      const end = start + span;
+      if (end > this.layout.fileSize) { out.set(b, `(${start}..${end}) lies past the end of the file (${this.layout.fileSize} bytes)`); continue; }
+      const hit = regions.find((r) => start < r.end && r.start < end);
+      if (hit) { out.set(b, `(${start}..${end}) overlaps ${hit.name} (${hit.start}..${hit.end})`); continue; }
+      blocks.push({ block: b, start, end });
+    }
+    blocks.sort((x, y) => x.start - y.start);
+    for (let i = 1; i < blocks.length; i++) {
+      const prev = blocks[i - 1];
+      const cur = blocks[i];
+      if (cur.start < prev.end) {
+        out.set(cur.block, `(${cur.start}..${cur.end}) overlaps block ${prev.block}`);
+        if (!out.has(prev.block)) out.set(prev.block, `(${prev.start}..${prev.end}) overlaps block ${cur.block}`);
+        if (cur.end < prev.end) blocks[i] = prev; // keep the one reaching furthest for the next comparison
+      }
+    }
+    this.unsafe = out;
+    return out;
   }
 
   /**
