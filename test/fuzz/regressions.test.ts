@@ -4,6 +4,7 @@ import { execFileSync } from 'child_process';
 import * as path from 'path';
 import { copyFileSync, readFileSync } from 'fs';
 import { buildBlockMap } from '../../src/chain/blockMap';
+import { checkImage } from '../../src/chain/check';
 import { openChain } from '../../src/chain/chain';
 import { DiskImageError } from '../../src/format/errors';
 import { createImage } from '../../src/format/vhd/create';
@@ -105,6 +106,22 @@ describe('fuzz regressions', () => {
     } finally {
       await fc.close();
     }
+  });
+
+  it('check of a BAT with a million entries pointing past the end takes well under a second', async () => {
+    const p = path.join(t.dir, 'million-bad.vhd');
+    await createImage(p, { size: 4 * 1024 * 1024 * 1024, blockSize: 4096, exactSize: true }); // 1 Mi entries, 4 MiB BAT
+    const img = ImageBytes.read(p);
+    assert.equal(img.entries, 1 << 20);
+    for (let i = 0; i < img.entries; i++) img.setBat(i, 0x7fffff00 - (i & 0xff));
+    img.write(p);
+    const { value: r, ms } = await cpuMs(() => checkImage(p));
+    assert.ok(ms < 1000, `check took ${ms} ms of CPU`);
+    assert.equal(r.ok, false);
+    const listed = r.problems.filter((x) => x.structure === 'BAT entry');
+    assert.equal(listed.length, 101, 'the first 100 and one line for the rest');
+    assert.ok(listed.some((x) => x.message === `${(1 << 20) - 100} more problems like the ones above are not listed`));
+    assert.match(listed[0].message, /^block 0 points at offset \d+, past the end of the data/);
   });
 
   describe('writes never damage a broken image further', () => {
