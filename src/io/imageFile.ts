@@ -22,6 +22,13 @@ export class ImageFile {
    * is refused instead of hanging.
    */
   static async open(path: string, writable = false): Promise<ImageFile> {
+    if (writable) {
+      // Refuse what cannot be an image before a lock file is made next to it (no lock in /dev).
+      const st = await fsp.stat(path).catch((e) => {
+        throw new DiskImageError(path, `cannot open: ${describeFsError(e)}`, undefined, undefined, 'EOPEN');
+      });
+      if (!st.isFile()) throw new DiskImageError(path, st.isDirectory() ? 'is a directory' : 'is not a regular file', undefined, undefined, 'EOPEN');
+    }
     const unlock = writable ? acquireWriteLock(path) : () => undefined;
     let handle: fsp.FileHandle;
     try {
@@ -45,7 +52,9 @@ export class ImageFile {
 
   /** Creates (or truncates) a file for writing, under the write lock (taken before any truncation). */
   static async create(path: string, exclusive = true): Promise<ImageFile> {
-    const unlock = acquireWriteLock(path);
+    // Only regular files are locked: an export to /dev/null makes no lock file in /dev.
+    const existing = await fsp.stat(path).catch(() => null);
+    const unlock = existing && !existing.isFile() ? () => undefined : acquireWriteLock(path);
     let handle: fsp.FileHandle;
     try {
       handle = await fsp.open(path, exclusive ? 'wx+' : 'w+');

@@ -124,6 +124,28 @@ describe('fuzz regressions', () => {
     assert.match(listed[0].message, /^block 0 points at offset \d+, past the end of the data/);
   });
 
+  it('special files named as the image: one typed error each, for reading and for writing', async () => {
+    const { symlinkSync, writeFileSync } = await import('fs');
+    const loop = path.join(t.dir, 'self-loop.vhd');
+    symlinkSync('self-loop.vhd', loop);
+    const empty = path.join(t.dir, 'empty.vhd');
+    writeFileSync(empty, '');
+    const cases: Array<[string, RegExp]> = [
+      [t.dir, /is a directory/],
+      [loop, /cannot open: too many levels of symbolic links/],
+      ['/dev/zero', /is not a regular file/],
+      [path.join(t.dir, 'nothing-here.vhd'), /cannot open: no such file/],
+      [empty, /file is too small to be a VHD \(0 bytes\)/],
+    ];
+    for (const [p, message] of cases) {
+      for (const writable of [false, true]) {
+        await assert.rejects(VhdImage.open(p, { writable }), (e: unknown) => e instanceof DiskImageError && message.test(e.message), `${p} writable=${writable}`);
+      }
+    }
+    const { existsSync } = await import('fs');
+    assert.ok(!existsSync('/dev/.zero.diskimg-lock'), 'no lock file is made next to a device');
+  });
+
   describe('writes never damage a broken image further', () => {
     async function damaged(name: string, edit: (i: ImageBytes) => void): Promise<{ p: string; T: number }> {
       const p = path.join(t.dir, name);
