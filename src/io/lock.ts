@@ -9,7 +9,7 @@ import { DiskImageError } from '../format/errors';
  * image (`.<name>.diskimg-lock`) holding who has it: pid, host, process start time, command and a
  * random nonce. It is created complete in one atomic step (written to a temporary file, then
  * hard-linked to the lock name, which fails if the name exists), so nobody ever reads a half-written
- * lock. A lock whose process is gone (same host, pid not running, or running but started at another
+ * lock (where the file system has no hard links, O_EXCL create then write). A lock whose process is gone (same host, pid not running, or running but started at another
  * time: the pid was reused) is stale: it is broken by exactly one process, the one that creates the
  * break token `.<name>.diskimg-lock.break-<nonce>` with O_EXCL, so two processes recovering from
  * the same crash cannot both take it. A lock from another host cannot be checked and is honoured.
@@ -122,11 +122,31 @@ function linkNew(target: string, content: string): boolean {
     linkSync(tmp, target);
     return true;
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return false;
+    // File systems without hard links (exFAT, FAT, some network and FUSE mounts): create with
+    // O_EXCL and write; a reader that catches it half-written waits (see UNREADABLE_STALE_MS).
+    if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'ENOSYS' || code === 'EMLINK') return createExclusive(target, content);
     throw e;
   } finally {
     try { unlinkSync(tmp); } catch { /* already gone */ }
   }
+}
+
+function createExclusive(target: string, content: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(target, 'wx', 0o644);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw e;
+  }
+  try {
+    writeSync(fd, content);
+  } finally {
+    closeSync(fd);
+  }
+  return true;
 }
 
 function inUse(imagePath: string, lockPath: string, o: LockOwner | null): DiskImageError {

@@ -143,6 +143,27 @@ describe('advisory write lock', function () {
     assert.ok(!existsSync(lockFile));
   });
 
+  it('works on file systems without hard links (exFAT, SMB): O_EXCL create instead', () => {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const fs = require('fs') as typeof import('fs');
+    const orig = fs.linkSync;
+    let calls = 0;
+    fs.linkSync = () => { calls++; throw Object.assign(new Error('EPERM: operation not permitted, link'), { code: 'EPERM' }); };
+    try {
+      const release = acquireWriteLock(image);
+      const owner = JSON.parse(readFileSync(lockPathFor(image), 'utf8'));
+      assert.equal(owner.pid, process.pid);
+      writeFileSync(lockPathFor(path.join(t.dir, 'x.vhd')), JSON.stringify({ pid: 1, host: `not-${hostname()}`, start: null, command: 'y', since: '', nonce: 'n9' }));
+      assert.throws(() => acquireWriteLock(path.join(t.dir, 'x.vhd')), /in use by pid 1/);
+      release();
+      assert.ok(!existsSync(lockPathFor(image)));
+      assert.deepEqual(fs.readdirSync(t.dir).filter((n) => n.endsWith('.tmp')), [], 'no temporary files left');
+      assert.ok(calls >= 2, 'link() was tried and refused');
+    } finally {
+      fs.linkSync = orig;
+    }
+  });
+
   it('ImageFile.create takes the lock before it truncates anything', async () => {
     const other = path.join(t.dir, 'other.vhd');
     cliOk(['create', other, '--size', '1M']);
