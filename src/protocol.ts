@@ -97,6 +97,8 @@ export interface BlockData {
   fill: Uint8Array;
   /** 0xffff: no layer holds the block. */
   owner: Uint16Array;
+  /** Sector in the owning layer's file where the block's data starts; 0xffffffff: none or unknown. */
+  ownerSector: Uint32Array;
 }
 
 export interface DiffData {
@@ -190,7 +192,9 @@ export function changedBlocks(before: BlockData, after: BlockData): Uint32Array 
   if (before.blockCount !== after.blockCount) return new Uint32Array(0);
   const out: number[] = [];
   for (let i = 0; i < after.blockCount; i++) {
-    if (before.allocated[i] !== after.allocated[i] || before.fill[i] !== after.fill[i] || before.owner[i] !== after.owner[i]) out.push(i);
+    // A block that moved to another place in the file (or to another layer) changed too.
+    if (before.allocated[i] !== after.allocated[i] || before.fill[i] !== after.fill[i] || before.owner[i] !== after.owner[i]
+      || before.ownerSector[i] !== after.ownerSector[i]) out.push(i);
   }
   return Uint32Array.from(out);
 }

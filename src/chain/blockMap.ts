@@ -34,7 +34,15 @@ export interface BlockMap {
    * holds any of it. Sectors the owner lacks may still come from layers further down.
    */
   owner: Uint16Array;
+  /**
+   * Where the owning layer keeps the block's data, in 512-byte sectors from the start of its file
+   * (after the block's sector bitmap; fixed images: the block's own place). NO_SECTOR when no layer
+   * owns the block, or when the owner's block size differs from the top's.
+   */
+  ownerSector: Uint32Array;
 }
+
+export const NO_SECTOR = 0xffffffff;
 
 /**
  * Builds the block map. Only BATs (already in memory) and the bitmaps of allocated blocks of
@@ -53,13 +61,14 @@ export async function buildBlockMap(chain: Chain, options: OperationOptions = {}
   const allocated = new Uint8Array(blockCount);
   const fill = new Uint8Array(blockCount);
   const owner = new Uint16Array(blockCount).fill(NO_OWNER);
+  const ownerSector = new Uint32Array(blockCount).fill(NO_SECTOR);
   const layers = chain.layers;
   for (let depth = 0; depth < layers.length; depth++) {
     throwIfCancelled(options.signal, top.path);
     const layer = layers[depth];
     const isTop = depth === 0;
     if (layer.blockSize === top.blockSize) {
-      await scanSameGrid(layer, blockCount, isTop, depth, allocated, fill, owner);
+      await scanSameGrid(layer, blockCount, isTop, depth, allocated, fill, owner, ownerSector);
     } else {
       await scanOtherGrid(layer, top.blockSize, blockCount, depth, owner);
     }
@@ -74,6 +83,7 @@ export async function buildBlockMap(chain: Chain, options: OperationOptions = {}
     allocated,
     fill,
     owner,
+    ownerSector,
   };
 }
 
@@ -85,7 +95,9 @@ export function fillLevel(set: number, total: number): number {
 }
 
 async function scanSameGrid(layer: VhdImage, blockCount: number, isTop: boolean, depth: number,
-  allocated: Uint8Array, fill: Uint8Array, owner: Uint16Array): Promise<void> {
+  allocated: Uint8Array, fill: Uint8Array, owner: Uint16Array, ownerSector: Uint32Array): Promise<void> {
+  const bitmapSectors = layer.bitmapSize / 512;
+  const sectorsPerBlock = layer.blockSize / 512;
   const n = Math.min(blockCount, layer.blockCount);
   const spb = layer.sectorsPerBlock;
   const sparseBitmaps = layer.diskType === 'differencing';
@@ -106,7 +118,10 @@ async function scanSameGrid(layer: VhdImage, blockCount: number, isTop: boolean,
       allocated[b] = 1;
       fill[b] = level;
     }
-    if (level > 0 && owner[b] === NO_OWNER) owner[b] = depth;
+    if (level > 0 && owner[b] === NO_OWNER) {
+      owner[b] = depth;
+      ownerSector[b] = bat ? bat.entries[b] + bitmapSectors : b * sectorsPerBlock;
+    }
   }
 }
 

@@ -80,6 +80,7 @@ export function toBlockData(map: BlockMap): BlockData {
     allocated: map.allocated,
     fill: map.fill,
     owner: map.owner,
+    ownerSector: map.ownerSector,
   };
 }
 

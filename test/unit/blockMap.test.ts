@@ -1,6 +1,6 @@
 import { strict as assert } from 'assert';
 import * as path from 'path';
-import { buildBlockMap, fillLevel, NO_OWNER, ownerCounts } from '../../src/chain/blockMap';
+import { buildBlockMap, fillLevel, NO_OWNER, NO_SECTOR, ownerCounts } from '../../src/chain/blockMap';
 import { openChain } from '../../src/chain/chain';
 import { createChild } from '../../src/chain/createChild';
 import { createImage } from '../../src/format/vhd/create';
@@ -54,6 +54,10 @@ describe('blockMap (core): per-block allocation, fill and owning layer', () => {
       assert.equal(m.owner[3], NO_OWNER);
       const counts = ownerCounts(m);
       assert.deepEqual(counts, [2, 2, 0, 28]);
+      // The owner's data offset is its BAT entry plus the one-sector bitmap.
+      assert.equal(m.ownerSector[10], chain.layers[0].bat!.entries[10] + 1);
+      assert.equal(m.ownerSector[1], chain.layers[1].bat!.entries[1] + 1);
+      assert.equal(m.ownerSector[3], NO_SECTOR);
     } finally {
       await chain.close();
     }
@@ -129,6 +133,7 @@ describe('blockMap (core): per-block allocation, fill and owning layer', () => {
       assert.deepEqual([...m.allocated], [1, 1, 1, 1]);
       assert.deepEqual([...m.fill], [255, 255, 255, 255]);
       assert.deepEqual([...m.owner], [0, 0, 0, 0]);
+      assert.deepEqual([...m.ownerSector], [0, 4096, 8192, 12288]);
     } finally {
       await chain.close();
     }

@@ -201,9 +201,10 @@ describe('webview logic: formatting, go-to and protocol handling', () => {
   });
 
   it('finds the blocks that changed between two block maps', () => {
-    const a = { blockCount: 5, blockSize: 512, sectorsPerBlock: 1, layerCount: 1, allocated: new Uint8Array(5), fill: new Uint8Array(5), owner: new Uint16Array(5).fill(NO_OWNER) };
+    const a = { blockCount: 5, blockSize: 512, sectorsPerBlock: 1, layerCount: 1, allocated: new Uint8Array(5), fill: new Uint8Array(5), owner: new Uint16Array(5).fill(NO_OWNER), ownerSector: new Uint32Array(5).fill(0xffffffff) };
     const b = { ...a, allocated: Uint8Array.from([0, 1, 0, 0, 0]), fill: Uint8Array.from([0, 255, 0, 0, 9]), owner: Uint16Array.from([NO_OWNER, 0, NO_OWNER, NO_OWNER, NO_OWNER]) };
     assert.deepEqual([...changedBlocks(a, b)], [1, 4]);
     assert.deepEqual([...changedBlocks(a, { ...b, blockCount: 6 })], []);
+    assert.deepEqual([...changedBlocks(b, { ...b, ownerSector: Uint32Array.from([0xffffffff, 7, 0xffffffff, 0xffffffff, 0xffffffff]) })], [1], 'a block that moved');
   });
 });

@@ -160,8 +160,11 @@ export class BlocksView {
     const r = blockRanges(block, b.blockSize, this.model.overview.virtualSize);
     const owner = b.owner[block];
     const ownerName = owner === NO_OWNER ? 'none (zeros)' : `${owner}: ${this.model.chain[owner]?.fileName ?? '?'}`;
+    const sector = b.ownerSector[block];
+    const where = owner === NO_OWNER || sector === 0xffffffff ? '' : ` at file offset ${formatInt(sector * 512)}`;
     const text = `Block ${formatInt(block)} · LBA ${formatInt(r.firstLba)}–${formatInt(r.lastLba)} · bytes ${formatInt(r.start)}–${formatInt(r.end - 1)} · `
-      + `${b.allocated[block] ? `allocated, fill ${percent(b.fill[block], 255)}` : 'not allocated here'} · owner ${ownerName}`;
+      + `${b.allocated[block] ? `allocated, fill ${percent(b.fill[block], 255)}` : 'not allocated here'} · owner ${ownerName}${where}`;
+    this.heatmap.canvas.title = text;
     this.hover.textContent = text;
   }
 
