@@ -146,6 +146,8 @@ export type WebviewMessage =
   | { type: 'ready' }
   | { type: 'requestBlock'; requestId: number; block: number }
   | { type: 'requestSector'; requestId: number; sector: number }
+  /** One sector of this image and of the image of the last diff, for the side-by-side view. */
+  | { type: 'requestDiffSector'; requestId: number; sector: number }
   | { type: 'copyText'; text: string }
   | { type: 'runCommand'; command: EditorCommand }
   /** Lets tests and the status bar know what is on screen (time to first heatmap draw, in ms). */
@@ -160,10 +162,11 @@ export type HostMessage =
   | { type: 'diff'; diff: DiffData }
   | { type: 'blockDetail'; requestId: number; block: number; layers: LayerBlockModel[] }
   | { type: 'sectorDetail'; requestId: number; sector: number; layers: SectorLayerModel[]; winner: number | null; effective: Uint8Array }
+  | { type: 'diffSector'; requestId: number; sector: number; aName: string; bName: string; a: Uint8Array; b: Uint8Array }
   | { type: 'showView'; view: ViewName; block?: number }
   | { type: 'error'; requestId?: number; message: string };
 
-const WEBVIEW_TYPES = new Set(['ready', 'requestBlock', 'requestSector', 'copyText', 'runCommand', 'rendered']);
+const WEBVIEW_TYPES = new Set(['ready', 'requestBlock', 'requestSector', 'requestDiffSector', 'copyText', 'runCommand', 'rendered']);
 const EDITOR_COMMANDS = new Set<EditorCommand>(['relinkParent', 'diffWith', 'createChild', 'snapshot', 'mergeIntoParent', 'check', 'repair', 'export', 'discard']);
 const VIEWS = new Set<ViewName>(['overview', 'header', 'blocks', 'chain']);
 
@@ -178,6 +181,7 @@ export function parseWebviewMessage(raw: unknown): WebviewMessage | null {
     case 'ready': return { type: 'ready' };
     case 'requestBlock': return isInt(m.requestId) && isInt(m.block) ? { type: 'requestBlock', requestId: m.requestId, block: m.block } : null;
     case 'requestSector': return isInt(m.requestId) && isInt(m.sector) ? { type: 'requestSector', requestId: m.requestId, sector: m.sector } : null;
+    case 'requestDiffSector': return isInt(m.requestId) && isInt(m.sector) ? { type: 'requestDiffSector', requestId: m.requestId, sector: m.sector } : null;
     case 'copyText': return typeof m.text === 'string' ? { type: 'copyText', text: m.text } : null;
     case 'runCommand': return typeof m.command === 'string' && EDITOR_COMMANDS.has(m.command as EditorCommand) ? { type: 'runCommand', command: m.command as EditorCommand } : null;
     case 'rendered':

@@ -29,6 +29,7 @@ const post = (m: WebviewMessage) => vscode.postMessage(m);
 let requestId = 0;
 let lastBlockRequest = -1;
 let lastSectorRequest = -1;
+let lastDiffSectorRequest = -1;
 let view: ViewName = saved?.view ?? 'overview';
 let model: ImageModel | null = null;
 let blocks: BlockData | null = null;
@@ -49,6 +50,7 @@ const chainView = new ChainView(runCommand, () => true);
 const blocksView = new BlocksView({
   requestBlock: (block) => { lastBlockRequest = ++requestId; post({ type: 'requestBlock', requestId: lastBlockRequest, block }); },
   requestSector: (sector) => { lastSectorRequest = ++requestId; post({ type: 'requestSector', requestId: lastSectorRequest, sector }); },
+  requestDiffSector: (sector) => { lastDiffSectorRequest = ++requestId; post({ type: 'requestDiffSector', requestId: lastDiffSectorRequest, sector }); },
   saveState: () => save(),
 });
 if (saved?.mode) blocksView.mode = saved.mode;
@@ -120,6 +122,9 @@ window.addEventListener('message', (ev: MessageEvent) => {
       break;
     case 'sectorDetail':
       if (m.requestId === lastSectorRequest) blocksView.showSector(m.sector, m.layers, m.winner, m.effective);
+      break;
+    case 'diffSector':
+      if (m.requestId === lastDiffSectorRequest) blocksView.showDiffSector(m.sector, m.aName, m.bName, m.a, m.b);
       break;
     case 'showView':
       view = m.view; tabView.select(m.view);

@@ -2,7 +2,7 @@ import * as vscode from 'vscode';
 import { EditorCommand, HostMessage, parseWebviewMessage, ViewName } from '../protocol';
 import { buildEditorHtml } from './html';
 import { ImageDocument } from './imageDocument';
-import { blockDetail, sectorDetail } from './model';
+import { blockDetail, diffSector, sectorDetail } from './model';
 
 export const VIEW_TYPE = 'diskImageInspector.imageEditor';
 
@@ -97,6 +97,12 @@ export class ImageEditorProvider implements vscode.CustomReadonlyEditorProvider<
             case 'requestSector': {
               const d = await sectorDetail(document.currentChain(), msg.sector);
               post({ type: 'sectorDetail', requestId: msg.requestId, sector: msg.sector, ...d });
+              break;
+            }
+            case 'requestDiffSector': {
+              if (!document.lastDiff) throw new Error('There is no diff to compare with; run Diff With… first.');
+              const d = await diffSector(document.currentChain(), document.lastDiff.otherPath, msg.sector);
+              post({ type: 'diffSector', requestId: msg.requestId, sector: msg.sector, ...d });
               break;
             }
             case 'copyText':

@@ -12,6 +12,10 @@ export function activate(context: vscode.ExtensionContext): ExtensionApi {
   context.subscriptions.push(log);
   const provider = ImageEditorProvider.register(context, log);
   new Commands(provider, log).register(context);
+  // Buttons that write are enabled once the workspace is trusted.
+  context.subscriptions.push(vscode.workspace.onDidGrantWorkspaceTrust(() => {
+    for (const doc of provider.allDocuments()) void doc.reload();
+  }));
   return { provider };
 }
 

@@ -2,7 +2,7 @@
 import * as nodePath from 'path';
 import { Buffer } from 'buffer';
 import { BlockMap, buildBlockMap } from '../chain/blockMap';
-import { Chain } from '../chain/chain';
+import { Chain, openChain } from '../chain/chain';
 import { creatorLabel, describeHeader } from '../chain/headerFields';
 import { readPartitionTable } from '../chain/partitions';
 import { vhdTimestampToIso } from '../format/vhd/timestamp';
@@ -147,4 +147,19 @@ export async function sectorDetail(chain: Chain, sector: number): Promise<{ laye
   const eff = Buffer.alloc(512);
   if (chain.complete) await chain.read(offset, eff);
   return { layers, winner, effective: new Uint8Array(eff) };
+}
+
+/** One sector as this chain and the other image's chain read it (past either end: zeros). */
+export async function diffSector(chain: Chain, otherPath: string, sector: number): Promise<{ aName: string; bName: string; a: Uint8Array; b: Uint8Array }> {
+  const offset = sector * 512;
+  const a = Buffer.alloc(512);
+  await chain.read(offset, a);
+  const other = await openChain(otherPath);
+  try {
+    const b = Buffer.alloc(512);
+    await other.read(offset, b);
+    return { aName: nodePath.basename(chain.top.path), bName: nodePath.basename(otherPath), a: new Uint8Array(a), b: new Uint8Array(b) };
+  } finally {
+    await other.close();
+  }
 }

@@ -288,6 +288,12 @@ describe('end to end: the packaged extension in code-server, driven in Chromium'
     const ranges = await f.locator('#diff-ranges li').count();
     assert.ok(ranges > 0, 'differing ranges are listed');
     await page.screenshot({ path: path.join(RESULTS, 'vscode-diff.png') });
+    // A range opens the two images' bytes side by side, differing rows marked.
+    await f.locator('#diff-ranges li').first().click();
+    await f.waitForSelector('#diff-sector .hex-row.differs', { timeout: 30000 });
+    assert.match((await f.textContent('#diff-sector h3'))!, /child2\.vhd vs child1\.vhd/);
+    await f.evaluate(() => document.querySelector('#diff-sector')!.scrollIntoView());
+    await page.screenshot({ path: path.join(RESULTS, 'vscode-diff-sector.png') });
     // Re-open the 2 TiB image now that other webviews have come and gone (code-server's webview
     // frame then boots more slowly: its service worker is re-registered for the new frame).
     const again = await openFile(page, 'big.vhd');

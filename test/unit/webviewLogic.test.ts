@@ -195,6 +195,8 @@ describe('webview logic: formatting, go-to and protocol handling', () => {
     assert.equal(parseWebviewMessage({ type: 'runCommand', command: 'workbench.action.terminal.new' }), null);
     assert.deepEqual(parseWebviewMessage({ type: 'runCommand', command: 'relinkParent' }), { type: 'runCommand', command: 'relinkParent' });
     assert.equal(parseWebviewMessage({ type: 'copyText', text: 5 }), null);
+    assert.deepEqual(parseWebviewMessage({ type: 'requestDiffSector', requestId: 2, sector: 40961 }), { type: 'requestDiffSector', requestId: 2, sector: 40961 });
+    assert.equal(parseWebviewMessage({ type: 'requestDiffSector', requestId: 2 }), null);
     assert.equal(parseWebviewMessage('ready'), null);
     assert.equal(parseWebviewMessage(null), null);
     assert.equal(parseWebviewMessage({ type: '__proto__' }), null);

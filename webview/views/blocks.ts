@@ -8,6 +8,7 @@ import { append, button, clear, dropdown, Dropdown, el, textField } from '../ui'
 export interface BlocksHost {
   requestBlock(block: number): void;
   requestSector(sector: number): void;
+  requestDiffSector(sector: number): void;
   saveState(): void;
 }
 
@@ -27,6 +28,8 @@ export class BlocksView {
   private readonly side = el('div', 'blocks-side');
   private readonly detail = el('div', 'block-detail');
   private readonly sectorBox = el('div', 'sector-detail');
+  private readonly diffBox = el('div', 'diff-detail');
+  private diffSector: number | null = null;
   private readonly message = el('div', 'goto-message');
   private readonly modeBox: Dropdown<Mode>;
   private gotoKind: Dropdown<'lba' | 'offset'>;
@@ -58,6 +61,7 @@ export class BlocksView {
       this.message,
       this.legend,
       el('div', 'blocks-main', el('div', 'blocks-map-col', mapBox, this.hover), this.side),
+      this.diffBox,
       this.detail,
       this.sectorBox,
     );
@@ -147,7 +151,12 @@ export class BlocksView {
       ranges.id = 'diff-ranges';
       for (const r of d.ranges) {
         const item = el('li', 'clickable', `${formatInt(r.start)} +${formatInt(r.length)} (LBA ${formatInt(Math.floor(r.start / 512))})`);
-        item.addEventListener('click', () => { this.selectBlock(Math.floor(r.start / bs), Math.floor(r.start / 512)); });
+        item.addEventListener('click', () => {
+          const sector = Math.floor(r.start / 512);
+          this.diffSector = sector;
+          this.host.requestDiffSector(sector);
+          this.selectBlock(Math.floor(r.start / bs), sector);
+        });
         ranges.appendChild(item);
       }
       append(this.side, ranges, d.rangesTruncated ? el('p', 'muted', 'Only the first ranges are listed.') : null);
@@ -239,6 +248,31 @@ export class BlocksView {
   }
 
   layersShown(): number { return this.detailLayers.length; }
+
+  /** The sector as this image and the diffed image read it, rows that differ marked. */
+  showDiffSector(sector: number, aName: string, bName: string, a: Uint8Array, b: Uint8Array): void {
+    if (sector !== this.diffSector) return;
+    clear(this.diffBox);
+    const da = hexDump(a);
+    const db = hexDump(b);
+    const column = (name: string, lines: string[]) => {
+      const pre = el('pre', 'hex');
+      lines.forEach((line, i) => {
+        const differs = !sameRow(a, b, i);
+        pre.appendChild(el('span', differs ? 'hex-row differs' : 'hex-row', `${differs ? '≠ ' : '  '}${line}\n`));
+      });
+      return el('div', 'hex-col', el('div', 'hex-head', name), pre);
+    };
+    append(this.diffBox,
+      el('h3', undefined, `Sector ${formatInt(sector)} (byte ${formatInt(sector * 512)}): ${aName} vs ${bName}`),
+      el('div', 'hex-columns', column(aName, da), column(bName, db)));
+    this.diffBox.id = 'diff-sector';
+  }
+}
+
+function sameRow(a: Uint8Array, b: Uint8Array, row: number): boolean {
+  for (let i = row * 16; i < Math.min(a.length, row * 16 + 16); i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function countBits(bitmap: Uint8Array, n: number): number {
