@@ -194,6 +194,26 @@ describe('fuzz regressions', () => {
       }
     });
 
+    it('a million BAT entries sharing one block: the write is refused in well under a second', async () => {
+      const p = path.join(t.dir, 'w-million.vhd');
+      await createImage(p, { size: 4 * 1024 * 1024 * 1024, blockSize: 4096, exactSize: true }); // 1 Mi entries
+      const chain0 = await openChain(p, { writable: true });
+      await chain0.write(0, Buffer.alloc(4096, 1));
+      await chain0.close();
+      const img = ImageBytes.read(p);
+      const e0 = img.batEntry(0);
+      for (let i = 1; i < img.entries; i++) img.setBat(i, i % 2 ? e0 : 0x7fffff00);
+      img.write(p);
+      const chain = await openChain(p, { writable: true });
+      try {
+        const { ms } = await cpuMs(() => assert.rejects(chain.write(4096 * 1001, Buffer.alloc(10, 5)), /block 1001 \(\d+\.\.\d+\) overlaps block \d+; refusing to write/));
+        assert.ok(ms < 1000, `took ${ms} ms of CPU`);
+        await assert.rejects(chain.write(4096 * 1002, Buffer.alloc(10, 5)), /block 1002 .* lies past the end of the file/);
+      } finally {
+        await chain.close();
+      }
+    });
+
     it('a truncated fixed image is not written past the data it holds (its footer would end up mid-file)', async () => {
       const p = path.join(t.dir, 'w-fixed.vhd');
       await createImage(p, { size: 64 * 1024, type: 'fixed', exactSize: true });

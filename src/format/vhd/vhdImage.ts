@@ -431,6 +431,10 @@ export class VhdImage implements DiskImage {
   }
 
   private async writeInBlock(block: number, inBlock: number, piece: Buffer, below: ReadBelow): Promise<void> {
+    const unsafe = this.bat!.isAllocated(block) ? this.unsafeReason(block) : null;
+    if (unsafe) {
+      throw new DiskImageError(this.path, `block ${block} ${unsafe}; refusing to write into it (diskimg repair clears such entries)`, 'BAT entry', this.layout.tableOffset! + block * 4, 'ECORRUPT');
+    }
     const blockStart = block * this.blockSize;
     const s0 = Math.floor(inBlock / SECTOR_SIZE);
     const s1 = Math.ceil((inBlock + piece.length) / SECTOR_SIZE);
@@ -453,10 +457,6 @@ export class VhdImage implements DiskImage {
       await this.allocateBlock(block, alignedStart, sectors, s0, s1 - s0);
       return;
     }
-    const unsafe = this.unsafeBlocks().get(block);
-    if (unsafe) {
-      throw new DiskImageError(this.path, `block ${block} ${unsafe}; refusing to write into it (diskimg repair clears such entries)`, 'BAT entry', this.layout.tableOffset! + block * 4, 'ECORRUPT');
-    }
     const dataOffset = await this.blockDataOffset(block);
     // Data first, bitmap after: a crash in between leaves the sectors unowned (old view intact).
     await this.file.writeAt(sectors, dataOffset + alignedStart);
@@ -473,52 +473,76 @@ export class VhdImage implements DiskImage {
     }
   }
 
-  private unsafe: Map<number, string> | null = null;
+  private unsafe: { reason: Uint8Array; other: Uint32Array; regions: Array<{ name: string; start: number; end: number }>; fileSize: number } | null = null;
 
   /**
-   * Allocated blocks that a write must not touch, found once (on the first write into an existing
-   * block): a block that overlaps the footer copy, the dynamic header, the BAT or parent locator
-   * data, another block, or that lies past the end of the file as it was opened (an append would
-   * later land inside it). Reading them is harmless; writing would damage what they overlap.
+   * Why an allocated block must not be written, or null: it overlaps the footer copy, the dynamic
+   * header, the BAT or parent locator data, or another block, or it lies past the end of the file as
+   * it was opened (an append would later land inside it). Reading such blocks is harmless; writing
+   * would damage what they overlap. Worked out once for the whole BAT (typed arrays and one native
+   * sort, so a hostile table of a million entries costs milliseconds); the text only when asked.
    */
-  private unsafeBlocks(): Map<number, string> {
-    if (this.unsafe) return this.unsafe;
-    const out = new Map<number, string>();
+  private unsafeReason(block: number): string | null {
+    const u = this.unsafe ?? (this.unsafe = this.findUnsafeBlocks());
+    const why = u.reason[block];
+    if (!why) return null;
+    const start = this.bat!.blockOffset(block);
+    const range = `(${start}..${start + this.bitmapSize + this.blockSize})`;
+    if (why === 1) return `${range} lies past the end of the file (${u.fileSize} bytes)`;
+    if (why === 2) { const r = u.regions[u.other[block]]; return `${range} overlaps ${r.name} (${r.start}..${r.end})`; }
+    return `${range} overlaps block ${u.other[block]}`;
+  }
+
+  private findUnsafeBlocks(): NonNullable<VhdImage['unsafe']> {
     const bat = this.bat!;
+    const n = bat.length;
+    const reason = new Uint8Array(n);
+    const other = new Uint32Array(n);
     const span = this.bitmapSize + this.blockSize;
+    const fileSize = this.layout.fileSize;
     const regions: Array<{ name: string; start: number; end: number }> = [{ name: 'the footer copy', start: 0, end: FOOTER_SIZE }];
     const ho = this.layout.headerOffset!;
     regions.push({ name: 'the dynamic header', start: ho, end: ho + DYNAMIC_HEADER_SIZE });
     const to = this.layout.tableOffset!;
-    regions.push({ name: 'the BAT', start: to, end: to + Math.ceil((bat.length * 4) / SECTOR_SIZE) * SECTOR_SIZE });
+    regions.push({ name: 'the BAT', start: to, end: to + Math.ceil((n * 4) / SECTOR_SIZE) * SECTOR_SIZE });
     for (const l of this.locatorData) {
       if (l.path === null && l.problem) continue;
       // The data itself, not its space: writers disagree on whether the space is bytes or sectors.
       const len = l.entry.platformDataLength;
       if (len > 0) regions.push({ name: `${trimCode(l.entry.platformCode) || 'parent'} locator data`, start: l.entry.platformDataOffset, end: l.entry.platformDataOffset + len });
     }
-    const blocks: Array<{ block: number; start: number; end: number }> = [];
-    for (let b = 0; b < bat.length; b++) {
-      if (!bat.isAllocated(b)) continue;
-      const start = bat.blockOffset(b);
+    let candidates = 0;
+    for (let b = 0; b < n; b++) {
+      const e = bat.entries[b];
+      if (e === BAT_UNUSED) continue;
+      const start = e * SECTOR_SIZE;
       const end = start + span;
-      if (end > this.layout.fileSize) { out.set(b, `(${start}..${end}) lies past the end of the file (${this.layout.fileSize} bytes)`); continue; }
-      const hit = regions.find((r) => start < r.end && r.start < end);
-      if (hit) { out.set(b, `(${start}..${end}) overlaps ${hit.name} (${hit.start}..${hit.end})`); continue; }
-      blocks.push({ block: b, start, end });
+      if (end > fileSize) { reason[b] = 1; continue; }
+      const hit = regions.findIndex((r) => start < r.end && r.start < end);
+      if (hit >= 0) { reason[b] = 2; other[b] = hit; continue; }
+      candidates++;
     }
-    blocks.sort((x, y) => x.start - y.start);
-    for (let i = 1; i < blocks.length; i++) {
-      const prev = blocks[i - 1];
-      const cur = blocks[i];
-      if (cur.start < prev.end) {
-        out.set(cur.block, `(${cur.start}..${cur.end}) overlaps block ${prev.block}`);
-        if (!out.has(prev.block)) out.set(prev.block, `(${prev.start}..${prev.end}) overlaps block ${cur.block}`);
-        if (cur.end < prev.end) blocks[i] = prev; // keep the one reaching furthest for the next comparison
+    // Blocks against each other: (sector << 32 | block) sorted natively, then one sweep.
+    const keys = new BigUint64Array(candidates);
+    let k = 0;
+    for (let b = 0; b < n; b++) {
+      const e = bat.entries[b];
+      if (e !== BAT_UNUSED && reason[b] === 0) keys[k++] = (BigInt(e) << 32n) | BigInt(b);
+    }
+    keys.sort();
+    let reach = -1;
+    let reachBlock = 0;
+    for (let i = 0; i < keys.length; i++) {
+      const b = Number(keys[i] & 0xffffffffn);
+      const start = Number(keys[i] >> 32n) * SECTOR_SIZE;
+      if (start < reach) {
+        reason[b] = 3;
+        other[b] = reachBlock;
+        if (reason[reachBlock] === 0) { reason[reachBlock] = 3; other[reachBlock] = b; }
       }
+      if (start + span > reach) { reach = start + span; reachBlock = b; }
     }
-    this.unsafe = out;
-    return out;
+    return { reason, other, regions, fileSize };
   }
 
   /**
@@ -548,6 +572,8 @@ export class VhdImage implements DiskImage {
    */
   async appendRegion(data: Buffer | Buffer[], where: { structure: string; offset: number } = { structure: 'footer', offset: this.layout.footerOffset }): Promise<number> {
     if (!this.bat) throw new DiskImageError(this.path, 'a fixed image has no room to append to', where.structure, where.offset, 'EINTERNAL');
+    // Judge the existing BAT against the file as it was, before it grows (see unsafeReason).
+    this.unsafe ??= this.findUnsafeBlocks();
     const at = Math.ceil(this.layout.footerOffset / SECTOR_SIZE) * SECTOR_SIZE;
     if (at / SECTOR_SIZE >= BAT_UNUSED) {
       throw new DiskImageError(this.path, 'file too large for 32-bit BAT sector offsets', where.structure, where.offset, 'ERANGE');
