@@ -187,8 +187,25 @@ describe('fuzz regressions', () => {
       const chain = await openChain(p, { writable: true });
       try {
         await chain.write(2 * 512 * 1024, Buffer.alloc(512 * 1024, 2)); // appends block 2 where block 1 claims to be
-        await assert.rejects(chain.write(512 * 1024, Buffer.alloc(512, 9)), (e: unknown) => e instanceof DiskImageError && e.offset === T + 4 && /block 1 .* lies past the end of the file/.test(e.message));
+        await assert.rejects(chain.write(512 * 1024, Buffer.alloc(512, 9)), (e: unknown) => e instanceof DiskImageError && e.offset === T + 4 && /block 1 .* runs past the end of the data/.test(e.message));
         assert.ok((await chain.readRange(2 * 512 * 1024, 512 * 1024)).equals(Buffer.alloc(512 * 1024, 2)));
+      } finally {
+        await chain.close();
+      }
+    });
+
+    it('a block that reaches into the end footer is not written (the next append would land in it)', async () => {
+      const span = 512 + 512 * 1024;
+      const { p, T } = await damaged('w-into-footer.vhd', (i) => i.setBat(1, (i.size - 512 - span + 512) / 512));
+      await refused(p, 512 * 1024 + 4096, { offset: T + 4, message: /block 1 \(\d+\.\.\d+\) runs past the end of the data \(\d+, where the end footer or the file ends\); refusing to write/ });
+      // Found by the long campaign (case 40792 of seed 20261128): the write went in, the append of
+      // the next block overwrote its tail, and the range no longer read back as written.
+      const chain = await openChain(p, { writable: true });
+      try {
+        const data = Buffer.alloc(30000, 0x3c);
+        await chain.write(2 * 512 * 1024 - 100, data).catch(() => undefined);
+        await chain.write(2 * 512 * 1024, data);
+        assert.ok((await chain.readRange(2 * 512 * 1024, 30000)).equals(data));
       } finally {
         await chain.close();
       }
@@ -208,7 +225,7 @@ describe('fuzz regressions', () => {
       try {
         const { ms } = await cpuMs(() => assert.rejects(chain.write(4096 * 1001, Buffer.alloc(10, 5)), /block 1001 \(\d+\.\.\d+\) overlaps block \d+; refusing to write/));
         assert.ok(ms < 1000, `took ${ms} ms of CPU`);
-        await assert.rejects(chain.write(4096 * 1002, Buffer.alloc(10, 5)), /block 1002 .* lies past the end of the file/);
+        await assert.rejects(chain.write(4096 * 1002, Buffer.alloc(10, 5)), /block 1002 .* runs past the end of the data/);
       } finally {
         await chain.close();
       }

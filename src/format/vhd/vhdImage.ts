@@ -477,7 +477,7 @@ export class VhdImage implements DiskImage {
 
   /**
    * Why an allocated block must not be written, or null: it overlaps the footer copy, the dynamic
-   * header, the BAT or parent locator data, or another block, or it lies past the end of the file as
+   * header, the BAT or parent locator data, or another block, or it runs into the end footer or past the file as
    * it was opened (an append would later land inside it). Reading such blocks is harmless; writing
    * would damage what they overlap. Worked out once for the whole BAT (typed arrays and one native
    * sort, so a hostile table of a million entries costs milliseconds); the text only when asked.
@@ -488,7 +488,7 @@ export class VhdImage implements DiskImage {
     if (!why) return null;
     const start = this.bat!.blockOffset(block);
     const range = `(${start}..${start + this.bitmapSize + this.blockSize})`;
-    if (why === 1) return `${range} lies past the end of the file (${u.fileSize} bytes)`;
+    if (why === 1) return `${range} runs past the end of the data (${u.fileSize}, where the end footer or the file ends)`;
     if (why === 2) { const r = u.regions[u.other[block]]; return `${range} overlaps ${r.name} (${r.start}..${r.end})`; }
     return `${range} overlaps block ${u.other[block]}`;
   }
@@ -499,7 +499,9 @@ export class VhdImage implements DiskImage {
     const reason = new Uint8Array(n);
     const other = new Uint32Array(n);
     const span = this.bitmapSize + this.blockSize;
-    const fileSize = this.layout.fileSize;
+    // Blocks end where the end footer starts: one that reaches into it would be overwritten by the
+    // next append (which moves the footer) and would overwrite that appended block in turn.
+    const fileSize = Math.min(this.layout.fileSize, this.layout.footerOffset);
     const regions: Array<{ name: string; start: number; end: number }> = [{ name: 'the footer copy', start: 0, end: FOOTER_SIZE }];
     const ho = this.layout.headerOffset!;
     regions.push({ name: 'the dynamic header', start: ho, end: ho + DYNAMIC_HEADER_SIZE });
