@@ -38,6 +38,9 @@ let firstDraw = true;
 const t0 = performance.now();
 
 document.body.dataset.scriptStart = t0.toFixed(1);
+// Ask for the data first: the host answers while the components register and the views are built
+// (the listener below is attached in this same task, before any answer can arrive).
+post({ type: 'ready' });
 registerComponents();
 const app = document.getElementById('app')!;
 const status = el('div', 'status');
@@ -80,14 +83,20 @@ overview.heatmap.onDrawn(() => {
   post({ type: 'rendered', view, heatmapMs: ms });
 });
 
-function renderAll(): void {
+/** Renders every view; with `overviewFirst`, the others wait until the overview has been painted. */
+function renderAll(overviewFirst = false): void {
   if (!model || !blocks) return;
   const data = { blockCount: blocks.blockCount, allocated: blocks.allocated, fill: blocks.fill, owner: blocks.owner, changed: diff?.changed ?? null };
+  const first = view === 'overview' && overviewFirst;
   overview.render(model, data);
-  header.render(model);
-  chainView.render(model);
-  blocksView.render(model, blocks, diff);
-  blocksView.setMode(blocksView.mode === 'changed' && !diff ? 'owner' : blocksView.mode);
+  const rest = () => {
+    if (!model || !blocks) return;
+    header.render(model);
+    chainView.render(model);
+    blocksView.render(model, blocks, diff);
+    blocksView.setMode(blocksView.mode === 'changed' && !diff ? 'owner' : blocksView.mode);
+  };
+  if (first) requestAnimationFrame(() => setTimeout(rest, 0)); else rest();
 }
 
 window.addEventListener('message', (ev: MessageEvent) => {
@@ -100,7 +109,7 @@ window.addEventListener('message', (ev: MessageEvent) => {
       clear(app);
       app.removeAttribute('aria-busy');
       append(app, status, tabView.element);
-      renderAll();
+      renderAll(true);
       tabView.select(view);
       break;
     case 'update':
@@ -138,4 +147,3 @@ window.addEventListener('message', (ev: MessageEvent) => {
   }
 });
 
-post({ type: 'ready' });
