@@ -7,6 +7,11 @@ VERSION=4.100.3
 DIR="${DISKIMG_CODE_SERVER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/disk-image-inspector/code-server-$VERSION}"
 ENTRY="$DIR/node_modules/code-server/out/node/entry.js"
 if [ -f "$DIR/.complete" ] && [ -f "$ENTRY" ]; then echo "$ENTRY"; exit 0; fi
+# One installer at a time (two test runs on a fresh machine would otherwise clobber each other).
+mkdir -p "$(dirname "$DIR")"
+exec 9>"$DIR.lock"
+flock 9
+if [ -f "$DIR/.complete" ] && [ -f "$ENTRY" ]; then echo "$ENTRY"; exit 0; fi
 command -v rg >/dev/null || { echo "installCodeServer: ripgrep (rg) is missing; run scripts/setup.sh" >&2; exit 1; }
 rm -rf "$DIR"; mkdir -p "$DIR"
 export npm_config_yes=true npm_config_audit=false npm_config_fund=false npm_config_update_notifier=false
