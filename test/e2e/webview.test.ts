@@ -2,13 +2,24 @@ import { strict as assert } from 'assert';
 import * as path from 'path';
 import { pathToFileURL } from 'url';
 import type { Browser } from 'playwright-core';
+import { mkdirSync, rmSync } from 'fs';
 import { Chain, openChain } from '../../src/chain/chain';
+import { createChild } from '../../src/chain/createChild';
+import { createImage } from '../../src/format/vhd/create';
 import { buildBlockData, buildImageModel } from '../../src/extension/model';
 import { BlockData, ImageModel } from '../../src/protocol';
 import { hasChromium, launchChromium, RESULTS } from '../helpers/browser';
 import { parseHex, sameColor, sampleBlocks } from '../helpers/canvasProbe';
 import { openWebview, THEMES, Theme } from '../helpers/webviewHarness';
 import { ROOT, tempDir } from '../helpers/util';
+
+async function until(fn: () => boolean, ms = 5000): Promise<void> {
+  const start = Date.now();
+  while (!fn()) {
+    if (Date.now() - start > ms) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 describe('editor webview in Chromium (real HTML, CSP and bundle; host model from src/extension/model.ts)', function () {
   this.timeout(120000);
@@ -61,6 +72,35 @@ describe('editor webview in Chromium (real HTML, CSP and bundle; host model from
       await h.page.screenshot({ path: path.join(RESULTS, 'webview-hostile-strings.png') });
     } finally {
       await h.close();
+    }
+  });
+
+  it('shows a broken link as such and offers Re-link Parent…, which asks the host to run the command', async () => {
+    const dir = path.join(t.dir, 'broken');
+    mkdirSync(dir, { recursive: true });
+    await createImage(path.join(dir, 'base.vhd'), { size: 16 * 1024 * 1024, exactSize: true });
+    await createChild(path.join(dir, 'base.vhd'), path.join(dir, 'child1.vhd'));
+    rmSync(path.join(dir, 'base.vhd'));
+    const broken = await openChain(path.join(dir, 'child1.vhd'), { tolerant: true });
+    try {
+      const m = await buildImageModel(broken, true);
+      const b = await buildBlockData(broken);
+      assert.equal(m.overview.chainComplete, false);
+      const h = await openWebview(browser, { model: m, blocks: b, chain: broken });
+      try {
+        await h.page.waitForSelector('#ov-type');
+        assert.match((await h.page.textContent('.overview'))!, /chain is broken/);
+        await h.page.click('#tab-chain');
+        await h.page.waitForSelector('#chain-grid');
+        assert.match((await h.page.textContent('#chain-grid'))!, /BROKEN: .*not found/);
+        await h.page.click('.problem-box vscode-button');
+        await until(() => h.posted.some((p) => p.type === 'runCommand' && p.command === 'relinkParent'));
+        await h.page.screenshot({ path: path.join(RESULTS, 'webview-broken-chain.png') });
+      } finally {
+        await h.close();
+      }
+    } finally {
+      await broken.close();
     }
   });
 
