@@ -5,6 +5,8 @@ import { HeatmapData, Mode, rangeSegments, renderHeatmap } from './render';
 
 export interface Overlay { first: number; end: number; colorIndex: number }
 
+const COMPACT_MAX_HEIGHT = 260;
+
 export interface HeatmapState { blocksPerCell: number; cellPx: number; scrollY: number; fitted: boolean }
 
 export class HeatmapView {
@@ -121,6 +123,7 @@ export class HeatmapView {
   private ensureLayout(): Layout | null {
     if (!this.data) return null;
     const w = Math.max(1, Math.floor(this.container.clientWidth * this.dpr));
+    if (!this.interactive) return this.ensureCompactLayout(w);
     const h = Math.max(1, Math.floor(this.container.clientHeight * this.dpr));
     if (this.layout && this.layout.width === w && this.layout.height === h) return this.layout;
     if (this.canvas.width !== w || this.canvas.height !== h) {
@@ -138,6 +141,20 @@ export class HeatmapView {
     } else {
       this.layout = fitLayout(this.data.blockCount, w, h, this.interactive ? 40 : 24);
     }
+    return this.layout;
+  }
+
+  /** The compact (overview) map shows every block and is only as tall as it needs to be. */
+  private ensureCompactLayout(w: number): Layout {
+    if (this.layout && this.layout.width === w) return this.layout;
+    const fit = fitLayout(this.data!.blockCount, w, Math.floor(COMPACT_MAX_HEIGHT * this.dpr), 24);
+    const h = Math.max(1, Math.min(fit.height, fit.rows * fit.cellPx));
+    this.layout = makeLayout(fit.blockCount, w, h, fit.blocksPerCell, fit.cellPx);
+    this.canvas.width = w;
+    this.canvas.height = h;
+    this.canvas.style.width = `${w / this.dpr}px`;
+    this.canvas.style.height = `${h / this.dpr}px`;
+    this.container.style.height = `${Math.ceil(h / this.dpr) + 2}px`;
     return this.layout;
   }
 

@@ -56,10 +56,5 @@ export class OverviewView {
     for (const w of o.warnings) warn.appendChild(el('li', undefined, w));
     append(this.side, el('h3', undefined, o.warnings.length ? `Warnings (${o.warnings.length})` : 'No warnings'), o.warnings.length ? warn : null);
     this.heatmap.setData(data);
-    // Small maps get a box as tall as they need; large ones keep the default height.
-    const width = Math.max(200, this.mapBox.clientWidth || 800);
-    const side = Math.min(24, Math.max(1, Math.floor(Math.sqrt((width * 260) / Math.max(1, data.blockCount)))));
-    const rows = Math.ceil(data.blockCount / Math.max(1, Math.floor(width / side)));
-    this.mapBox.style.height = `${Math.min(260, Math.max(60, rows * side + 2))}px`;
   }
 }
