@@ -104,6 +104,57 @@ describe('editor webview in Chromium (real HTML, CSP and bundle; host model from
     }
   });
 
+  it('handles 1,048,576 blocks: aggregated cells, zoom in, go to the last LBA, hover details', async () => {
+    const dir = path.join(t.dir, 'huge');
+    mkdirSync(dir, { recursive: true });
+    const p = path.join(dir, 'huge.vhd');
+    await createImage(p, { size: 2 * 1024 * 1024 * 1024 * 1024, exactSize: true });
+    const w = await openChain(p, { writable: true });
+    await w.write(1_048_575 * 2 * 1024 * 1024, Buffer.alloc(512, 7));
+    await w.close();
+    const huge = await openChain(p);
+    try {
+      const m = await buildImageModel(huge, true);
+      const b = await buildBlockData(huge);
+      const h = await openWebview(browser, { model: m, blocks: b, chain: huge });
+      try {
+        await h.page.waitForSelector('#ov-type');
+        await h.page.click('#tab-blocks');
+        const canvas = '#blocks-heatmap canvas';
+        await h.page.waitForFunction((s) => Number((document.querySelector(s) as HTMLElement)?.dataset.drawn) > 0, canvas);
+        const geo = async () => h.page.$eval(canvas, (c: HTMLCanvasElement) => ({ bpc: Number(c.dataset.blocksPerCell), px: Number(c.dataset.cellPx) }));
+        const fitted = await geo();
+        assert.ok(fitted.bpc > 1, `aggregated when zoomed out (${fitted.bpc} blocks per cell)`);
+        for (let i = 0; i < 3; i++) await h.page.click('vscode-button[title="Zoom in"]');
+        await h.page.waitForTimeout(100);
+        const zoomed = await geo();
+        assert.ok(zoomed.bpc < fitted.bpc || zoomed.px > fitted.px, 'zoomed in');
+        await h.page.evaluate(() => {
+          const f = document.querySelector('#goto') as HTMLElement & { value: string };
+          f.value = String(1_048_575 * 4096 + 1);
+          f.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', bubbles: true }));
+        });
+        await h.page.waitForSelector('.block-detail h3');
+        assert.match((await h.page.textContent('.block-detail h3'))!, /^Block 1,048,575:/);
+        // The selected block was scrolled into view: hovering its cell describes it.
+        const pos = await h.page.$eval(canvas, (c: HTMLCanvasElement) => {
+          const d = c.dataset; const bpc = Number(d.blocksPerCell); const px = Number(d.cellPx); const cols = Number(d.cols);
+          const cell = Math.floor(1_048_575 / bpc);
+          return { x: ((cell % cols) * px + px / 2) / Number(d.dpr), y: (Math.floor(cell / cols) * px - Number(d.scrollY) + px / 2) / Number(d.dpr), h: c.height };
+        });
+        assert.ok(pos.y >= 0 && pos.y < pos.h, 'the selected block is on screen');
+        await h.page.hover(canvas, { position: { x: pos.x, y: pos.y } });
+        await h.page.waitForFunction(() => /Block 1,048,\d{3}/.test(document.querySelector('.hover-line')!.textContent!));
+        assert.match((await h.page.textContent('.hover-line'))!, /owner 0: huge\.vhd at file offset/);
+        await h.page.screenshot({ path: path.join(RESULTS, 'webview-2tib-blocks.png') });
+      } finally {
+        await h.close();
+      }
+    } finally {
+      await huge.close();
+    }
+  });
+
   for (const theme of ['dark', 'light', 'high-contrast'] as Theme[]) {
     it(`shows every view in the ${theme} theme, heatmap painted exactly where blocks are allocated`, async () => {
       const problems: string[] = [];
