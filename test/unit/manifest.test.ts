@@ -1,0 +1,48 @@
+import { strict as assert } from 'assert';
+import { readFileSync } from 'fs';
+import * as path from 'path';
+import { ROOT } from '../helpers/util';
+
+const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+const commandsSource = readFileSync(path.join(ROOT, 'src', 'extension', 'commands.ts'), 'utf8');
+const WRITES = ['createImage', 'createChild', 'snapshot', 'mergeIntoParent', 'mergeDownTo', 'discardChild', 'repairImage', 'relinkParent', 'export'];
+
+describe('extension manifest (package.json contributes)', () => {
+  it('registers the read-only custom editor for .vhd and .avhd at default priority', () => {
+    const [editor] = pkg.contributes.customEditors;
+    assert.equal(editor.viewType, 'diskImageInspector.imageEditor');
+    assert.equal(editor.priority, 'default');
+    assert.deepEqual(editor.selector.map((s: { filenamePattern: string }) => s.filenamePattern).sort(), ['*.avhd', '*.vhd']);
+    assert.ok(pkg.activationEvents.includes('onCustomEditor:diskImageInspector.imageEditor'));
+    assert.equal(pkg.main, './dist/extension.js');
+  });
+
+  it('works in untrusted workspaces with the commands that write disabled there', () => {
+    assert.equal(pkg.capabilities.untrustedWorkspaces.supported, 'limited');
+    for (const c of pkg.contributes.commands) {
+      const id = c.command.replace('diskImageInspector.', '');
+      assert.equal(c.category, 'Disk Image', c.command);
+      if (WRITES.includes(id)) assert.equal(c.enablement, 'isWorkspaceTrusted', `${c.command} needs trust`);
+      else assert.equal(c.enablement, undefined, `${c.command} only reads`);
+    }
+  });
+
+  it('contributes every chain command of the issue, each registered by the extension', () => {
+    const titles = pkg.contributes.commands.map((c: { title: string }) => c.title);
+    for (const t of ['Create Disk Image…', 'Create Differencing Child…', 'Merge Into Parent…', 'Merge Down To…', 'Discard Child…', 'Diff With…',
+      'Check Image', 'Repair Image…', 'Re-link Parent…', 'Export…']) assert.ok(titles.includes(t), t);
+    assert.ok(titles.some((t: string) => t.startsWith('Snapshot')));
+    for (const c of pkg.contributes.commands) assert.ok(commandsSource.includes(`reg('${c.command}'`), `${c.command} is registered`);
+    const explorer = pkg.contributes.menus['explorer/context'].filter((m: { when: string }) => /vhd/.test(m.when)).map((m: { command: string }) => m.command);
+    const title = pkg.contributes.menus['editor/title'].map((m: { command: string }) => m.command);
+    assert.ok(explorer.includes('diskImageInspector.mergeIntoParent') && title.includes('diskImageInspector.mergeIntoParent'));
+    assert.ok(title.every((c: string) => pkg.contributes.menus['editor/title'].find((m: { command: string; when: string }) => m.command === c).when.includes('activeCustomEditorId == diskImageInspector.imageEditor')));
+  });
+
+  it('ships only the bundles, styles and docs in the .vsix', () => {
+    const ignore = readFileSync(path.join(ROOT, '.vscodeignore'), 'utf8').split('\n').map((l) => l.trim()).filter(Boolean);
+    assert.equal(ignore[0], '**');
+    assert.ok(ignore.includes('!dist/extension.js') && ignore.includes('!dist/webview.js') && ignore.includes('!dist/webview.css'));
+    assert.ok(!ignore.some((l) => l.includes('node_modules') || l.includes('src') || l.includes('.map')));
+  });
+});
