@@ -156,7 +156,12 @@ export type WebviewMessage =
 // ---- host -> webview -------------------------------------------------------------------------
 
 export type HostMessage =
-  | { type: 'init'; model: ImageModel; blocks: BlockData; diff: DiffData | null; timings?: LoadTimings }
+  /**
+   * The first answer to `ready`. To paint the overview sooner, `blocks` may carry only `owner`
+   * (`allocated`, `fill` and `ownerSector` empty, `complete` false); `blocks` follows with all of it.
+   */
+  | { type: 'init'; model: ImageModel; blocks: BlockData; complete: boolean; diff: DiffData | null; timings?: LoadTimings }
+  | { type: 'blocks'; blocks: BlockData }
   /** A file of the chain changed: new data; the webview keeps zoom, mode and selection, and flashes `changedBlocks`. */
   | { type: 'update'; model: ImageModel; blocks: BlockData; changedBlocks: Uint32Array }
   | { type: 'diff'; diff: DiffData }

@@ -83,37 +83,47 @@ overview.heatmap.onDrawn(() => {
   post({ type: 'rendered', view, heatmapMs: ms });
 });
 
-/** Renders every view; with `overviewFirst`, the others wait until the overview has been painted. */
-function renderAll(overviewFirst = false): void {
+/** False between an `init` that carried only the owner map and the `blocks` message with the rest. */
+let complete = true;
+
+function renderOverview(): void {
   if (!model || !blocks) return;
-  const data = { blockCount: blocks.blockCount, allocated: blocks.allocated, fill: blocks.fill, owner: blocks.owner, changed: diff?.changed ?? null };
-  const first = view === 'overview' && overviewFirst;
-  overview.render(model, data);
-  const rest = () => {
-    if (!model || !blocks) return;
-    header.render(model);
-    chainView.render(model);
-    blocksView.render(model, blocks, diff);
-    blocksView.setMode(blocksView.mode === 'changed' && !diff ? 'owner' : blocksView.mode);
-  };
-  if (first) requestAnimationFrame(() => setTimeout(rest, 0)); else rest();
+  overview.render(model, { blockCount: blocks.blockCount, allocated: blocks.allocated, fill: blocks.fill, owner: blocks.owner, changed: diff?.changed ?? null });
+}
+
+function renderRest(): void {
+  if (!model || !blocks || !complete) return;
+  header.render(model);
+  chainView.render(model);
+  blocksView.render(model, blocks, diff);
+  blocksView.setMode(blocksView.mode === 'changed' && !diff ? 'owner' : blocksView.mode);
+}
+
+function renderAll(): void {
+  renderOverview();
+  renderRest();
 }
 
 window.addEventListener('message', (ev: MessageEvent) => {
   const m = ev.data as HostMessage;
   switch (m.type) {
     case 'init':
-      model = m.model; blocks = m.blocks; diff = m.diff;
+      model = m.model; blocks = m.blocks; diff = m.diff; complete = m.complete;
       if (m.timings) document.body.dataset.hostTimings = JSON.stringify(m.timings);
       document.body.dataset.initAt = (performance.now() - t0).toFixed(1);
       clear(app);
       app.removeAttribute('aria-busy');
       append(app, status, tabView.element);
-      renderAll(true);
+      renderAll();
       tabView.select(view);
       break;
+    case 'blocks':
+      blocks = m.blocks;
+      complete = true;
+      renderRest();
+      break;
     case 'update':
-      model = m.model; blocks = m.blocks;
+      model = m.model; blocks = m.blocks; complete = true;
       if (diff && diff.changed.length !== blocks.blockCount) diff = null;
       renderAll();
       blocksView.heatmap.flash(m.changedBlocks);

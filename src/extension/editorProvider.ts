@@ -86,7 +86,11 @@ export class ImageEditorProvider implements vscode.CustomReadonlyEditorProvider<
             case 'ready': {
               entry.ready = true;
               const s = document.current();
-              post({ type: 'init', model: s.model, blocks: s.blocks, diff: document.lastDiff, timings: { ...document.timings, readyMs: Date.now() - resolvedAt } });
+              // The owner map first (what the overview draws), the other per-block arrays right after.
+              const b = s.blocks;
+              const ownersOnly = { ...b, allocated: new Uint8Array(0), fill: new Uint8Array(0), ownerSector: new Uint32Array(0) };
+              post({ type: 'init', model: s.model, blocks: ownersOnly, complete: false, diff: document.lastDiff, timings: { ...document.timings, readyMs: Date.now() - resolvedAt } });
+              post({ type: 'blocks', blocks: b });
               break;
             }
             case 'requestBlock': {

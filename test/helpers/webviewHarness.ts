@@ -125,7 +125,12 @@ export async function openWebview(browser: Browser, o: HarnessOptions): Promise<
   await page.exposeBinding('__toHost', async (_src, raw: WebviewMessage) => {
     posted.push(raw);
     try {
-      if (raw.type === 'ready') await send({ type: 'init', model: o.model, blocks: o.blocks, diff: o.diff ?? null });
+      if (raw.type === 'ready') {
+        // As the host does: the owner map first, then every per-block array.
+        const ownersOnly = { ...o.blocks, allocated: new Uint8Array(0), fill: new Uint8Array(0), ownerSector: new Uint32Array(0) };
+        await send({ type: 'init', model: o.model, blocks: ownersOnly, complete: false, diff: o.diff ?? null });
+        await send({ type: 'blocks', blocks: o.blocks });
+      }
       else if (raw.type === 'requestBlock' && o.chain) await send({ type: 'blockDetail', requestId: raw.requestId, block: raw.block, layers: await blockDetail(o.chain, raw.block) });
       else if (raw.type === 'requestSector' && o.chain) await send({ type: 'sectorDetail', requestId: raw.requestId, sector: raw.sector, ...(await sectorDetail(o.chain, raw.sector)) });
     } catch (e) {
