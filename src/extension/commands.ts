@@ -1,4 +1,4 @@
-import { existsSync, readdirSync } from 'fs';
+import { existsSync } from 'fs';
 import * as nodePath from 'path';
 import * as vscode from 'vscode';
 import { openChain } from '../chain/chain';
@@ -13,7 +13,7 @@ import { repairImage } from '../chain/repair';
 import { reparent } from '../chain/reparent';
 import { snapshot } from '../chain/snapshot';
 import { DiskImageError } from '../format/errors';
-import { DiffData } from '../protocol';
+import { freeName, safeList, sentence, toDiffData } from './commandHelpers';
 import { parseSize } from '../cli/units';
 import { CancelledError } from '../format/errors';
 import { createImage } from '../format/vhd/create';
@@ -355,43 +355,4 @@ export class Commands {
     });
     if (tabs.length) await vscode.window.tabGroups.close(tabs);
   }
-}
-
-const MAX_RANGES = 2000;
-
-/** Puts a diff's block list on the grid of the image's own blocks (the diff's grid may be coarser). */
-export function toDiffData(r: { identical: boolean; differingBytes: number; ranges: Array<{ start: number; length: number }>; blocks: number[]; blockSize: number },
-  otherPath: string, blockSize: number, blockCount: number): DiffData {
-  const changed = new Uint8Array(blockCount);
-  for (const range of r.ranges) {
-    const first = Math.floor(range.start / blockSize);
-    const last = Math.min(blockCount - 1, Math.floor((range.start + range.length - 1) / blockSize));
-    for (let b = first; b <= last; b++) changed[b] = 1;
-  }
-  return {
-    otherPath, otherName: nodePath.basename(otherPath), identical: r.identical, differingBytes: r.differingBytes, changed,
-    ranges: r.ranges.slice(0, MAX_RANGES), rangesTruncated: r.ranges.length > MAX_RANGES,
-  };
-}
-
-/** `dir/name<suffix><ext>`, numbered when taken. */
-export function freeName(near: string, suffix: string, ext?: string): string {
-  const dir = nodePath.dirname(near);
-  const e = ext ?? nodePath.extname(near) ?? '.vhd';
-  const stem = nodePath.basename(near, nodePath.extname(near));
-  const taken = new Set(safeList(dir));
-  for (let i = 1; ; i++) {
-    const name = `${stem}${suffix}${i === 1 ? '' : `-${i}`}${e}`;
-    if (!taken.has(name)) return nodePath.join(dir, name);
-  }
-}
-
-function safeList(dir: string): string[] {
-  try { return readdirSync(dir); } catch { return []; }
-}
-
-/** Core messages are "file: what (structure at offset)"; show them as one sentence. */
-export function sentence(message: string): string {
-  const m = message.trim();
-  return /[.!?]$/.test(m) ? m : `${m}.`;
 }
