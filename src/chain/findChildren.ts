@@ -39,7 +39,7 @@ export async function findChildren(parents: string[], dirs: string[]): Promise<M
       seenFiles.add(file);
       let img: VhdImage | null = null;
       try {
-        img = await VhdImage.open(file);
+        img = await VhdImage.open(file, { linkOnly: true });
         if (img.diskType !== 'differencing') continue;
         const parent = resolveParent(img).resolvedPath;
         if (!parent) continue;

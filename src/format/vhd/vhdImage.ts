@@ -31,6 +31,11 @@ export interface LocatorData {
 
 export interface OpenOptions {
   writable?: boolean;
+  /**
+   * Read only the footer, header and parent locators (scanning a folder for children): the BAT is
+   * not read, so the image's blocks cannot be read or written.
+   */
+  linkOnly?: boolean;
 }
 
 /** Where each structure was found, for the editor and for check/repair. */
@@ -63,6 +68,8 @@ export class VhdImage implements DiskImage {
   private readonly bitmapCache = new Map<number, Buffer>();
   private static readonly BITMAP_CACHE_BYTES = 16 * 1024 * 1024;
   private footerBytes: Buffer;
+  /** Opened without its BAT (see OpenOptions.linkOnly). */
+  private linkOnly = false;
 
   private constructor(
     readonly path: string,
@@ -109,14 +116,14 @@ export class VhdImage implements DiskImage {
   static async open(path: string, options: OpenOptions = {}): Promise<VhdImage> {
     const file = await ImageFile.open(path, options.writable ?? false);
     try {
-      return await VhdImage.fromFile(path, file);
+      return await VhdImage.fromFile(path, file, options.linkOnly ?? false);
     } catch (e) {
       await file.close().catch(() => undefined);
       throw e;
     }
   }
 
-  private static async fromFile(path: string, file: ImageFile): Promise<VhdImage> {
+  private static async fromFile(path: string, file: ImageFile, linkOnly: boolean): Promise<VhdImage> {
     const warnings: string[] = [];
     const size = file.size;
     if (size < 511) {
@@ -234,8 +241,9 @@ export class VhdImage implements DiskImage {
     if (entries < needed) {
       warnings.push(`BAT has ${entries} entries but the size needs ${needed}; blocks past the table read as zeros`);
     }
-    const bat = Bat.parse(await file.readExact(tableOffset, entries * 4, 'BAT'), entries);
+    const bat = linkOnly ? Bat.empty(0) : Bat.parse(await file.readExact(tableOffset, entries * 4, 'BAT'), entries);
     const image = new VhdImage(path, file, footer, header, bat, layout, warnings);
+    image.linkOnly = linkOnly;
     if (type === 'differencing') await image.loadParentReference();
     return image;
   }
@@ -323,6 +331,7 @@ export class VhdImage implements DiskImage {
   }
 
   async runs(offset: number, length: number): Promise<LayerRun[]> {
+    if (this.linkOnly) throw new DiskImageError(this.path, 'internal: blocks of an image opened for its parent link only', 'BAT', this.layout.tableOffset ?? 0, 'EINTERNAL');
     const out: LayerRun[] = [];
     const push = (o: number, l: number, present: boolean) => {
       const last = out[out.length - 1];
