@@ -38,6 +38,8 @@ export interface MergeResult extends MergePlan {
 }
 
 interface Journal {
+  /** The merged child's UUID: a journal left by another image of the same name is ignored. */
+  child: string;
   target: string;
   relinked: string[];
 }
@@ -101,7 +103,8 @@ async function makePlan(chain: Chain, options: MergeOptions): Promise<MergePlan>
   const children = await findChildren([...merged, target], dirs);
   const mergedReal = new Set(merged.map(realPath));
   const journal = readJournal(layers[0].path);
-  const journaled = new Set((journal && realPath(journal.target) === realPath(target) ? journal.relinked : []).map(realPath));
+  const ours = journal && journal.child === layers[0].uuid && realPath(journal.target) === realPath(target);
+  const journaled = new Set((ours ? journal.relinked : []).map(realPath));
   const relink = (children.get(realPath(merged[0])) ?? []).filter((c) => !mergedReal.has(c));
   const siblings: string[] = [];
   const kept: string[] = [];
@@ -205,15 +208,18 @@ export async function mergeChild(childPath: string, options: MergeOptions = {}):
     }
     // The target must be durable before anything points at it or anything is deleted.
     await target.flush();
+    failpoint('flushed');
     await target.close();
     target = null;
     if (plan.relink.length > 0) {
-      writeDurably(journalPath(plan.child), JSON.stringify({ target: plan.target, relinked: plan.relink } satisfies Journal));
+      writeDurably(journalPath(plan.child), JSON.stringify({ child: layers[0].uuid, target: plan.target, relinked: plan.relink } satisfies Journal));
+      failpoint('journaled');
       const targetImage = layers[t];
       for (const c of plan.relink) {
         const img = await VhdImage.open(c, { writable: true });
         try {
           await relinkTo(img, plan.target, targetImage.footer.uniqueId);
+          failpoint('relinked-one');
         } finally {
           await img.close();
         }
@@ -223,6 +229,7 @@ export async function mergeChild(childPath: string, options: MergeOptions = {}):
     for (const p of plan.merged) {
       if (plan.kept.includes(p)) continue;
       unlinkSync(p);
+      failpoint('deleted-one');
     }
     if (existsSync(journalPath(plan.child))) unlinkSync(journalPath(plan.child));
     for (const d of new Set(plan.merged.map((p) => nodePath.dirname(p)))) syncDir(d);
@@ -232,6 +239,14 @@ export async function mergeChild(childPath: string, options: MergeOptions = {}):
     await chain.close();
     for (const r of releases) r();
   }
+}
+
+/**
+ * Crash points for the kill tests: with DISKIMG_FAILPOINT=<name> in the environment the process
+ * kills itself (SIGKILL, like a crash) when it reaches that point. Unset, it costs one lookup.
+ */
+function failpoint(name: string): void {
+  if (process.env.DISKIMG_FAILPOINT === name) process.kill(process.pid, 'SIGKILL');
 }
 
 function anyAllocated(layer: DiskImage, offset: number, length: number): boolean {
