@@ -567,7 +567,7 @@ export class VhdImage implements DiskImage {
     else setBits(bitmap, s0, count);
     // Bitmap, zeros before, the data, zeros after: written as one vector, without joining them.
     const tail = this.blockSize - alignedStart - sectors.length;
-    const parts = [bitmap, zeroBytes(alignedStart), sectors, zeroBytes(tail)].filter((b) => b.length > 0);
+    const parts = [bitmap, ...zeroBytes(alignedStart), sectors, ...zeroBytes(tail)];
     const at = await this.appendRegion(parts, { structure: 'BAT entry', offset: this.layout.tableOffset! + block * 4 });
     const sectorOffset = at / SECTOR_SIZE;
     await this.file.writeAt(Bat.entryBytes(sectorOffset), this.layout.tableOffset! + block * 4);
@@ -593,7 +593,7 @@ export class VhdImage implements DiskImage {
     const length = parts.reduce((n, b) => n + b.length, 0);
     const padded = Math.ceil(length / SECTOR_SIZE) * SECTOR_SIZE;
     await this.file.writeAt(this.footerBytes, at + padded);
-    await this.file.writevAt([...parts, zeroBytes(padded - length)].filter((b) => b.length > 0), at);
+    await this.file.writevAt([...parts, ...zeroBytes(padded - length)].filter((b) => b.length > 0), at);
     this.layout.footerOffset = at + padded;
     this.layout.footerSource = 'end';
     this.layout.footerLength = 512;
@@ -627,10 +627,12 @@ function qemuTrustsCurrentSize(f: Footer): boolean {
 }
 
 /** Shared zeros for padding writes (never written to). */
-let ZEROS = Buffer.alloc(0);
-function zeroBytes(n: number): Buffer {
-  if (ZEROS.length < n) ZEROS = Buffer.alloc(Math.max(n, 2 * 1024 * 1024));
-  return ZEROS.subarray(0, n);
+const ZEROS = Buffer.alloc(1024 * 1024);
+/** `n` zero bytes as pieces of one shared 1 MiB buffer: a huge block size never allocates its size in zeros. */
+function zeroBytes(n: number): Buffer[] {
+  const parts: Buffer[] = [];
+  for (let left = n; left > 0; left -= ZEROS.length) parts.push(ZEROS.subarray(0, Math.min(left, ZEROS.length)));
+  return parts;
 }
 
 export function hex32(v: number): string {
