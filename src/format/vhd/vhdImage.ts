@@ -557,9 +557,9 @@ export class VhdImage implements DiskImage {
   }
 
   /**
-   * Appends a new block where the end footer is, with the footer moved behind it, in one write; only
-   * then points the BAT entry at it. A crash before the BAT write leaves an unreferenced block and a
-   * valid file.
+   * Appends a new block where the end footer is (see appendRegion: the moved footer goes first);
+   * only then points the BAT entry at it. A crash before the BAT write leaves an unreferenced block
+   * and a valid file.
    */
   private async allocateBlock(block: number, alignedStart: number, sectors: Buffer, s0: number, count: number): Promise<void> {
     const bitmap = Buffer.alloc(this.bitmapSize);
