@@ -9,6 +9,11 @@ import { formatBytes } from '../units';
 
 const out = (s: string) => process.stdout.write(s);
 
+/** `--search a --search b` collects both (a variadic option would swallow the image argument after it). */
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
 /** Ctrl-C stops a long operation cleanly between blocks instead of killing it mid-write. */
 function cancelOnSigint(): { signal: AbortSignal; dispose: () => void } {
   const controller = new AbortController();
@@ -23,7 +28,7 @@ export function register(program: Command): void {
     .argument('<child>')
     .option('--into <ancestor>', 'merge every layer down to this ancestor (default: the parent)')
     .option('--force', 'merge even though other images use the target as their parent')
-    .option('--search <dir...>', 'more folders to scan for other children')
+    .option('--search <dir>', 'another folder to scan for other children (repeatable)', collect, [] as string[])
     .description('commit a differencing child (or a cascade) into its parent; newest data wins')
     .action(async (child: string, opts: { into?: string; force?: boolean; search?: string[] }) => {
       const progress = progressReporter('merge');
@@ -43,7 +48,7 @@ export function register(program: Command): void {
 
   program.command('discard')
     .argument('<child>')
-    .option('--search <dir...>', 'more folders to scan for images that use it as a parent')
+    .option('--search <dir>', 'another folder to scan for images that use it as a parent (repeatable)', collect, [] as string[])
     .description('throw a differencing child away (undo); the parent is untouched')
     .action(async (child: string, opts: { search?: string[] }) => {
       const r = await discardChild(child, opts);
