@@ -97,6 +97,24 @@ describe('chain operations: merge, discard, reparent, snapshot, export', functio
     assert.ok(!existsSync(paths[1]));
   });
 
+  it('--search finds siblings in other folders (repeatable, before or after the image)', async () => {
+    const sub = path.join(dir, 'search');
+    const elsewhere = path.join(dir, 'search-elsewhere');
+    mkdirSync(sub);
+    mkdirSync(elsewhere);
+    const { paths } = await buildChain(sub, 78, 1, 'dynamic', 512 * 1024);
+    await createChild(paths[0], path.join(elsewhere, 'far-sibling.vhd'));
+    assert.deepEqual((await planMerge(paths[1])).siblings, []);
+    const r = runCli(['merge', '--search', elsewhere, paths[1]]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /far-sibling\.vhd/);
+    assert.equal(runCli(['merge', paths[1], '--search', sub, '--search', elsewhere]).code, 2);
+    assert.ok(existsSync(paths[1]));
+    // Without the folder named, nothing is known of that sibling.
+    cliOk(['merge', paths[1]]);
+    assert.ok(!existsSync(paths[1]));
+  });
+
   it('cancellation stops a merge cleanly: the chain reads as before and a re-run completes', async () => {
     const sub = path.join(dir, 'cancel');
     mkdirSync(sub);
