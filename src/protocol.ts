@@ -6,6 +6,9 @@
  * from an image's bytes (paths, names, creator codes): the webview shows them as text only.
  */
 
+import type { HeaderField, ChecksumCheck } from './chain/headerFields';
+import type { Partition } from './chain/partitions';
+
 export type DiskTypeLabel = 'fixed' | 'dynamic' | 'differencing';
 
 export interface OverviewModel {
@@ -25,23 +28,9 @@ export interface OverviewModel {
   chainComplete: boolean;
 }
 
-export interface HeaderFieldModel {
-  structure: string;
-  name: string;
-  offset: number;
-  size: number;
-  hex: string;
-  decoded: string;
-  problem?: string;
-}
-
-export interface ChecksumModel {
-  structure: string;
-  offset: number;
-  stored: string;
-  computed: string;
-  ok: boolean;
-}
+/** The core's descriptions, used as they are (type-only imports: nothing of the core reaches the webview bundle). */
+export type HeaderFieldModel = HeaderField;
+export type ChecksumModel = ChecksumCheck;
 
 export interface ChainLayerModel {
   index: number;
@@ -66,16 +55,7 @@ export interface ChainLayerModel {
   };
 }
 
-export interface PartitionModel {
-  number: number;
-  scheme: 'mbr' | 'gpt';
-  start: number;
-  length: number;
-  type: string;
-  typeName: string;
-  name: string;
-  bootable: boolean;
-}
+export type PartitionModel = Partition;
 
 /** Everything the views need except per-block data. */
 export interface ImageModel {
