@@ -8,6 +8,7 @@
 
 import type { HeaderField, ChecksumCheck } from './chain/headerFields';
 import type { Partition } from './chain/partitions';
+import type { BlockMap } from './chain/blockMap';
 
 export type DiskTypeLabel = 'fixed' | 'dynamic' | 'differencing';
 
@@ -67,19 +68,8 @@ export interface ImageModel {
   canWrite: boolean;
 }
 
-/** Per-block arrays on the grid of the top image's blocks (see src/chain/blockMap.ts). */
-export interface BlockData {
-  blockCount: number;
-  blockSize: number;
-  sectorsPerBlock: number;
-  layerCount: number;
-  allocated: Uint8Array;
-  fill: Uint8Array;
-  /** 0xffff: no layer holds the block. */
-  owner: Uint16Array;
-  /** Sector in the owning layer's file where the block's data starts; 0xffffffff: none or unknown. */
-  ownerSector: Uint32Array;
-}
+/** Per-block arrays on the grid of the top image's blocks, as src/chain/blockMap.ts documents them. */
+export type BlockData = Omit<BlockMap, 'virtualSize'>;
 
 export interface DiffData {
   otherPath: string;
