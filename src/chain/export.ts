@@ -52,7 +52,12 @@ export async function streamChain(
     const at = pos;
     const job = (async () => {
       const buf = buffer.subarray(0, len);
-      await chain.read(at, buf);
+      // The map already says which layer holds each range: read from it directly, no second walk.
+      for (const e of map) {
+        const slice = buf.subarray(e.start - at, e.start - at + e.length);
+        if (e.data) await chain.layers[e.depth].readOwn(e.start, slice);
+        else slice.fill(0);
+      }
       if (!isAllZero(buf)) await writeChunk(at, buf);
       done += len;
       options.onProgress?.(done, size);
