@@ -19,7 +19,7 @@ export function ensureCodeServer() {
 export function packageVsix(outDir) {
   mkdirSync(outDir, { recursive: true });
   const out = join(outDir, 'disk-image-inspector.vsix');
-  execFileSync(process.execPath, [join(root, 'node_modules', '@vscode', 'vsce', 'vsce'), 'package', '--no-dependencies', '--no-rewrite-relative-links', '--out', out],
+  execFileSync(process.execPath, [join(root, 'node_modules', '@vscode', 'vsce', 'vsce'), 'package', '--out', out],
     { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], timeout: 5 * 60 * 1000 });
   return out;
 }

@@ -7,7 +7,7 @@
  * diff paths on the result.
  *
  * A case fails when anything throws a value that is not a DiskImageError, when it takes more than
- * 1 s of CPU time, or when any single allocation (or the growth of ArrayBuffer memory) is not
+ * CPU_LIMIT_MS of CPU time, or when any single allocation (or the growth of ArrayBuffer memory) is not
  * bounded by the size of the files involved.
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'fs';
@@ -56,7 +56,12 @@ export interface CaseResult {
   failure?: { kind: 'untyped' | 'unhandled rejection' | 'slow' | 'alloc'; target: string; detail: string };
 }
 
-export const CPU_LIMIT_MS = 1000;
+/**
+ * A runaway guard, not a speed test: typical cases take milliseconds and the slowest of a 100,000-case
+ * campaign took 0.8 s, so 5 s of CPU catches loops driven by hostile sizes without failing a case
+ * because the machine is busy (speed is measured by npm run bench).
+ */
+export const CPU_LIMIT_MS = 5000;
 
 // ---------------------------------------------------------------------------------------------
 // Seeds
@@ -467,7 +472,7 @@ const READ_CHUNK = 256 * 1024;
 
 export class Fuzzer {
   private seeds: Seed[] = [];
-  constructor(readonly seed: number, readonly work: string) {}
+  constructor(readonly seed: number, readonly work: string, readonly cpuLimitMs = CPU_LIMIT_MS) {}
 
   async init(withFixtures = true): Promise<void> {
     instrumentAllocations();
@@ -577,7 +582,7 @@ export class Fuzzer {
     res.wallMs = performance.now() - t0;
     res.maxAlloc = stepAllocMax;
     res.arrayBuffersGrowth = Math.max(0, abPeak - ab0);
-    if (!res.failure && res.cpuMs > CPU_LIMIT_MS) {
+    if (!res.failure && res.cpuMs > this.cpuLimitMs) {
       res.failure = { kind: 'slow', target: slowestTarget(res.targetMs), detail: `${res.cpuMs.toFixed(0)} ms CPU (${res.wallMs.toFixed(0)} ms wall)` };
     }
     if (!res.failure && res.arrayBuffersGrowth > bound + 2 * this.lastWriteBlockSize + 32 * 1024 * 1024) {

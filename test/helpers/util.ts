@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'child_process';
-import { mkdtempSync, rmSync, readFileSync, writeFileSync } from 'fs';
+import { existsSync, mkdtempSync, rmSync, readFileSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
 import * as path from 'path';
 import { gunzipSync } from 'zlib';
@@ -7,7 +7,31 @@ import { openChain } from '../../src/chain/chain';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 export const CLI = path.join(ROOT, 'dist', 'cli.js');
-export const FIXTURES = path.resolve(ROOT, '..', 'shared', 'fixtures');
+/** The real images written by other tools: $DISKIMG_FIXTURES, else ../shared/fixtures beside the checkout. */
+export const FIXTURES = path.resolve(process.env.DISKIMG_FIXTURES || path.join(ROOT, '..', 'shared', 'fixtures'));
+export const HAVE_FIXTURES = existsSync(FIXTURES);
+
+let missingSaid = false;
+/** Says once per run where the fixtures were looked for, when they are not there. */
+function sayFixturesMissing(): void {
+  if (missingSaid) return;
+  missingSaid = true;
+  console.log(`  fixtures not found at ${FIXTURES} (set DISKIMG_FIXTURES to their folder): the tests that read them are skipped`);
+}
+
+/** `it` for a test that reads fixtures; skipped, with one line saying where they were looked for, when they are missing. */
+export function itFixtures(title: string, fn: Mocha.Func | Mocha.AsyncFunc): Mocha.Test {
+  if (HAVE_FIXTURES) return it(title, fn);
+  sayFixturesMissing();
+  return it.skip(title, fn);
+}
+
+/** `describe` for a suite that reads fixtures, skipped as a whole when they are missing. */
+export function describeFixtures(title: string, fn: (this: Mocha.Suite) => void): Mocha.Suite | void {
+  if (HAVE_FIXTURES) return describe(title, fn);
+  sayFixturesMissing();
+  return describe.skip(title, fn);
+}
 
 /** A fresh temp folder per test suite, removed afterwards. */
 export function tempDir(prefix = 'diskimg-'): { dir: string; cleanup: () => void } {

@@ -96,7 +96,7 @@ describe('blockMap (core): per-block allocation, fill and owning layer', () => {
     }
   });
 
-  it('maps a 2 TiB dynamic image (1,048,576 blocks) quickly, reading only allocated blocks', async () => {
+  it('maps a 2 TiB dynamic image (1,048,576 blocks), reading only allocated blocks', async () => {
     const big = path.join(t.dir, 'big.vhd');
     await createImage(big, { size: 2 * 1024 * 1024 * MiB, exactSize: true });
     const child = path.join(t.dir, 'big-child.vhd');
@@ -115,7 +115,8 @@ describe('blockMap (core): per-block allocation, fill and owning layer', () => {
       assert.equal(m.allocated[999_999], 1);
       assert.equal(m.fill[999_999], 1);
       assert.equal(ownerCounts(m)[2], 1_048_576 - 2);
-      assert.ok(ms < 1000, `block map of 1M blocks took ${ms.toFixed(0)} ms`);
+      // A hang guard only (about 10x a quiet machine's figure); the speed itself is in npm run bench.
+      assert.ok(ms < 10_000, `block map of 1M blocks took ${ms.toFixed(0)} ms`);
       // The arrays are 4 MiB; nothing proportional to the virtual size beyond them.
       assert.ok(process.memoryUsage().heapUsed - heapBefore < 64 * MiB);
     } finally {

@@ -9,7 +9,7 @@ import { scanImage } from '../../src/chain/check';
 import { ImageFile } from '../../src/io/imageFile';
 import { createImage } from '../../src/format/vhd/create';
 import { VhdImage } from '../../src/format/vhd/vhdImage';
-import { fixture, FIXTURES, randomBytes, rng, runCli, tempDir } from '../helpers/util';
+import { describeFixtures, fixture, FIXTURES, randomBytes, rng, runCli, tempDir } from '../helpers/util';
 
 const MiB = 1024 * 1024;
 
@@ -419,7 +419,7 @@ describe('check and repair', function () {
     }
   });
 
-  describe('real images from ../shared/fixtures', () => {
+  describeFixtures('real images from ../shared/fixtures', () => {
     const have = (name: string) => { try { statSync(path.join(FIXTURES, name)); return true; } catch { return false; } };
 
     it('dfvfs_image.vhd: wrong footer checksum (end and copy), header right; repair fixes both and keeps the patched UUID', async function () {

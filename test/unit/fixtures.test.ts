@@ -3,7 +3,7 @@ import { execFileSync } from 'child_process';
 import { copyFileSync, readFileSync } from 'fs';
 import * as path from 'path';
 import { VhdImage } from '../../src/format/vhd/vhdImage';
-import { cliJson, cliOk, fixture, runCli, tempDir } from '../helpers/util';
+import { cliJson, cliOk, describeFixtures, fixture, runCli, tempDir } from '../helpers/util';
 
 interface Expect {
   file: string;
@@ -43,7 +43,7 @@ function vhdiIdentifier(file: string): string {
   return /Identifier\s*:\s*([0-9a-f-]{36})/.exec(out)![1];
 }
 
-describe('real images from other tools (../shared/fixtures)', function () {
+describeFixtures('real images from other tools (../shared/fixtures)', function () {
   this.timeout(120000);
   let dir: string;
   let cleanup: () => void;

@@ -14,7 +14,7 @@ import { locatorSpaceBytes } from '../../src/format/vhd/parentLocator';
 import { VhdImage } from '../../src/format/vhd/vhdImage';
 import { setLocators } from '../fuzz/corpus';
 import { ImageBytes } from '../fuzz/patch';
-import { cliOk, FIXTURES, fixture, tempDir } from '../helpers/util';
+import { cliOk, FIXTURES, fixture, itFixtures, tempDir } from '../helpers/util';
 
 async function readAll(p: string): Promise<Buffer> {
   const chain = await openChain(p);
@@ -86,7 +86,7 @@ describe('real-world quirks', function () {
     }
   });
 
-  it('locator data space: under 512 is sectors, otherwise bytes; both resolve the parent (libvhdi fragment: bytes)', async () => {
+  itFixtures('locator data space: under 512 is sectors, otherwise bytes; both resolve the parent (libvhdi fragment: bytes)', async () => {
     const frag = parseDynamicHeader(readFileSync(path.join(FIXTURES, 'libvhdi_fragments', 'dynamic_disk_header.1')));
     const w2ku = frag.locators.find((l) => l.platformCode === 'W2ku')!;
     assert.equal(w2ku.platformDataSpace, 512, 'Virtual PC stores bytes');
@@ -145,7 +145,7 @@ describe('real-world quirks', function () {
     }
   });
 
-  it('Windows absolute paths on Linux: a real diskpart child finds its parent by file name next to it and reads through it (libvhdi agrees)', async () => {
+  itFixtures('Windows absolute paths on Linux: a real diskpart child finds its parent by file name next to it and reads through it (libvhdi agrees)', async () => {
     const d = sub();
     const child = path.join(d, 'fat-differential.vhd');
     copyFileSync(fixture('dfvfs_fat-differential.vhd.gz', d), child);
@@ -214,7 +214,7 @@ describe('real-world quirks', function () {
     }
   });
 
-  it('CHS vs current size: the Virtual PC image shows both; qemu uses CHS, we use the current size', async () => {
+  itFixtures('CHS vs current size: the Virtual PC image shows both; qemu uses CHS, we use the current size', async () => {
     const d = sub();
     const p = fixture('qemu_virtualpc-dynamic.vhd.bz2', d);
     const info = await describeImage(p);
@@ -257,7 +257,7 @@ describe('real-world quirks', function () {
     assert.ok(qemuRaw(p, d).equals(back));
   });
 
-  it('FreeBSD mkimg: current size smaller than the blocks its BAT covers; the disk ends at the current size, check is clean', async () => {
+  itFixtures('FreeBSD mkimg: current size smaller than the blocks its BAT covers; the disk ends at the current size, check is clean', async () => {
     const d = sub();
     const p = fixture('freebsd-mkimg_img-1x1-512-bsd.vhd.gz', d);
     const v = await VhdImage.open(p);
@@ -282,7 +282,7 @@ describe('real-world quirks', function () {
     assert.deepEqual(errors(r), [], JSON.stringify(r.problems));
   });
 
-  it('end footer missing after a crash: the copy at offset 0 is used with a warning, reads are intact, and the next write restores an end footer', async () => {
+  itFixtures('end footer missing after a crash: the copy at offset 0 is used with a warning, reads are intact, and the next write restores an end footer', async () => {
     const d = sub();
     const p = fixture('dfvfs_ext2.vhd.gz', d);
     const before = await readAll(p);
