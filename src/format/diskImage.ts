@@ -30,7 +30,7 @@ export type ReadBelow = (offset: number, target: Buffer) => Promise<void>;
 
 export interface DiskImage {
   readonly path: string;
-  readonly format: 'vhd';
+  readonly format: 'vhd' | 'vhdx';
   readonly diskType: DiskTypeName;
   readonly virtualSize: number;
   readonly sectorSize: number;
