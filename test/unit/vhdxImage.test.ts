@@ -9,6 +9,7 @@ import { PayloadBlockState } from '../../src/format/vhdx/bat';
 import { createVhdx, createVhdxChild } from '../../src/format/vhdx/create';
 import { HEADER_OFFSETS, parseHeader } from '../../src/format/vhdx/header';
 import { VhdxImage } from '../../src/format/vhdx/vhdxImage';
+import { buildDirtyLog, runKillTest } from '../helpers/vhdxLog';
 import { fixture, hasTool, randomBytes, rng, tempDir } from '../helpers/util';
 
 const MiB = 1024 * 1024;
@@ -299,13 +300,13 @@ describe('VHDX images', function () {
   });
 
   describe('the log', () => {
+    // (helpers in test/helpers/vhdxLog.ts)
     it('a hand-built log entry (wrapped across the end of the ring): we replay it in memory, qemu replays it into a copy, both read the same', async () => {
       const p = path.join(dir, 'handlog.vhdx');
       await createVhdx(p, { size: 16 * MiB, blockSize: MiB });
       const img = await VhdxImage.open(p, { writable: true });
       await img.write(0, Buffer.alloc(MiB, 0x42), zeros);
       await img.close();
-      const { buildDirtyLog } = await import('../helpers/vhdxLog');
       // Points block 5 at block 0's data and zeroes nothing else; the entry straddles the ring's end.
       buildDirtyLog(p, { batIndex: 5, copyFromIndex: 0, position: 1024 * 1024 - 4096 });
       const before = fileHash(p);
@@ -334,7 +335,6 @@ describe('VHDX images', function () {
     });
 
     it('kill -9 during writes: every file opens (log replayed) and holds each completed write, torn ones all-or-nothing per block', async function () {
-      const { runKillTest } = await import('../helpers/vhdxLog');
       for (let round = 0; round < 4; round++) await runKillTest(dir, round);
     });
   });
