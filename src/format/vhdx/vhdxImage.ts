@@ -516,6 +516,8 @@ export class VhdxImage implements DiskImage {
           push(rs, re - rs, set);
           s += n;
         }
+      } else if (state > PayloadBlockState.Unmapped && state !== PayloadBlockState.FullyPresent && state !== PayloadBlockState.PartiallyPresent) {
+        throw new DiskImageError(this.path, `block ${block} has unknown state ${state}`, 'BAT entry', this.batEntryOffset(payloadEntryIndex(block, this.geometry.chunkRatio)), 'ECORRUPT');
       } else {
         push(pos, pieceEnd - pos, this.holdsBlock(state));
       }
