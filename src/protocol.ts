@@ -6,7 +6,7 @@
  * from an image's bytes (paths, names, creator codes): the webview shows them as text only.
  */
 
-import type { HeaderField, ChecksumCheck } from './chain/headerFields';
+import type { HeaderField, ChecksumCheck } from './format/headerFields';
 import type { Partition } from './chain/partitions';
 import type { BlockMap } from './chain/blockMap';
 

@@ -1,6 +1,6 @@
 import { DiskImageError } from '../format/errors';
-import { countSetBits } from '../format/vhd/sectorBitmap';
-import { VhdImage } from '../format/vhd/vhdImage';
+import { countSetBits } from '../format/bitmap';
+import { DiskImage } from '../format/diskImage';
 import { Chain } from './chain';
 import { OperationOptions, throwIfCancelled } from './progress';
 
@@ -55,8 +55,9 @@ export async function buildBlockMap(chain: Chain, options: OperationOptions = {}
   // A damaged size far beyond what the BAT describes must not size the arrays (a 300 KB file
   // claiming 2 TiB in 4 KiB blocks would ask for 2 GiB). A real image that big has a BAT that big.
   if (blockCount > MAX_CELLS && blockCount > top.blockCount) {
+    const at = top.locate('blockCount');
     throw new DiskImageError(top.path, `virtual size ${top.virtualSize} needs ${blockCount} blocks of ${top.blockSize} bytes but the BAT has ${top.blockCount} entries: too many to map`,
-      'dynamic header', (top.layout.headerOffset ?? 0) + 28, 'ETOOBIG');
+      at.structure, at.offset, 'ETOOBIG');
   }
   const allocated = new Uint8Array(blockCount);
   const fill = new Uint8Array(blockCount);
@@ -94,19 +95,13 @@ export function fillLevel(set: number, total: number): number {
   return Math.max(1, Math.min(254, Math.round((set * 255) / total)));
 }
 
-async function scanSameGrid(layer: VhdImage, blockCount: number, isTop: boolean, depth: number,
+async function scanSameGrid(layer: DiskImage, blockCount: number, isTop: boolean, depth: number,
   allocated: Uint8Array, fill: Uint8Array, owner: Uint16Array, ownerSector: Uint32Array): Promise<void> {
-  const bitmapSectors = layer.bitmapSize / 512;
-  const sectorsPerBlock = layer.blockSize / 512;
   const n = Math.min(blockCount, layer.blockCount);
-  const spb = layer.sectorsPerBlock;
+  const spb = layer.blockSize / layer.sectorSize;
   const sparseBitmaps = layer.diskType === 'differencing';
-  const bat = layer.bat;
   for (let b = 0; b < n; b++) {
-    if (bat) {
-      const e = bat.entries[b];
-      if (e === 0xffffffff) continue;
-    }
+    if (!layer.isBlockAllocated(b)) continue;
     // Below the top, only blocks not yet owned matter: skip the bitmap read when one is.
     if (!isTop && owner[b] !== NO_OWNER) continue;
     let level = 255;
@@ -120,12 +115,13 @@ async function scanSameGrid(layer: VhdImage, blockCount: number, isTop: boolean,
     }
     if (level > 0 && owner[b] === NO_OWNER) {
       owner[b] = depth;
-      ownerSector[b] = bat ? bat.entries[b] + bitmapSectors : b * sectorsPerBlock;
+      const at = layer.blockFileOffset(b);
+      ownerSector[b] = at === null ? NO_SECTOR : at / 512;
     }
   }
 }
 
-async function scanOtherGrid(layer: VhdImage, topBlockSize: number, blockCount: number, depth: number, owner: Uint16Array): Promise<void> {
+async function scanOtherGrid(layer: DiskImage, topBlockSize: number, blockCount: number, depth: number, owner: Uint16Array): Promise<void> {
   const size = layer.virtualSize;
   for (let b = 0; b < blockCount; b++) {
     if (owner[b] !== NO_OWNER) continue;

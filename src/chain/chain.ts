@@ -1,9 +1,7 @@
-import { realpathSync, statSync } from 'fs';
+import { realpathSync } from 'fs';
 import { DiskImage } from '../format/diskImage';
 import { DiskImageError } from '../format/errors';
-import { dateToVhdTimestamp, vhdTimestampToIso } from '../format/vhd/timestamp';
-import { formatUuid } from '../format/vhd/uuid';
-import { VhdImage } from '../format/vhd/vhdImage';
+import { openImage } from '../format/registry';
 import { ParentResolution, resolveParent } from './resolveParent';
 
 export const MAX_CHAIN_DEPTH = 256;
@@ -24,6 +22,11 @@ export interface OpenChainOptions {
   writable?: boolean;
   /** Stop at the first broken link with a warning instead of throwing (info, the editor). */
   tolerant?: boolean;
+  /**
+   * Opens each ancestor (never the top) instead of opening it directly, e.g. to share one open
+   * parent between several chains. Chain.close() calls close() on what it returns.
+   */
+  openAncestor?: (path: string) => Promise<DiskImage>;
 }
 
 /** One range of the virtual disk and the layer that supplies it (`data` false: reads as zeros). */
@@ -36,14 +39,14 @@ export interface MapExtent {
 
 export class Chain {
   constructor(
-    readonly layers: VhdImage[],
+    readonly layers: DiskImage[],
     readonly links: ChainLink[],
     readonly warnings: string[],
     /** False when tolerant opening stopped at a broken link. */
     readonly complete: boolean,
   ) {}
 
-  get top(): VhdImage {
+  get top(): DiskImage {
     return this.layers[0];
   }
 
@@ -105,7 +108,8 @@ export class Chain {
     if (!this.complete) {
       const broken = this.links.find((l) => l.problem !== null);
       const child = this.layers[this.layers.length - 1];
-      throw new DiskImageError(child.path, broken?.problem ?? 'parent chain is incomplete', 'parent locators', (child.layout.headerOffset ?? 0) + 576, 'ENOPARENT');
+      const at = child.locate('parentLink');
+      throw new DiskImageError(child.path, broken?.problem ?? 'parent chain is incomplete', at.structure, at.offset, 'ENOPARENT');
     }
   }
 }
@@ -139,19 +143,20 @@ async function mapThrough(layers: DiskImage[], depth: number, offset: number, le
   if (inside < length) push({ start: offset + inside, length: length - inside, depth, data: false });
 }
 
-/** Opens an image and every ancestor, checking each link (UUID, timestamp, size, cycles). */
+/** Opens an image and every ancestor, checking each link (identity, timestamp, size, cycles). */
 export async function openChain(path: string, options: OpenChainOptions = {}): Promise<Chain> {
-  const top = await VhdImage.open(path, { writable: options.writable });
-  const layers: VhdImage[] = [top];
+  const top = await openImage(path, { writable: options.writable });
+  const layers: DiskImage[] = [top];
   const links: ChainLink[] = [];
   const warnings: string[] = [...top.warnings];
   const seen = new Set<string>([safeRealpath(path)]);
+  const openAncestor = options.openAncestor ?? ((p: string) => openImage(p));
   let complete = true;
   try {
     while (layers[layers.length - 1].diskType === 'differencing') {
       const child = layers[layers.length - 1];
       const depth = layers.length - 1;
-      const headerOffset = child.layout.headerOffset!;
+      const linkAt = child.locate('parentLink');
       const resolution = resolveParent(child);
       const link: ChainLink = { depth, resolution, uuidMatches: null, timestampMatches: null, problem: null };
       links.push(link);
@@ -162,39 +167,41 @@ export async function openChain(path: string, options: OpenChainOptions = {}): P
         complete = false;
       };
       if (!resolution.resolvedPath) {
-        fail(new DiskImageError(child.path, `parent '${child.parent?.name ?? ''}' not found; tried ${resolution.tried.join('; ')}`, 'parent locators', headerOffset + 576, 'ENOPARENT'));
+        fail(new DiskImageError(child.path, `parent '${child.parent?.name ?? ''}' not found; tried ${resolution.tried.join('; ')}`, linkAt.structure, linkAt.offset, 'ENOPARENT'));
         break;
       }
       const real = safeRealpath(resolution.resolvedPath);
       if (seen.has(real)) {
-        fail(new DiskImageError(child.path, `parent chain loops back to ${resolution.resolvedPath}`, 'parent locators', headerOffset + 576, 'ECYCLE'));
+        fail(new DiskImageError(child.path, `parent chain loops back to ${resolution.resolvedPath}`, linkAt.structure, linkAt.offset, 'ECYCLE'));
         break;
       }
       if (layers.length >= MAX_CHAIN_DEPTH) {
-        fail(new DiskImageError(child.path, `parent chain is deeper than ${MAX_CHAIN_DEPTH} images`, 'parent locators', headerOffset + 576, 'EDEPTH'));
+        fail(new DiskImageError(child.path, `parent chain is deeper than ${MAX_CHAIN_DEPTH} images`, linkAt.structure, linkAt.offset, 'EDEPTH'));
         break;
       }
       seen.add(real);
-      let parent: VhdImage;
+      let parent: DiskImage;
       try {
-        parent = await VhdImage.open(resolution.resolvedPath);
+        parent = await openAncestor(resolution.resolvedPath);
       } catch (e) {
         if (e instanceof DiskImageError) { fail(e); break; }
         throw e;
       }
-      const expected = formatUuid(child.header!.parentUniqueId);
-      link.uuidMatches = expected === parent.uuid;
-      if (!link.uuidMatches) {
+      let check: ReturnType<DiskImage['checkParent']>;
+      try {
+        check = child.checkParent(parent);
+      } catch (e) {
+        await parent.close().catch(() => undefined);
+        throw e;
+      }
+      link.uuidMatches = check.idMatches;
+      if (!check.idMatches) {
         await parent.close();
-        fail(new DiskImageError(child.path, `parent UUID mismatch: the child expects ${expected} but ${resolution.resolvedPath} is ${parent.uuid}`, 'dynamic header', headerOffset + 40, 'EUUID'));
+        fail(new DiskImageError(child.path, `parent ${check.idName} mismatch: the child expects ${check.expected} but ${resolution.resolvedPath} is ${check.found}`, check.idLocation.structure, check.idLocation.offset, 'EUUID'));
         break;
       }
-      const mtime = dateToVhdTimestamp(statSync(resolution.resolvedPath).mtime);
-      const stored = child.header!.parentTimestamp;
-      link.timestampMatches = stored === parent.footer.timestamp || stored === mtime;
-      if (!link.timestampMatches) {
-        warnings.push(`${child.path}: parent timestamp ${vhdTimestampToIso(stored)} matches neither the parent's creation time ${vhdTimestampToIso(parent.footer.timestamp)} nor its modification time ${vhdTimestampToIso(mtime)}`);
-      }
+      link.timestampMatches = check.timestampMatches;
+      if (check.timestampProblem) warnings.push(`${child.path}: ${check.timestampProblem}`);
       if (parent.virtualSize !== child.virtualSize) {
         warnings.push(`${child.path}: virtual size ${child.virtualSize} differs from its parent's ${parent.virtualSize}`);
       }

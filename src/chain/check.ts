@@ -1,94 +1,21 @@
-import { realpathSync, statSync } from 'fs';
+import { realpathSync } from 'fs';
 import * as nodePath from 'path';
-import { DiskImageError } from '../format/errors';
+import { CheckResult, ProblemList } from '../format/checkProblems';
+import { DiskImage } from '../format/diskImage';
 import { ImageFile } from '../io/imageFile';
-import { BAT_UNUSED } from '../format/vhd/bat';
-import { DYNAMIC_HEADER_COOKIE, DYNAMIC_HEADER_SIZE, DynamicHeader, HEADER_CHECKSUM_OFFSET, LOCATORS_OFFSET, parseDynamicHeader } from '../format/vhd/dynamicHeader';
-import { diskTypeName, DiskType, Footer, FOOTER_CHECKSUM_OFFSET, FOOTER_COOKIE, FOOTER_FIELDS, FOOTER_SIZE, hasFooterCookie, parseFooter } from '../format/vhd/footer';
-import { chsSizeBytes, SECTOR_SIZE } from '../format/vhd/geometry';
-import { decodeLocatorPath, isEmptyLocator, LOCATOR_ENTRY_SIZE, locatorSpaceBytes, MAX_LOCATOR_DATA } from '../format/vhd/parentLocator';
-import { bitmapSizeBytes } from '../format/vhd/sectorBitmap';
-import { dateToVhdTimestamp, vhdTimestampToIso } from '../format/vhd/timestamp';
-import { formatUuid } from '../format/vhd/uuid';
-import { hex32, LocatorData, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, VhdImage } from '../format/vhd/vhdImage';
-import { resolveParent } from './resolveParent';
+import { detectFormat, FormatScan, getFormat, openImage, ParentLinkScan } from '../format/registry';
 import { MAX_CHAIN_DEPTH } from './chain';
-import { OperationOptions, throwIfCancelled } from './progress';
+import { OperationOptions } from './progress';
+import { resolveCandidates, resolveParent } from './resolveParent';
 
-export type Severity = 'error' | 'warning';
+export type { CheckProblem, CheckResult, Severity } from '../format/checkProblems';
 
-/** One finding: the on-disk structure, the absolute byte offset of the field concerned, and what is wrong. */
-export interface CheckProblem {
-  severity: Severity;
-  structure: string;
-  offset: number;
-  message: string;
-}
-
-/** `diskimg check --json` prints `{ok, problems}`; `ok` is false when any problem is an error. */
-export interface CheckResult {
-  ok: boolean;
-  problems: CheckProblem[];
-}
-
-/** At most this many problems of one kind are listed; the rest are summed up in one more line. */
-const MAX_PER_KIND = 100;
-/** Creators whose current size qemu uses instead of CHS (see the format notes): no disagreement then. */
-const QEMU_SIZE_CREATORS = new Set(['win ', 'qem2', 'd2v ', 'd2v\0', 'tap\0', 'CTXS']);
-const KNOWN_LOCATORS = new Set(['W2ku', 'W2ru', 'Wi2k', 'Wi2r', 'Mac ', 'MacX']);
-
-export interface FooterSlot {
-  /** Absolute offset of the structure in the file. */
-  offset: number;
-  length: 511 | 512;
-  footer: Footer | null;
-  checksumOk: boolean;
-}
-
-/** What repair needs to know: the raw structures as found, and which BAT entries are unusable. */
+/** A scan of one file: the format's findings about its structures plus the chain-level link checks. */
 export interface ImageScan extends CheckResult {
   path: string;
-  fileSize: number;
-  diskType: 'fixed' | 'dynamic' | 'differencing' | null;
-  end: FooterSlot | null;
-  copy: FooterSlot | null;
-  /** The footer the rest of the file was interpreted with (end if sound, else the copy). */
-  reference: Footer | null;
-  /** True when the reference footer's fields (type, data offset) are sound enough to write back. */
-  referenceSane: boolean;
-  headerOffset: number | null;
-  header: DynamicHeader | null;
-  /** Header fields sound (cookie, block size, table in the file), so only a checksum can be wrong. */
-  headerSane: boolean;
-  tableOffset: number | null;
-  /** BAT entries to clear: index -> why. */
-  badEntries: Map<number, string>;
-  /** End of the last structure still in use (blocks not in badEntries, header, BAT, locators). */
-  usedEnd: number;
-}
-
-class Problems {
-  readonly list: CheckProblem[] = [];
-  private readonly counts = new Map<string, number>();
-
-  add(severity: Severity, structure: string, offset: number, message: string, kind = `${severity}:${structure}:${message.replace(/\d+/g, '#')}`): void {
-    const n = (this.counts.get(kind) ?? 0) + 1;
-    this.counts.set(kind, n);
-    if (n <= MAX_PER_KIND) this.list.push({ severity, structure, offset, message });
-  }
-  error(structure: string, offset: number, message: string, kind?: string): void { this.add('error', structure, offset, message, kind); }
-  /** True once `kind` has as many problems as are listed: callers may skip building detailed text. */
-  full(kind: string): boolean { return (this.counts.get(kind) ?? 0) >= MAX_PER_KIND; }
-  warning(structure: string, offset: number, message: string, kind?: string): void { this.add('warning', structure, offset, message, kind); }
-
-  finish(): CheckProblem[] {
-    for (const [kind, n] of this.counts) {
-      if (n <= MAX_PER_KIND) continue;
-      const first = this.list.find((p) => `${p.severity}:${p.structure}:${p.message.replace(/\d+/g, '#')}` === kind) ?? this.list[this.list.length - 1];
-      this.list.push({ severity: first.severity, structure: first.structure, offset: first.offset, message: `${n - MAX_PER_KIND} more problems like the ones above are not listed` });
-    }
-    return this.list.sort((x, y) => x.offset - y.offset);
-  }
+  /** The format that scanned it (its planRepair takes `detail`). */
+  format: string;
+  detail: FormatScan;
 }
 
 function safeRealpath(p: string): string {
@@ -99,14 +26,6 @@ function safeRealpath(p: string): string {
   }
 }
 
-function checksumText(f: Footer | DynamicHeader): string {
-  return `stored 0x${hex32(f.checksum)}, computed 0x${hex32(f.computedChecksum)}`;
-}
-
-function roundUp(n: number, to = SECTOR_SIZE): number {
-  return Math.ceil(n / to) * to;
-}
-
 /** Checks one image file: its own structures and its link to its parent. Never throws on content. */
 export async function checkImage(path: string, options: OperationOptions = {}): Promise<CheckResult> {
   const scan = await scanImage(path, options);
@@ -114,374 +33,66 @@ export async function checkImage(path: string, options: OperationOptions = {}): 
 }
 
 /**
- * Reads every structure of the file tolerantly (not through VhdImage, which refuses some broken
- * files) and lists what is wrong. Throws only when the file cannot be opened or holds no footer at all.
+ * Reads every structure of the file tolerantly (through its format's scan) and lists what is
+ * wrong, then the parent link. Throws only when the file cannot be opened or is no image at all.
  */
 export async function scanImage(path: string, options: OperationOptions = {}): Promise<ImageScan> {
+  const format = await detectFormat(path);
   const file = await ImageFile.open(path);
   try {
-    return await scanFile(path, file, options);
+    return await scanWith(format.name, path, file, options);
   } finally {
     await file.close();
   }
 }
 
-/** scanImage on a file already open (repair scans under its write lock). */
-export async function scanFile(path: string, file: ImageFile, options: OperationOptions = {}): Promise<ImageScan> {
-  const p = new Problems();
-  const size = file.size;
-  const scan: ImageScan = {
-    ok: false, problems: [], path, fileSize: size, diskType: null, end: null, copy: null,
-    reference: null, referenceSane: false, headerOffset: null, header: null, headerSane: false,
-    tableOffset: null, badEntries: new Map(), usedEnd: 0,
-  };
-  const done = () => {
-    scan.problems = p.finish();
-    scan.ok = !scan.problems.some((x) => x.severity === 'error');
-    return scan;
-  };
-  throwIfCancelled(options.signal, path);
-  if (size < 511) {
-    throw new DiskImageError(path, `file is too small to be a VHD (${size} bytes)`, 'file', 0, 'EFORMAT');
-  }
-
-  // --- Footers: at the end (512, or 511 for pre-2004 Virtual PC) and the copy at offset 0.
-  const tailLen = Math.min(size, FOOTER_SIZE);
-  const tail = Buffer.alloc(tailLen);
-  await file.readInto(tail, size - tailLen);
-  if (tailLen === 512 && hasFooterCookie(tail)) {
-    const f = parseFooter(tail);
-    scan.end = { offset: size - 512, length: 512, footer: f, checksumOk: f.checksum === f.computedChecksum };
-  } else if (hasFooterCookie(tail.subarray(tailLen - 511))) {
-    const f = parseFooter(tail.subarray(tailLen - 511));
-    scan.end = { offset: size - 511, length: 511, footer: f, checksumOk: f.checksum === f.computedChecksum };
-  }
-  if (size >= FOOTER_SIZE && scan.end?.offset !== 0) {
-    const head = Buffer.alloc(FOOTER_SIZE);
-    await file.readInto(head, 0);
-    if (hasFooterCookie(head)) {
-      const f = parseFooter(head);
-      scan.copy = { offset: 0, length: 512, footer: f, checksumOk: f.checksum === f.computedChecksum };
-    }
-  }
-  const end = scan.end;
-  const copy = scan.copy;
-  const sparse = (f: Footer | null | undefined) => !!f && (f.diskType === DiskType.Dynamic || f.diskType === DiskType.Differencing);
-  let ref: FooterSlot;
-  if (end && end.checksumOk) ref = end;
-  else if (end && copy && copy.checksumOk && sparse(copy.footer)) ref = copy;
-  else if (end) ref = end;
-  else if (copy && sparse(copy.footer)) ref = copy;
-  else {
-    const found = tail.subarray(0, 8).toString('latin1').replace(/[^\x20-\x7e]/g, '.');
-    throw new DiskImageError(path, `not a VHD: no '${FOOTER_COOKIE}' footer at the end of the file or at offset 0 (found '${found}')`, 'footer', size - tailLen, 'EFORMAT');
-  }
-  const footer = ref.footer!;
-  scan.reference = footer;
-  const fo = ref.offset;
-  const type = diskTypeName(footer.diskType);
-  scan.diskType = type ?? null;
-  const isSparse = type === 'dynamic' || type === 'differencing';
-
-  if (end) {
-    if (end.length === 511) p.warning('footer', end.offset, '511-byte footer (written by Virtual PC before 2004)');
-    if (!end.checksumOk) p.error('footer', end.offset + FOOTER_CHECKSUM_OFFSET, `checksum is wrong (${checksumText(end.footer!)})`);
-  } else {
-    p.error('footer', size - tailLen, `no '${FOOTER_COOKIE}' footer at the end of the file (${size} bytes): truncated, or a block append was interrupted; the copy at offset 0 is ${copy!.checksumOk ? 'intact' : 'damaged too'}`);
-  }
-  if (isSparse) {
-    if (!copy) {
-      p.error('footer copy', 0, `no '${FOOTER_COOKIE}' footer copy at offset 0`);
-    } else {
-      if (!copy.checksumOk) p.error('footer copy', FOOTER_CHECKSUM_OFFSET, `checksum is wrong (${checksumText(copy.footer!)})`);
-      if (end) {
-        const differing = FOOTER_FIELDS.filter((fd) => fd.name !== 'checksum'
-          && !end.footer!.raw.subarray(fd.offset, fd.offset + fd.size).equals(copy.footer!.raw.subarray(fd.offset, fd.offset + fd.size)));
-        if (differing.length > 0) {
-          // Blame the one not in use: the copy when the end footer is sound, else the end footer.
-          const names = differing.map((d) => d.name).join(', ');
-          if (ref === copy) p.error('footer', end.offset + differing[0].offset, `differs from the footer copy at offset 0 in ${names}`);
-          else p.error('footer copy', differing[0].offset, `differs from the end footer in ${names}`);
-        }
-      }
-    }
-  }
-
-  // --- Footer fields (of the footer in use).
-  if (!type) {
-    p.error(ref === copy ? 'footer copy' : 'footer', fo + 60, `unsupported disk type ${footer.diskType}`);
-    return done();
-  }
-  const fstruct = ref === copy ? 'footer copy' : 'footer';
-  if (footer.formatVersion !== 0x00010000) p.warning(fstruct, fo + 12, `unusual format version 0x${hex32(footer.formatVersion)}`);
-  if ((footer.features & 2) === 0) p.warning(fstruct, fo + 8, 'reserved feature bit 0x2 is not set');
-  if (footer.currentSize % SECTOR_SIZE !== 0) p.warning(fstruct, fo + 48, `current size ${footer.currentSize} is not a multiple of 512`);
-  const chs = chsSizeBytes(footer.geometry);
-  const g0 = footer.geometry;
-  const qemuTrustsSize = QEMU_SIZE_CREATORS.has(footer.creatorApplication) || (g0.cylinders === 65535 && g0.heads === 16 && g0.sectorsPerTrack === 255);
-  if (chs !== footer.currentSize && !qemuTrustsSize) {
-    const g = footer.geometry;
-    p.warning(fstruct, fo + 56, `CHS geometry ${g.cylinders}/${g.heads}/${g.sectorsPerTrack} gives ${chs} bytes but the current size is ${footer.currentSize} (qemu may use ${chs})`);
-  }
-  if (footer.savedState !== 0) p.warning(fstruct, fo + 84, 'saved-state flag is set (the disk belongs to a saved virtual machine)');
-
-  if (type === 'fixed') {
-    scan.referenceSane = true;
-    if (footer.dataOffset !== 0xffffffffffffffffn) p.warning(fstruct, fo + 16, 'data offset of a fixed disk is not all ones');
-    const dataBytes = end ? end.offset : size;
-    if (dataBytes < footer.currentSize) {
-      p.error('data', dataBytes, `the file holds ${dataBytes} data bytes but the footer says ${footer.currentSize} (truncated?)`);
-    } else if (dataBytes > footer.currentSize) {
-      p.warning('data', footer.currentSize, `${dataBytes - footer.currentSize} bytes between the data and the footer are not part of the disk`);
-    }
-    return done();
-  }
-
-  // --- Dynamic header.
-  const hoBig = footer.dataOffset;
-  if (hoBig < 512n || hoBig + BigInt(DYNAMIC_HEADER_SIZE) > BigInt(size)) {
-    p.error(fstruct, fo + 16, `dynamic header offset ${hoBig} is outside the file (${size} bytes)`);
-    return done();
-  }
-  scan.referenceSane = true;
-  const ho = Number(hoBig);
-  scan.headerOffset = ho;
-  const header = parseDynamicHeader(await file.readExact(ho, DYNAMIC_HEADER_SIZE, 'dynamic header'));
-  scan.header = header;
-  if (header.cookie !== DYNAMIC_HEADER_COOKIE) {
-    p.error('dynamic header', ho, `bad cookie '${header.cookie.replace(/[^\x20-\x7e]/g, '.')}' (expected '${DYNAMIC_HEADER_COOKIE}')`);
-    return done();
-  }
-  if (header.checksum !== header.computedChecksum) p.error('dynamic header', ho + HEADER_CHECKSUM_OFFSET, `checksum is wrong (${checksumText(header)})`);
-  if (header.dataOffset !== 0xffffffffffffffffn) p.warning('dynamic header', ho + 8, 'data offset is not all ones');
-  if (header.headerVersion !== 0x00010000) p.warning('dynamic header', ho + 24, `unusual header version 0x${hex32(header.headerVersion)}`);
-  const bs = header.blockSize;
-  if (bs < MIN_BLOCK_SIZE || bs > MAX_BLOCK_SIZE || (bs & (bs - 1)) !== 0) {
-    p.error('dynamic header', ho + 32, `block size ${bs} is not a power of two from 512 bytes to 256 MiB`);
-    return done();
-  }
-  const entries = header.maxTableEntries;
-  const needed = Math.ceil(footer.currentSize / bs);
-  if (entries < needed) {
-    p.error('dynamic header', ho + 28, `BAT has ${entries} entries but the current size ${footer.currentSize} needs ${needed}; the tail of the disk cannot be stored`);
-  }
-  const to = header.tableOffset;
-  const batEnd = to + entries * 4;
-  const regions: Array<{ name: string; start: number; end: number }> = [
-    { name: 'the footer copy', start: 0, end: FOOTER_SIZE },
-    { name: 'the dynamic header', start: ho, end: ho + DYNAMIC_HEADER_SIZE },
-  ];
-  const overlaps = (s: number, e: number, r: { start: number; end: number }) => s < r.end && r.start < e;
-  if (ho < FOOTER_SIZE) p.error(fstruct, fo + 16, `dynamic header at ${ho} overlaps the footer copy`);
-  if (to < FOOTER_SIZE || batEnd > size || overlaps(to, batEnd, regions[1])) {
-    p.error('dynamic header', ho + 16, `BAT of ${entries} entries at offset ${to} (${to}..${batEnd}) ${batEnd > size ? `does not fit in the file (${size} bytes)` : 'overlaps the footer copy or the dynamic header'}`);
-    return done();
-  }
-  scan.headerSane = true;
-  scan.tableOffset = to;
-  regions.push({ name: 'the BAT', start: to, end: roundUp(batEnd) });
-  // Where blocks must end: at the end footer, or at the end of the file when it is missing.
-  const limit = end ? end.offset : size;
-  let usedEnd = Math.max(FOOTER_SIZE, ho + DYNAMIC_HEADER_SIZE, roundUp(batEnd));
-
-  // --- Parent locators (their data areas are regions blocks must not overlap).
-  const isDiff = type === 'differencing';
-  const locatorData: LocatorData[] = [];
-  const seenCodes = new Set<string>();
-  for (const entry of header.locators) {
-    if (isEmptyLocator(entry)) continue;
-    const eo = ho + LOCATORS_OFFSET + entry.index * LOCATOR_ENTRY_SIZE;
-    const code = entry.platformCode;
-    const shown = code.replace(/[^\x20-\x7e]/g, '.');
-    const what = `${shown} locator`;
-    if (!isDiff) p.warning('parent locator', eo, `${what} in a ${type} disk, which has no parent`);
-    if (!KNOWN_LOCATORS.has(code)) p.warning('parent locator', eo, `unknown platform code '${shown}'`);
-    if (seenCodes.has(code)) p.warning('parent locator', eo, `duplicate ${what}; readers use the first one`);
-    seenCodes.add(code);
-    const space = locatorSpaceBytes(entry);
-    const dOff = entry.platformDataOffset;
-    const dLen = entry.platformDataLength;
-    let bad = false;
-    if (dLen === 0) { p.error('parent locator', eo + 8, `${what} has a data length of 0`); bad = true; }
-    if (dLen > MAX_LOCATOR_DATA) { p.error('parent locator', eo + 8, `${what} data length ${dLen} is too large (at most ${MAX_LOCATOR_DATA})`); bad = true; }
-    if (dLen > space) { p.error('parent locator', eo + 8, `${what} data length ${dLen} exceeds its data space of ${space} bytes`); bad = true; }
-    if (dOff + Math.max(dLen, 1) > limit) {
-      p.error('parent locator', eo + 16, `${what} data at offset ${dOff} (+${dLen}) is past the end of the data (${limit})`);
-      bad = true;
-    }
-    const dEnd = dOff + Math.max(space, dLen);
-    if (!bad) {
-      for (const r of regions) {
-        if (overlaps(dOff, dOff + Math.max(dLen, 1), r)) { p.error('parent locator', eo + 16, `${what} data at offset ${dOff} (+${dLen}) overlaps ${r.name}`); bad = true; }
-      }
-    }
-    if (bad) {
-      locatorData.push({ entry, path: null, problem: 'unreadable' });
-      continue;
-    }
-    regions.push({ name: `the ${what} data`, start: dOff, end: Math.min(dEnd, limit) });
-    usedEnd = Math.max(usedEnd, Math.min(roundUp(dEnd), limit));
-    const data = await file.readExact(dOff, dLen, `${what} data`);
-    const decoded = decodeLocatorPath(code, data);
-    if ((code === 'W2ku' || code === 'W2ru') && dLen % 2 !== 0) p.warning('parent locator', eo + 8, `${what} data length ${dLen} is odd for UTF-16 text`);
-    if (decoded !== undefined && decoded.length === 0) p.error('parent locator', dOff, `${what} holds an empty path`);
-    locatorData.push({ entry, path: decoded ?? null });
-  }
-
-  // --- BAT entries.
-  const bitmapBytes = bitmapSizeBytes(bs / SECTOR_SIZE);
-  const span = bitmapBytes + bs;
-  const bat = await file.readExact(to, entries * 4, 'BAT');
-  const batEntry = (i: number) => bat.readUInt32BE(i * 4);
-  const candidates: number[] = [];
-  for (let i = 0; i < entries; i++) {
-    if ((i & 0xffff) === 0) {
-      throwIfCancelled(options.signal, path);
-      options.onProgress?.(i, entries);
-    }
-    const e = batEntry(i);
-    if (e === BAT_UNUSED) continue;
-    const eo = to + i * 4;
-    const off = e * SECTOR_SIZE;
-    const bend = off + span;
-    if (bend > limit) {
-      // Past the listed ones, one shared text: a hostile BAT of a million bad entries must not
-      // cost a million strings (it made check take seconds on a 6 MB file).
-      const why = p.full('bat-outside') ? 'past the end of the data' : off >= limit
-        ? `block ${i} points at offset ${off}, past the end of the data (${end ? `end footer at ${limit}` : `file size ${size}`})`
-        : `block ${i} (${off}..${bend}) runs past the end of the data (${end ? `end footer at ${limit}` : `file size ${size}`})`;
-      p.error('BAT entry', eo, why, 'bat-outside');
-      scan.badEntries.set(i, why);
-      continue;
-    }
-    const hit = regions.find((r) => overlaps(off, bend, r));
-    if (hit) {
-      const why = p.full('bat-metadata') ? `overlaps ${hit.name}` : `block ${i} (${off}..${bend}) overlaps ${hit.name} (${hit.start}..${hit.end})`;
-      p.error('BAT entry', eo, why, 'bat-metadata');
-      scan.badEntries.set(i, why);
-      continue;
-    }
-    if (i >= needed) p.warning('BAT entry', eo, `block ${i} is allocated but lies past the virtual size ${footer.currentSize}`, 'bat-past-size');
-    candidates.push(i);
-  }
-  // Blocks overlapping each other: sort by offset, sweep.
-  const order = Uint32Array.from(candidates);
-  order.sort((x, y) => batEntry(x) - batEntry(y));
-  let reach = -1;
-  let reachIndex = -1;
-  for (const i of order) {
-    const off = batEntry(i) * SECTOR_SIZE;
-    if (off < reach) {
-      const other = reachIndex;
-      const otherOff = batEntry(other) * SECTOR_SIZE;
-      const same = off === otherOff;
-      for (const [x, xo, y, yo] of [[i, off, other, otherOff], [other, otherOff, i, off]]) {
-        if (scan.badEntries.has(x)) continue;
-        const why = p.full('bat-overlap') ? `overlaps block ${y}` : same
-          ? `block ${x} points at offset ${xo}, the same place as block ${y}`
-          : `block ${x} (${xo}..${xo + span}) overlaps block ${y} (${yo}..${yo + span})`;
-        p.error('BAT entry', to + x * 4, why, 'bat-overlap');
-        scan.badEntries.set(x, why);
-      }
-    }
-    if (off + span > reach) { reach = off + span; reachIndex = i; }
-  }
-  for (const i of candidates) {
-    if (!scan.badEntries.has(i)) usedEnd = Math.max(usedEnd, batEntry(i) * SECTOR_SIZE + span);
-  }
-  scan.usedEnd = usedEnd;
-  // Small gaps are alignment padding (Hyper-V, Virtual PC); a block's worth is an interrupted append.
-  if (end && end.offset - roundUp(usedEnd) >= span) {
-    p.warning('file', usedEnd, `${end.offset - usedEnd} bytes between the last block and the end footer are not used by any block (left by an interrupted block append?)`);
-  }
-  if (end && end.length === 512 && size % SECTOR_SIZE !== 0) p.warning('file', size, `file size ${size} is not a multiple of 512`);
-
-  // --- Sector bitmaps: padding bits (past the block's sectors) should be uniform; checked only where
-  // padding exists, which is when a block has fewer than 4096 sectors.
-  const spb = bs / SECTOR_SIZE;
-  if (spb % (SECTOR_SIZE * 8) !== 0) {
-    const firstPadByte = Math.floor(spb / 8);
-    for (const i of candidates) {
-      if (scan.badEntries.has(i)) continue;
-      throwIfCancelled(options.signal, path);
-      const at = batEntry(i) * SECTOR_SIZE;
-      const bm = await file.readExact(at, bitmapBytes, `sector bitmap of block ${i}`);
-      let ones = 0;
-      let zeros = 0;
-      for (let bit = spb; bit < bitmapBytes * 8; bit++) {
-        if (bm[bit >> 3] & (0x80 >> (bit & 7))) ones++; else zeros++;
-        if (ones && zeros) break;
-      }
-      if (ones && zeros) {
-        p.warning('sector bitmap', at + firstPadByte, `padding of block ${i}'s bitmap (bits ${spb}..${bitmapBytes * 8 - 1}) is neither all zeros nor all ones`, 'bitmap-padding');
-      }
-    }
-  }
-  // Sectors past the virtual size in the last block of a differencing disk mean nothing.
-  if (isDiff && needed > 0 && needed <= entries && footer.currentSize % bs !== 0) {
-    const last = needed - 1;
-    const e = batEntry(last);
-    if (e !== BAT_UNUSED && !scan.badEntries.has(last)) {
-      const bm = await file.readExact(e * SECTOR_SIZE, bitmapBytes, `sector bitmap of block ${last}`);
-      const firstOut = (footer.currentSize - last * bs) / SECTOR_SIZE;
-      for (let s = Math.ceil(firstOut); s < spb; s++) {
-        if (bm[s >> 3] & (0x80 >> (s & 7))) {
-          p.warning('sector bitmap', e * SECTOR_SIZE + (s >> 3), `block ${last} marks sector ${s}, past the virtual size, as present`);
-          break;
-        }
-      }
-    }
-  }
-
-  // --- Parent link.
-  if (isDiff) await checkParentLink(path, footer, fstruct, fo, header, ho, locatorData, p);
-  return done();
+/** scanImage on a file already open, in a known format (repair scans under its write lock). */
+export async function scanFile(format: string, path: string, file: ImageFile, options: OperationOptions = {}): Promise<ImageScan> {
+  return scanWith(format, path, file, options);
 }
 
-async function checkParentLink(path: string, footer: Footer, fstruct: string, fo: number, header: DynamicHeader, ho: number, locatorData: LocatorData[], p: Problems): Promise<void> {
-  if (header.parentUniqueId.every((x) => x === 0)) p.error('dynamic header', ho + 40, 'parent UUID is all zeros');
-  // resolveParent only looks at the path, the locator data and the unicode name.
-  const child = { path, locatorData, parent: { name: header.parentUnicodeName } } as unknown as VhdImage;
-  const resolution = resolveParent(child);
+async function scanWith(format: string, path: string, file: ImageFile, options: OperationOptions): Promise<ImageScan> {
+  const detail = await getFormat(format).scan(path, file, options);
+  if (detail.link) await checkParentLink(path, detail.link, detail.problems);
+  return { ...detail.problems.result(), path, format, detail };
+}
+
+/** Chain-level checks of a differencing file's link: found, no loop, each locator, identity, time, size. */
+async function checkParentLink(path: string, link: ParentLinkScan, p: ProblemList): Promise<void> {
+  const resolution = resolveParent(link.candidates);
+  const at = link.linkLocation;
   if (!resolution.resolvedPath) {
-    p.error('parent locators', ho + LOCATORS_OFFSET, `parent '${header.parentUnicodeName}' not found; tried ${resolution.tried.join('; ')}`);
+    p.error(at.structure, at.offset, `parent '${link.name}' not found; tried ${resolution.tried.join('; ')}`);
     return;
   }
   const loop = await findParentLoop(path, resolution.resolvedPath);
-  if (loop) p.error('parent locators', ho + LOCATORS_OFFSET, loop);
+  if (loop) p.error(at.structure, at.offset, loop);
   // Each locator on its own: one that leads nowhere, or to another file, is stale (warning: the
   // parent was found through another way).
   const found = safeRealpath(resolution.resolvedPath);
-  for (const l of locatorData) {
-    if (l.path === null) continue;
-    const eo = ho + LOCATORS_OFFSET + l.entry.index * LOCATOR_ENTRY_SIZE;
-    const what = `${l.entry.platformCode.replace(/[^\x20-\x7e]/g, '.')} locator`;
-    const alone = resolveParent({ path, locatorData: [l], parent: { name: '' } } as unknown as VhdImage);
+  for (const source of link.candidates.sources) {
+    const alone = resolveCandidates(source.candidates);
     if (!alone.resolvedPath) {
-      p.warning('parent locator', eo, `${what} path '${l.path}' does not lead to the parent (${alone.tried.join('; ')}); it was found via ${resolution.via}`);
+      p.warning(source.structure, source.offset, `${source.label} path '${source.raw}' does not lead to the parent (${alone.tried.join('; ')}); it was found via ${resolution.via}`);
     } else if (safeRealpath(alone.resolvedPath) !== found) {
-      p.warning('parent locator', eo, `${what} path '${l.path}' leads to ${alone.resolvedPath}, not to the parent ${resolution.resolvedPath} found via ${resolution.via}`);
+      p.warning(source.structure, source.offset, `${source.label} path '${source.raw}' leads to ${alone.resolvedPath}, not to the parent ${resolution.resolvedPath} found via ${resolution.via}`);
     }
   }
-  let parent: VhdImage;
+  let parent: DiskImage;
   try {
-    parent = await VhdImage.open(resolution.resolvedPath);
+    parent = await openImage(resolution.resolvedPath);
   } catch (e) {
-    p.error('parent locators', ho + LOCATORS_OFFSET, `parent ${resolution.resolvedPath} (found via ${resolution.via}) cannot be opened: ${(e as Error).message}`);
+    p.error(at.structure, at.offset, `parent ${resolution.resolvedPath} (found via ${resolution.via}) cannot be opened: ${(e as Error).message}`);
     return;
   }
   try {
-    const expected = formatUuid(header.parentUniqueId);
-    if (expected !== parent.uuid) {
-      p.error('dynamic header', ho + 40, `parent UUID ${expected} does not match ${resolution.resolvedPath} (${parent.uuid})`);
+    const c = link.checkParent(parent);
+    if (!c.idMatches) {
+      p.error(c.idLocation.structure, c.idLocation.offset, `parent ${c.idName} ${c.expected} does not match ${resolution.resolvedPath} (${c.found})`);
     }
-    const mtime = dateToVhdTimestamp(statSync(resolution.resolvedPath).mtime);
-    const stored = header.parentTimestamp;
-    if (stored !== parent.footer.timestamp && stored !== mtime) {
-      p.warning('dynamic header', ho + 56, `parent timestamp ${vhdTimestampToIso(stored)} matches neither the parent's creation time ${vhdTimestampToIso(parent.footer.timestamp)} nor its modification time ${vhdTimestampToIso(mtime)}`);
-    }
-    if (parent.virtualSize !== footer.currentSize) {
-      p.warning(fstruct, fo + 48, `virtual size ${footer.currentSize} differs from the parent's ${parent.virtualSize}`);
+    if (c.timestampProblem) p.warning(c.timestampLocation.structure, c.timestampLocation.offset, c.timestampProblem);
+    if (parent.virtualSize !== link.virtualSize) {
+      p.warning(link.sizeLocation.structure, link.sizeLocation.offset, `virtual size ${link.virtualSize} differs from the parent's ${parent.virtualSize}`);
     }
   } finally {
     await parent.close();
@@ -504,9 +115,9 @@ async function findParentLoop(path: string, parentPath: string): Promise<string 
     const r = real(current);
     if (seen.has(r)) return depth === 1 && r === self ? `the parent ${current} is the image itself` : `parent chain loops back to ${current}`;
     seen.add(r);
-    let img: VhdImage;
+    let img: DiskImage;
     try {
-      img = await VhdImage.open(current);
+      img = await openImage(current);
     } catch {
       return null;
     }

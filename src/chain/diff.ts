@@ -1,7 +1,6 @@
 import { statSync } from 'fs';
 import { DiskImageError } from '../format/errors';
-import { SECTOR_SIZE } from '../format/vhd/geometry';
-import { testBit } from '../format/vhd/sectorBitmap';
+import { testBit } from '../format/bitmap';
 import { Chain, openChain, readThrough } from './chain';
 import { OperationOptions, throwIfCancelled } from './progress';
 
@@ -45,6 +44,8 @@ const DEPTH = 3;
 /** Inside a differing chunk, pieces of this size are compared before going down to sectors. */
 const PIECE = 64 * 1024;
 const NONE = 0xffff;
+/** Differences are reported in 512-byte sectors, whatever the images' own sector sizes. */
+const SECTOR_SIZE = 512;
 
 /** Collects sector-granular differing ranges, coalescing adjacent ones, and the differing blocks. */
 class RangeCollector {
@@ -120,19 +121,20 @@ function pushRun(r: UnitRuns, g0: number, g1: number, value: number): void {
 }
 
 /** The units a layer allocates (from its BAT, no reads; a fixed layer: all it holds), merged into runs. */
-function layerUnits(layer: Chain['layers'][number], unit: number, size: number): UnitRuns {
+async function layerUnits(layer: Chain['layers'][number], unit: number, size: number): Promise<UnitRuns> {
   const out: UnitRuns = { start: [], end: [], value: [] };
   const limit = Math.min(layer.virtualSize, size);
-  if (!layer.bat) {
-    // A truncated fixed image holds nothing past its data (that tail reads as zeros).
-    pushRun(out, 0, Math.ceil(Math.min(limit, layer.layout.footerOffset) / unit), 0);
+  if (layer.diskType === 'fixed') {
+    // A truncated fixed image holds nothing past its data (that tail reads as zeros); its runs say where that is.
+    let held = 0;
+    for (const r of await layer.runs(0, limit)) if (r.present) held = r.offset + r.length;
+    pushRun(out, 0, Math.ceil(held / unit), 0);
     return out;
   }
   const bs = layer.blockSize;
-  const entries = layer.bat.entries;
-  const usable = Math.min(entries.length, Math.ceil(limit / bs));
+  const usable = Math.min(layer.blockCount, Math.ceil(limit / bs));
   for (let j = 0; j < usable; j++) {
-    if (entries[j] === 0xffffffff) continue;
+    if (!layer.isBlockAllocated(j)) continue;
     pushRun(out, Math.floor((j * bs) / unit), Math.ceil(Math.min((j + 1) * bs, limit) / unit), 0);
   }
   return out;
@@ -171,12 +173,13 @@ function sweep(lists: UnitRuns[], visit: (g0: number, g1: number, values: number
  * For each grid unit, the first layer of the chain that holds anything in it (from the BATs only,
  * no reads); units no layer holds are absent.
  */
-function ownerRuns(chain: Chain, unit: number, size: number): UnitRuns {
-  const perLayer = chain.layers.map((l, d) => {
-    const r = layerUnits(l, unit, size);
+async function ownerRuns(chain: Chain, unit: number, size: number): Promise<UnitRuns> {
+  const perLayer: UnitRuns[] = [];
+  for (let d = 0; d < chain.layers.length; d++) {
+    const r = await layerUnits(chain.layers[d], unit, size);
     r.value.fill(d);
-    return r;
-  });
+    perLayer.push(r);
+  }
   const out: UnitRuns = { start: [], end: [], value: [] };
   sweep(perLayer, (g0, g1, values) => {
     const owner = values.findIndex((v) => v !== NONE);
@@ -224,8 +227,8 @@ export async function diffChains(a: Chain, b: Chain, options: OperationOptions =
   const size = Math.max(sizeA, sizeB);
   const grid = Math.max(a.top.blockSize, b.top.blockSize);
   const unit = grid;
-  const ownerA = ownerRuns(a, unit, size);
-  const ownerB = ownerRuns(b, unit, size);
+  const ownerA = await ownerRuns(a, unit, size);
+  const ownerB = await ownerRuns(b, unit, size);
   // Sharing a layer only proves equal bytes when no layer cuts the view short with a smaller size.
   const uniform = [...a.layers, ...b.layers].every((l) => l.virtualSize === size);
   const keysA = uniform ? suffixKeys(a) : null;
@@ -333,8 +336,9 @@ export async function diffLayers(childPath: string, options: OperationOptions = 
   const chain = await openChain(childPath);
   try {
     const top = chain.top;
-    if (top.diskType !== 'differencing' || !top.bat) {
-      throw new DiskImageError(childPath, `--layers needs a differencing image (this one is ${top.diskType})`, 'footer', top.layout.footerSource === 'end' ? top.layout.footerOffset + 60 : 60, 'EARG');
+    if (top.diskType !== 'differencing') {
+      const at = top.locate('diskType');
+      throw new DiskImageError(childPath, `--layers needs a differencing image (this one is ${top.diskType})`, at.structure, at.offset, 'EARG');
     }
     const parentSize = chain.layers[1].virtualSize;
     const size = top.virtualSize;
@@ -345,11 +349,13 @@ export async function diffLayers(childPath: string, options: OperationOptions = 
     const bb = Buffer.allocUnsafe(pieceSize);
     let owned = 0;
     let compared = 0;
-    const usable = Math.min(top.bat.length, Math.ceil(size / bs));
+    const usable = Math.min(top.blockCount, Math.ceil(size / bs));
+    // The bitmap has one bit per sector of the image's own size.
+    const sector = top.sectorSize;
     const allocated = top.allocatedBlockCount();
     let done = 0;
     for (let block = 0; block < usable; block++) {
-      if (!top.bat.isAllocated(block)) continue;
+      if (!top.isBlockAllocated(block)) continue;
       throwIfCancelled(options.signal, childPath);
       const bitmap = (await top.readBlockBitmap(block))!;
       const blockStart = block * bs;
@@ -357,8 +363,8 @@ export async function diffLayers(childPath: string, options: OperationOptions = 
       for (let p = blockStart; p < blockEnd; p += pieceSize) {
         const pe = Math.min(blockEnd, p + pieceSize);
         const len = pe - p;
-        const s0 = (p - blockStart) / SECTOR_SIZE;
-        const s1 = Math.ceil((pe - blockStart) / SECTOR_SIZE);
+        const s0 = (p - blockStart) / sector;
+        const s1 = Math.ceil((pe - blockStart) / sector);
         let any = false;
         for (let s = s0; s < s1 && !any; s++) any = testBit(bitmap, s);
         if (!any) continue;
@@ -372,8 +378,8 @@ export async function diffLayers(childPath: string, options: OperationOptions = 
           if (!testBit(bitmap, s)) { s++; continue; }
           let e = s;
           while (e < s1 && testBit(bitmap, e)) e++;
-          const from = (s - s0) * SECTOR_SIZE;
-          const to = Math.min(len, (e - s0) * SECTOR_SIZE);
+          const from = (s - s0) * sector;
+          const to = Math.min(len, (e - s0) * sector);
           owned += to - from;
           out.compare(va, vb, p, from, to, size);
           s = e;

@@ -1,7 +1,7 @@
 import { unlinkSync } from 'fs';
 import * as nodePath from 'path';
 import { DiskImageError } from '../format/errors';
-import { VhdImage } from '../format/vhd/vhdImage';
+import { openImage } from '../format/registry';
 import { findChildren, realPath } from './findChildren';
 
 export interface DiscardOptions {
@@ -13,10 +13,11 @@ export interface DiscardOptions {
  * parent is not touched. The child is held under its write lock while checked and deleted.
  */
 export async function discardChild(childPath: string, options: DiscardOptions = {}): Promise<{ deleted: string; parent: string | null }> {
-  const child = await VhdImage.open(childPath, { writable: true });
+  const child = await openImage(childPath, { writable: true });
   try {
     if (child.diskType !== 'differencing') {
-      throw new DiskImageError(child.path, `is a ${child.diskType} image, not a differencing child: refusing to delete it`, 'footer', child.layout.footerOffset + 60, 'ENOTDIFF');
+      const at = child.locate('diskType');
+      throw new DiskImageError(child.path, `is a ${child.diskType} image, not a differencing child: refusing to delete it`, at.structure, at.offset, 'ENOTDIFF');
     }
     const dirs = [nodePath.dirname(nodePath.resolve(childPath)), ...(options.search ?? [])];
     const users = (await findChildren([childPath], dirs)).get(realPath(childPath)) ?? [];

@@ -1,10 +1,5 @@
 import { ImageFile } from '../io/imageFile';
-import { DEFAULT_BLOCK_SIZE, footerFor, writeSparseImage } from '../format/vhd/create';
-import { DiskType, NO_DATA_OFFSET } from '../format/vhd/footer';
-import { chsSizeBytes, Geometry, geometryForSize } from '../format/vhd/geometry';
-import { dateToVhdTimestamp } from '../format/vhd/timestamp';
-import { newUuid } from '../format/vhd/uuid';
-import { VhdImage } from '../format/vhd/vhdImage';
+import { parseExportTarget } from '../format/registry';
 import { Chain, openChain } from './chain';
 import { OperationOptions, throwIfCancelled } from './progress';
 
@@ -85,42 +80,33 @@ export async function exportRaw(imagePath: string, outPath: string, options: Ope
   }
 }
 
-export type ExportFormat = 'raw' | 'vhd-dynamic' | 'vhd-fixed';
+/** `raw`, or `<format>-<type>` of a registered format (`vhd-dynamic`, `vhd-fixed`; see exportTargets()). */
+export type ExportFormat = string;
 
 export interface ExportOptions extends OperationOptions {
   format?: ExportFormat;
 }
 
-/** Geometry for an exported VHD: the source's when it is exact for the size, else the spec's. */
-function exportGeometry(chain: Chain): Geometry {
-  const g = chain.top.footer.geometry;
-  return chsSizeBytes(g) === chain.virtualSize ? { ...g } : geometryForSize(chain.virtualSize);
-}
-
-/** Flattens a chain into a raw file, a fixed VHD, or a dynamic VHD that allocates only non-zero blocks. */
+/**
+ * Flattens a chain into a raw file, or into a new image of a registered format: fixed, or dynamic
+ * allocating only non-zero blocks. The new image is created by its format (taking what fits from
+ * the source, e.g. a VHD's exact CHS geometry) and written through its DiskImage.
+ */
 export async function exportImage(imagePath: string, outPath: string, options: ExportOptions = {}): Promise<void> {
-  const format = options.format ?? 'raw';
-  if (format === 'raw') return exportRaw(imagePath, outPath, options);
+  const target = options.format ?? 'raw';
+  if (target === 'raw') return exportRaw(imagePath, outPath, options);
+  const { format, type } = parseExportTarget(target);
   const chain = await openChain(imagePath);
   try {
     const size = chain.virtualSize;
-    const geometry = exportGeometry(chain);
-    if (format === 'vhd-fixed') {
-      const out = await ImageFile.create(outPath, false);
-      try {
-        await streamChain(chain, (o, d) => out.writeAt(d, o), options);
-        await out.truncate(size);
-        await out.writeAt(footerFor(size, geometry, DiskType.Fixed, NO_DATA_OFFSET, newUuid(), dateToVhdTimestamp(new Date())), size);
-        await out.sync();
-      } finally {
-        await out.close();
-      }
-      return;
-    }
-    const blockSize = chain.top.header ? chain.top.blockSize : DEFAULT_BLOCK_SIZE;
-    await writeSparseImage(outPath, { size, blockSize, diskType: DiskType.Dynamic, geometry }, true);
-    const out = await VhdImage.open(outPath, { writable: true });
+    const top = chain.top;
+    await format.create(outPath, {
+      size, type, exactSize: true, overwrite: true, template: top,
+      blockSize: type === 'dynamic' && top.diskType !== 'fixed' ? top.blockSize : undefined,
+    });
+    const out = await format.open(outPath, { writable: true });
     try {
+      const blockSize = out.blockSize;
       const zeros = async (_o: number, t: Buffer) => { t.fill(0); };
       let writes = Promise.resolve();
       await streamChain(chain, (offset, data) => {

@@ -1,10 +1,9 @@
-import { readdirSync, realpathSync } from 'fs';
+import { readdirSync, realpathSync, statSync } from 'fs';
 import * as nodePath from 'path';
+import { DiskImage } from '../format/diskImage';
 import { DiskImageError } from '../format/errors';
-import { VhdImage } from '../format/vhd/vhdImage';
+import { openImage } from '../format/registry';
 import { resolveParent } from './resolveParent';
-
-const IMAGE_EXTENSIONS = /\.(vhd|avhd)$/i;
 
 function real(p: string): string {
   try {
@@ -14,9 +13,18 @@ function real(p: string): string {
   }
 }
 
+function isRegularFile(p: string): boolean {
+  try {
+    return statSync(p).isFile();
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Differencing images in `dirs` whose parent resolves to one of `parents`. Returns, per parent (by
- * its real path), the children found. Unreadable files are skipped: they cannot be anyone's child.
+ * its real path), the children found. Files are recognised by content, whatever their names;
+ * unreadable ones and other files are skipped: they cannot be anyone's child.
  */
 export async function findChildren(parents: string[], dirs: string[]): Promise<Map<string, string[]>> {
   const wanted = new Map(parents.map((p) => [real(p), [] as string[]]));
@@ -33,13 +41,15 @@ export async function findChildren(parents: string[], dirs: string[]): Promise<M
       continue;
     }
     for (const name of names) {
-      if (!IMAGE_EXTENSIONS.test(name)) continue;
+      // Our own lock and journal files sit next to images: never images themselves.
+      if (/\.diskimg-(lock|merge)(\.tmp)?$/.test(name)) continue;
       const file = real(nodePath.join(dir, name));
       if (seenFiles.has(file) || wanted.has(file)) continue;
       seenFiles.add(file);
-      let img: VhdImage | null = null;
+      if (!isRegularFile(file)) continue;
+      let img: DiskImage | null = null;
       try {
-        img = await VhdImage.open(file, { linkOnly: true });
+        img = await openImage(file, { linkOnly: true });
         if (img.diskType !== 'differencing') continue;
         const parent = resolveParent(img).resolvedPath;
         if (!parent) continue;

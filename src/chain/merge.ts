@@ -2,12 +2,11 @@ import { closeSync, fsyncSync, openSync, readFileSync, unlinkSync, writeFileSync
 import * as nodePath from 'path';
 import { DiskImage } from '../format/diskImage';
 import { DiskImageError } from '../format/errors';
-import { VhdImage } from '../format/vhd/vhdImage';
+import { openImage } from '../format/registry';
 import { acquireWriteLock } from '../io/lock';
 import { Chain, MapExtent, openChain, readThrough } from './chain';
 import { findChildren, realPath } from './findChildren';
 import { OperationOptions, throwIfCancelled } from './progress';
-import { relinkTo } from './reparent';
 
 const READ_AHEAD = 3;
 
@@ -78,7 +77,8 @@ function syncDir(dir: string): void {
 function targetIndex(chain: Chain, into: string | undefined): number {
   const child = chain.top;
   if (child.diskType !== 'differencing') {
-    throw new DiskImageError(child.path, `is a ${child.diskType} image: only a differencing image can be merged into a parent`, 'footer', child.layout.footerOffset + 60, 'ENOTDIFF');
+    const at = child.locate('diskType');
+    throw new DiskImageError(child.path, `is a ${child.diskType} image: only a differencing image can be merged into a parent`, at.structure, at.offset, 'ENOTDIFF');
   }
   if (into === undefined) return 1;
   const want = realPath(into);
@@ -154,7 +154,7 @@ export async function mergeChild(childPath: string, options: MergeOptions = {}):
   // The child is opened for writing so nobody writes to it while its data moves (write lock).
   const chain = await openChain(childPath, { writable: true });
   const releases: Array<() => void> = [];
-  let target: VhdImage | null = null;
+  let target: DiskImage | null = null;
   try {
     const plan = await makePlan(chain, options);
     if (plan.siblings.length > 0 && !options.force) {
@@ -162,7 +162,7 @@ export async function mergeChild(childPath: string, options: MergeOptions = {}):
     }
     const t = plan.merged.length;
     for (const p of plan.merged.slice(1)) releases.push(acquireWriteLock(p));
-    target = await VhdImage.open(plan.target, { writable: true });
+    target = await openImage(plan.target, { writable: true });
     const layers = chain.layers;
     const below = (o: number, buf: Buffer) => readThrough(layers, t + 1, o, buf);
     const size = layers[0].virtualSize;
@@ -216,9 +216,9 @@ export async function mergeChild(childPath: string, options: MergeOptions = {}):
       failpoint('journaled');
       const targetImage = layers[t];
       for (const c of plan.relink) {
-        const img = await VhdImage.open(c, { writable: true });
+        const img = await openImage(c, { writable: true });
         try {
-          await relinkTo(img, plan.target, targetImage.footer.uniqueId);
+          await img.writeParentLink(targetImage);
           failpoint('relinked-one');
         } finally {
           await img.close();

@@ -1,11 +1,7 @@
-import { CancelledError } from '../format/errors';
-
 /** Progress and cancellation for long operations, as plain callbacks (the CLI draws a bar, the editor a notification). */
 export interface OperationOptions {
   onProgress?: (done: number, total: number) => void;
   signal?: AbortSignal;
 }
 
-export function throwIfCancelled(signal: AbortSignal | undefined, file: string): void {
-  if (signal?.aborted) throw new CancelledError(file);
-}
+export { throwIfCancelled } from '../format/errors';

@@ -1,22 +1,13 @@
 import { ImageFile } from '../io/imageFile';
-import { Bat, BAT_UNUSED } from '../format/vhd/bat';
-import { HEADER_CHECKSUM_OFFSET } from '../format/vhd/dynamicHeader';
-import { Footer, FOOTER_CHECKSUM_OFFSET, FOOTER_SIZE } from '../format/vhd/footer';
-import { SECTOR_SIZE } from '../format/vhd/geometry';
-import { hex32 } from '../format/vhd/vhdImage';
+import { detectFormat, getFormat, RepairChange, RepairStep } from '../format/registry';
 import { CheckResult, ImageScan, scanFile, scanImage } from './check';
 import { OperationOptions, throwIfCancelled } from './progress';
+
+export type { RepairChange, RepairStep } from '../format/registry';
 
 export interface RepairOptions extends OperationOptions {
   /** Only report what would change. */
   dryRun?: boolean;
-}
-
-/** One change repair makes (or would make): where, and what. */
-export interface RepairChange {
-  structure: string;
-  offset: number;
-  message: string;
 }
 
 export interface RepairResult {
@@ -28,120 +19,17 @@ export interface RepairResult {
   after: CheckResult | null;
 }
 
-/** One atomic change: a single write (or the final cut); the file is synced after each. */
-export interface RepairStep extends RepairChange {
-  apply: (file: ImageFile) => Promise<void>;
-}
-
 const describe = ({ structure, offset, message }: RepairStep): RepairChange => ({ structure, offset, message });
 
-function checksumBytes(value: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(value >>> 0, 0);
-  return b;
-}
-
-/** The footer's 512 bytes with the checksum it should carry. */
-function fixedFooterBytes(f: Footer): Buffer {
-  const b = Buffer.from(f.raw);
-  b.writeUInt32BE(f.computedChecksum >>> 0, FOOTER_CHECKSUM_OFFSET);
-  return b;
-}
-
-/**
- * Plans the repair from a scan. Order matters for crash safety: first BAT entries that point at
- * nothing usable are cleared (each a 4-byte write, so a reader never follows a bad entry into the
- * area a moved footer may take), then the header checksum, then the end footer (one write; a
- * footer that must move goes behind the last block in use, then the file is cut behind it), then
- * the copy at offset 0. No data sector is written: only metadata, and bytes no BAT entry refers to.
- */
+/** The format's repair plan for a scan: crash-safe steps that touch metadata only. */
 export function planRepair(scan: ImageScan): RepairStep[] {
-  const steps: RepairStep[] = [];
-  const to = scan.tableOffset;
-  if (to !== null) {
-    for (const [i, why] of [...scan.badEntries].sort((x, y) => x[0] - y[0])) {
-      const at = to + i * 4;
-      steps.push({
-        structure: 'BAT entry', offset: at,
-        message: `clear the entry of block ${i} (${why}); the block then reads as ${scan.diskType === 'differencing' ? 'the parent' : 'zeros'} and its bytes stay in the file`,
-        apply: (f) => f.writeAt(Bat.entryBytes(BAT_UNUSED), at),
-      });
-    }
-  }
-  const h = scan.header;
-  if (h && scan.headerSane && scan.headerOffset !== null && h.checksum !== h.computedChecksum) {
-    const at = scan.headerOffset + HEADER_CHECKSUM_OFFSET;
-    steps.push({
-      structure: 'dynamic header', offset: at,
-      message: `set the checksum to 0x${hex32(h.computedChecksum)} (was 0x${hex32(h.checksum)})`,
-      apply: (f) => f.writeAt(checksumBytes(h.computedChecksum), at),
-    });
-  }
-  if (!scan.reference || !scan.referenceSane) return steps;
-
-  const { end, copy } = scan;
-  const ok = (s: typeof end) => !!s && s.checksumOk;
-  if (scan.diskType === 'fixed') {
-    // Only the end footer exists; it was the reference, so its fields are sane: fix the checksum.
-    if (end && !end.checksumOk && end.length === 512) {
-      const f = end.footer!;
-      const at = end.offset + FOOTER_CHECKSUM_OFFSET;
-      steps.push({
-        structure: 'footer', offset: at,
-        message: `set the checksum to 0x${hex32(f.computedChecksum)} (was 0x${hex32(f.checksum)})`,
-        apply: (file) => file.writeAt(checksumBytes(f.computedChecksum), at),
-      });
-    }
-    return steps;
-  }
-
-  // Sparse: the good footer is the end one when sound, else the copy, else the reference with its checksum fixed.
-  const good: Buffer = ok(end) ? end!.footer!.raw : ok(copy) ? copy!.footer!.raw : fixedFooterBytes(scan.reference);
-  const goodName = ok(end) ? 'the end footer' : ok(copy) ? 'the copy at offset 0' : 'the footer with its checksum recomputed';
-  if (end && end.length === 512) {
-    if (!end.footer!.raw.equals(good)) {
-      const at = end.offset;
-      steps.push({
-        structure: 'footer', offset: at,
-        message: ok(copy) && !ok(end) ? `restore the end footer from the copy at offset 0 (one 512-byte write)` : `rewrite the end footer from ${goodName} (one 512-byte write)`,
-        apply: (f) => f.writeAt(good, at),
-      });
-    }
-  } else if (!end && scan.tableOffset !== null) {
-    // (Only once the whole BAT was read: usedEnd is then where the last block in use ends.)
-    // No footer at the end: put it right behind the last structure in use (past any torn block,
-    // whose entry was cleared above), then cut the file behind it.
-    const at = Math.ceil(scan.usedEnd / SECTOR_SIZE) * SECTOR_SIZE;
-    const newSize = at + FOOTER_SIZE;
-    const cut = newSize < scan.fileSize;
-    steps.push({
-      structure: 'footer', offset: at,
-      message: `write the end footer (from ${goodName}) at offset ${at}, behind the last block in use`,
-      apply: (f) => f.writeAt(good, at),
-    });
-    if (cut) {
-      // Until the cut, the file does not end in a footer and readers use the copy: still valid.
-      steps.push({
-        structure: 'file', offset: newSize,
-        message: `cut the file from ${scan.fileSize} to ${newSize} bytes, right behind the new end footer (the cut bytes belong to no block)`,
-        apply: (f) => f.truncate(newSize),
-      });
-    }
-  }
-  if (!copy || !copy.footer!.raw.equals(good)) {
-    steps.push({
-      structure: 'footer copy', offset: 0,
-      message: copy ? `rewrite the footer copy at offset 0 from ${goodName === 'the copy at offset 0' ? 'the end footer' : goodName}` : 'write the missing footer copy at offset 0',
-      apply: (f) => f.writeAt(good, 0),
-    });
-  }
-  return steps;
+  return getFormat(scan.format).planRepair(scan.detail);
 }
 
 /**
- * Repairs what can be repaired without touching data: restores the end footer from the copy (or the
- * copy from the end footer), fixes checksums, clears BAT entries that point outside the file or at
- * blocks overlapping others or the metadata. Each write leaves a valid VHD behind, and the file is
+ * Repairs what the format can repair without touching data (VHD: restores the end footer from the
+ * copy or back, fixes checksums, clears BAT entries that point outside the file or at blocks
+ * overlapping others or the metadata). Each step leaves a valid image behind, and the file is
  * flushed between steps. Returns the changes made (or, with dryRun, those it would make).
  */
 export async function repairImage(path: string, options: RepairOptions = {}): Promise<RepairResult> {
@@ -150,11 +38,12 @@ export async function repairImage(path: string, options: RepairOptions = {}): Pr
     const steps = planRepair(before);
     return { dryRun: true, changes: steps.map(describe), before: { ok: before.ok, problems: before.problems }, after: null };
   }
+  const format = await detectFormat(path);
   // Scan and write under the write lock, so no writer changes the file in between.
   const file = await ImageFile.open(path, true);
   let result: RepairResult;
   try {
-    const before = await scanFile(path, file, options);
+    const before = await scanFile(format.name, path, file, options);
     const steps = planRepair(before);
     result = { dryRun: false, changes: steps.map(describe), before: { ok: before.ok, problems: before.problems }, after: null };
     let n = 0;
@@ -164,7 +53,7 @@ export async function repairImage(path: string, options: RepairOptions = {}): Pr
       await file.sync();
       options.onProgress?.(++n, steps.length);
     }
-    const after = await scanFile(path, file);
+    const after = await scanFile(format.name, path, file);
     result.after = { ok: after.ok, problems: after.problems };
   } finally {
     await file.close();

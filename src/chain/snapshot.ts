@@ -1,11 +1,12 @@
 import { existsSync } from 'fs';
 import * as nodePath from 'path';
+import { FORMATS } from '../format/registry';
 import { createChild } from './createChild';
 
 /** `disk.vhd` -> `disk-1.vhd`; `disk-1.vhd` -> `disk-2.vhd`; the first name not taken. */
 export function nextSnapshotName(top: string): string {
   const dir = nodePath.dirname(top);
-  const ext = nodePath.extname(top) || '.vhd';
+  const ext = nodePath.extname(top) || FORMATS[0].extensions[0];
   const stem = nodePath.basename(top, nodePath.extname(top));
   const m = /^(.*)-(\d+)$/.exec(stem);
   const base = m ? m[1] : stem;

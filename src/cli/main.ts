@@ -2,10 +2,10 @@ import { Command, CommanderError, Option } from 'commander';
 import { createReadStream, createWriteStream } from 'fs';
 import * as nodePath from 'path';
 import { DiskImageError } from '../format/errors';
-import { createImage } from '../format/vhd/create';
+import { createImage } from '../format/registry';
 import { openChain } from '../chain/chain';
 import { createChild } from '../chain/createChild';
-import { describeImage, ImageInfo } from '../chain/info';
+import { describeImageWithLines, ImageDescription } from '../chain/info';
 import { formatBytes, parseSize } from './units';
 import { progressReporter } from './progress';
 import { commandModules } from './commands';
@@ -15,23 +15,15 @@ export class ExitCode extends Error {
   constructor(readonly code: number) { super(`exit ${code}`); }
 }
 
-function printInfo(info: ImageInfo): void {
+function printInfo({ info, lines: formatLines }: ImageDescription): void {
   const lines: Array<[string, string]> = [
     ['path', info.path],
     ['disk type', info.diskType],
     ['virtual size', `${info.virtualSize} (${formatBytes(info.virtualSize)})`],
-    ['original size', String(info.originalSize)],
-    ['CHS', `${info.geometry.cylinders}/${info.geometry.heads}/${info.geometry.sectorsPerTrack} = ${info.chsSize}`],
-    ['block size', info.blockSize === null ? '-' : `${info.blockSize} (${formatBytes(info.blockSize)})`],
-    ['blocks', `${info.allocatedBlocks} of ${info.totalBlocks} allocated`],
-    ['uuid', info.uuid],
-    ['creator', `${info.creatorApplication} ${info.creatorVersion} on ${info.creatorHostOs}`],
-    ['created', info.timestamp],
-    ['footer checksum', info.footerChecksumValid ? 'ok' : 'WRONG'],
-    ['header checksum', info.headerChecksumValid === null ? '-' : info.headerChecksumValid ? 'ok' : 'WRONG'],
+    ...formatLines,
   ];
   if (info.parent) {
-    lines.push(['parent uuid', info.parent.uuid], ['parent time', info.parent.timestamp], ['parent name', info.parent.name]);
+    lines.push(['parent uuid', info.parent.uuid], ['parent time', info.parent.timestamp ?? '-'], ['parent name', info.parent.name]);
     for (const l of info.parent.locators) lines.push([`locator ${l.platform}`, l.path ?? '(unreadable)']);
     lines.push(['parent', info.parent.resolvedPath ?? 'NOT FOUND']);
   }
@@ -62,9 +54,9 @@ export function buildProgram(): Command {
     .option('--json', 'print one JSON object')
     .description('this image, its parent link, and the resolved chain')
     .action(async (image: string, opts: { json?: boolean }) => {
-      const info = await describeImage(image);
-      if (opts.json) process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
-      else printInfo(info);
+      const description = await describeImageWithLines(image);
+      if (opts.json) process.stdout.write(`${JSON.stringify(description.info, null, 2)}\n`);
+      else printInfo(description);
     });
 
   program.command('create')
@@ -73,7 +65,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--type <type>', 'image type').choices(['dynamic', 'fixed']).default('dynamic'))
     .option('--block-size <size>', 'block size of a dynamic image, N[K|M] (default 2M)')
     .option('--exact-size', 'keep the size as given instead of rounding up to an exact CHS size')
-    .description('create a fixed or dynamic image')
+    .description('create a fixed or dynamic image (its format from the file name; VHD otherwise)')
     .action(async (image: string, opts: { size: string; type: 'dynamic' | 'fixed'; blockSize?: string; exactSize?: boolean }) => {
       const size = await createImage(image, {
         size: parseSize(opts.size, '--size'),

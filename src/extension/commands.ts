@@ -16,8 +16,15 @@ import { DiskImageError } from '../format/errors';
 import { freeName, safeList, sentence, toDiffData } from './commandHelpers';
 import { parseSize } from '../cli/units';
 import { CancelledError } from '../format/errors';
-import { createImage } from '../format/vhd/create';
+import { createImage, FORMATS, imageExtensions } from '../format/registry';
 import { ImageEditorProvider, VIEW_TYPE } from './editorProvider';
+
+/** Extensions of every registered format, without dots, for file pickers. */
+const PICKER_EXTENSIONS = imageExtensions().map((e) => e.slice(1));
+/** True for a file name some format uses (pickers and folder lists only; formats are told by content). */
+function hasImageExtension(name: string): boolean {
+  return imageExtensions().includes(nodePath.extname(name).toLowerCase());
+}
 
 /**
  * The "Disk Image" commands. Each is thin over a core function; results and errors are one plain
@@ -75,7 +82,7 @@ export class Commands {
     if (uri instanceof vscode.Uri) return uri.fsPath;
     const active = this.provider.activeDocument();
     if (active) return active.path;
-    const picked = await vscode.window.showOpenDialog({ title, canSelectMany: false, filters: { 'Disk images': ['vhd', 'avhd'] } });
+    const picked = await vscode.window.showOpenDialog({ title, canSelectMany: false, filters: { 'Disk images': PICKER_EXTENSIONS } });
     return picked?.[0]?.fsPath;
   }
 
@@ -131,9 +138,9 @@ export class Commands {
 
   private async createImage(uri?: vscode.Uri): Promise<void> {
     if (!this.requireTrust('Creating a disk image')) return;
-    const folder = uri instanceof vscode.Uri ? (existsSync(uri.fsPath) && !/\.a?vhd$/i.test(uri.fsPath) ? uri.fsPath : nodePath.dirname(uri.fsPath))
+    const folder = uri instanceof vscode.Uri ? (existsSync(uri.fsPath) && !hasImageExtension(uri.fsPath) ? uri.fsPath : nodePath.dirname(uri.fsPath))
       : vscode.workspace.workspaceFolders?.[0]?.uri.fsPath ?? process.cwd();
-    const path = await this.askNewPath('Create Disk Image: file', nodePath.join(folder, 'disk.vhd'));
+    const path = await this.askNewPath('Create Disk Image: file', nodePath.join(folder, `disk${FORMATS[0].extensions[0]}`));
     if (!path) return;
     const type = await vscode.window.showQuickPick([
       { label: 'dynamic', description: 'grows as data is written' },
@@ -170,11 +177,15 @@ export class Commands {
     if (!image) return;
     const pick = await vscode.window.showQuickPick<{ label: string; description: string; format: ExportFormat; ext: string }>([
       { label: 'Raw disk image', description: 'the whole virtual disk, flat (sparse where zero)', format: 'raw', ext: '.raw' },
-      { label: 'Dynamic VHD', description: 'one image, only non-zero blocks allocated', format: 'vhd-dynamic', ext: '.vhd' },
-      { label: 'Fixed VHD', description: 'one image, all space allocated', format: 'vhd-fixed', ext: '.vhd' },
+      ...FORMATS.flatMap((f) => f.creatableTypes.map((type) => ({
+        label: `${type === 'dynamic' ? 'Dynamic' : 'Fixed'} ${f.name.toUpperCase()}`,
+        description: type === 'dynamic' ? 'one image, only non-zero blocks allocated' : 'one image, all space allocated',
+        format: `${f.name}-${type}`,
+        ext: f.extensions[0],
+      }))),
     ], { title: `Export ${nodePath.basename(image)} (the whole chain, flattened)` });
     if (!pick) return;
-    const out = await this.askNewPath(`Export ${nodePath.basename(image)} as ${pick.label}`, freeName(image, pick.ext === '.vhd' ? '-flat' : '', pick.ext));
+    const out = await this.askNewPath(`Export ${nodePath.basename(image)} as ${pick.label}`, freeName(image, pick.format !== 'raw' ? '-flat' : '', pick.ext));
     if (!out) return;
     await this.withProgress(`Exporting ${nodePath.basename(image)}`, (opts) => exportImage(image, out, { ...opts, format: pick.format }));
     this.log.appendLine(`exported ${image} to ${out} as ${pick.format}`);
@@ -246,12 +257,12 @@ export class Commands {
 
   private async pickOtherImage(image: string): Promise<string | undefined> {
     const dir = nodePath.dirname(image);
-    const others = safeList(dir).filter((n) => /\.a?vhd$/i.test(n) && nodePath.join(dir, n) !== image).sort();
+    const others = safeList(dir).filter((n) => hasImageExtension(n) && nodePath.join(dir, n) !== image).sort();
     const browse = { label: 'Browse…', description: 'pick a file' };
     const pick = await vscode.window.showQuickPick([...others.map((n) => ({ label: n, description: dir })), browse], { title: `Diff ${nodePath.basename(image)} with…` });
     if (!pick) return undefined;
     if (pick === browse) {
-      const f = await vscode.window.showOpenDialog({ canSelectMany: false, filters: { 'Disk images': ['vhd', 'avhd'] } });
+      const f = await vscode.window.showOpenDialog({ canSelectMany: false, filters: { 'Disk images': PICKER_EXTENSIONS } });
       return f?.[0]?.fsPath;
     }
     return nodePath.join(dir, pick.label);
@@ -325,7 +336,7 @@ export class Commands {
     await chain.close();
     let parent = parentUri instanceof vscode.Uri ? parentUri.fsPath : undefined;
     if (!parent) {
-      const f = await vscode.window.showOpenDialog({ title: `New parent for ${nodePath.basename(child)}`, canSelectMany: false, defaultUri: vscode.Uri.file(nodePath.dirname(child)), filters: { 'Disk images': ['vhd', 'avhd'] } });
+      const f = await vscode.window.showOpenDialog({ title: `New parent for ${nodePath.basename(child)}`, canSelectMany: false, defaultUri: vscode.Uri.file(nodePath.dirname(child)), filters: { 'Disk images': PICKER_EXTENSIONS } });
       parent = f?.[0]?.fsPath;
     }
     if (!parent) return;

@@ -5,9 +5,7 @@ import { BlockMap, buildBlockMap } from '../chain/blockMap';
 import { Chain, openChain } from '../chain/chain';
 import { creatorLabel, describeHeader } from '../chain/headerFields';
 import { readPartitionTable } from '../chain/partitions';
-import { vhdTimestampToIso } from '../format/vhd/timestamp';
-import { formatUuid } from '../format/vhd/uuid';
-import { VhdImage } from '../format/vhd/vhdImage';
+import { DiskImage } from '../format/diskImage';
 import { BlockData, ChainLayerModel, ImageModel, LayerBlockModel, SectorLayerModel } from '../protocol';
 
 export async function buildImageModel(chain: Chain, canWrite: boolean): Promise<ImageModel> {
@@ -33,7 +31,7 @@ export async function buildImageModel(chain: Chain, canWrite: boolean): Promise<
       allocatedBlocks: top.allocatedBlockCount(),
       uuid: top.uuid,
       creator: creatorLabel(top),
-      created: vhdTimestampToIso(top.footer.timestamp),
+      created: top.created ?? '',
       warnings: [...chain.warnings],
       chain: chain.layers.map((l) => nodePath.basename(l.path)).concat(chain.complete ? [] : ['(parent not found)']),
       chainComplete: chain.complete,
@@ -54,11 +52,11 @@ function chainLayers(chain: Chain): ChainLayerModel[] {
       fileName: nodePath.basename(l.path),
       diskType: l.diskType,
       virtualSize: l.virtualSize,
-      fileSize: l.layout.fileSize,
+      fileSize: l.fileSize,
       allocatedBlocks: l.allocatedBlockCount(),
       blockCount: l.blockCount,
       uuid: l.uuid,
-      parentUuid: l.header && l.diskType === 'differencing' ? formatUuid(l.header.parentUniqueId) : null,
+      parentUuid: l.diskType === 'differencing' ? l.parent?.uuid ?? null : null,
       parentName: l.parent?.name ?? null,
       link: link ? {
         resolvedPath: link.resolution.resolvedPath,
@@ -93,7 +91,7 @@ export async function blockDetail(chain: Chain, block: number): Promise<LayerBlo
   const out: LayerBlockModel[] = [];
   const bs = chain.top.blockSize;
   for (let i = 0; i < chain.layers.length; i++) {
-    const l: VhdImage = chain.layers[i];
+    const l: DiskImage = chain.layers[i];
     const base: LayerBlockModel = { index: i, fileName: nodePath.basename(l.path), allocated: false, fileOffset: null, bitmap: null };
     if (l.blockSize !== bs) {
       // A different grid: show the sectors it holds of this range as a bitmap.
@@ -109,7 +107,7 @@ export async function blockDetail(chain: Chain, block: number): Promise<LayerBlo
       continue;
     }
     if (!l.isBlockAllocated(block)) { out.push(base); continue; }
-    const spb = l.sectorsPerBlock;
+    const spb = l.blockSize / l.sectorSize;
     let bitmap: Uint8Array;
     if (l.diskType === 'differencing') {
       const raw = await l.readBlockBitmap(block);
@@ -117,7 +115,7 @@ export async function blockDetail(chain: Chain, block: number): Promise<LayerBlo
     } else {
       bitmap = new Uint8Array(Math.ceil(spb / 8)).fill(0xff);
     }
-    const fileOffset = l.bat ? l.bat.blockOffset(block) + l.bitmapSize : block * bs;
+    const fileOffset = l.blockFileOffset(block);
     out.push({ ...base, allocated: true, fileOffset, bitmap });
   }
   return out;

@@ -1,6 +1,7 @@
 /**
- * The format-neutral view of one image file (one layer of a chain). VHD implements it first;
- * VHDX or qcow2 can sit beside it without anything above `format/` changing.
+ * The format-neutral view of one image file (one layer of a chain). Everything above `format/`
+ * (chain, cli, extension, serve) speaks only this interface and the registry (registry.ts); each
+ * format (vhd/, later vhdx/, qcow2/) implements it in its own folder.
  */
 export type DiskTypeName = 'fixed' | 'dynamic' | 'differencing';
 
@@ -12,17 +13,81 @@ export interface LayerRun {
 }
 
 export interface ParentLocatorInfo {
+  /** The format's name for where the path came from (VHD: platform code `W2ru`; VHDX: `relative_path`). */
   platform: string;
   /** Decoded path, or null when the data cannot be read or is an opaque blob. */
   path: string | null;
 }
 
+/** What a differencing image records about its parent. */
 export interface ParentReference {
+  /** The parent identity the child records (VHD: the parent's UUID; VHDX: its DataWriteGuid). */
   uuid: string;
-  /** Seconds since 2000-01-01 UTC, as stored. */
-  timestamp: number;
+  /** The recorded parent time as ISO 8601, or null when the format records none. */
+  timestamp: string | null;
+  /** The parent's name as recorded (VHD: the unicode name; may be empty). */
   name: string;
   locators: ParentLocatorInfo[];
+}
+
+/** One place to look for the parent: a path derived from one recorded locator (or name). */
+export interface ParentCandidate {
+  /** Which locator it came from, as shown in messages (`W2ru`, `unicode name`, `relative_path`). */
+  via: string;
+  /** The path as recorded. */
+  raw: string;
+  /** The path to try on this machine. */
+  path: string;
+}
+
+/** One recorded locator, for checks that judge each on its own (a stale one is a warning). */
+export interface ParentLocatorSource {
+  /** As shown in messages, e.g. `W2ku locator`. */
+  label: string;
+  structure: string;
+  offset: number;
+  /** The decoded path. */
+  raw: string;
+  /** The paths this locator alone leads to, in order. */
+  candidates: ParentCandidate[];
+}
+
+/** Where to look for the parent, in the order to try, derived by the format from what it records. */
+export interface ParentCandidates {
+  candidates: ParentCandidate[];
+  /** Locators that could not be read, as lines for "tried …" messages (e.g. `W2ku: unreadable (…)`). */
+  unreadable: string[];
+  /** Each readable locator with the candidates it alone gives (unicode names and such not included). */
+  sources: ParentLocatorSource[];
+}
+
+/** Where a field lives in the file, for error messages: `(structure at offset N)`. */
+export interface FieldLocation {
+  structure: string;
+  offset: number;
+}
+
+/**
+ * Fields the chain layer names in its errors. `parentLink`: the locators as a whole; `parentId`:
+ * the recorded parent identity.
+ */
+export type ImageField = 'diskType' | 'virtualSize' | 'blockCount' | 'parentLink' | 'parentId';
+
+/** How a child's recorded parent identity compares with an image that is to be its parent. */
+export interface ParentLinkCheck {
+  /** Name of the identity in messages: `UUID` (VHD), `DataWriteGuid` (VHDX). */
+  idName: string;
+  /** The identity the child records. */
+  expected: string;
+  /** The candidate parent's identity. */
+  found: string;
+  idMatches: boolean;
+  /** Null when the format records no parent time. */
+  timestampMatches: boolean | null;
+  /** Why the time does not match (text without file name), or null. */
+  timestampProblem: string | null;
+  idLocation: FieldLocation;
+  timestampLocation: FieldLocation;
 }
 
 /** Reads the virtual disk as the layers below this one see it (used for partial-sector writes). */
@@ -30,7 +95,8 @@ export type ReadBelow = (offset: number, target: Buffer) => Promise<void>;
 
 export interface DiskImage {
   readonly path: string;
-  readonly format: 'vhd' | 'vhdx';
+  /** The registry name of the format (`vhd`, `vhdx`, …). */
+  readonly format: string;
   readonly diskType: DiskTypeName;
   readonly virtualSize: number;
   readonly sectorSize: number;
@@ -41,11 +107,20 @@ export interface DiskImage {
   readonly parent: ParentReference | null;
   readonly warnings: string[];
   readonly writable: boolean;
+  /** Size of the file now (it grows as blocks are appended). */
+  readonly fileSize: number;
+  /** When the image was created, ISO 8601, or null when the format does not record it. */
+  readonly created: string | null;
 
   isBlockAllocated(block: number): boolean;
   allocatedBlockCount(): number;
-  /** The block's sector bitmap, or null when the block is not allocated (fixed: all ones). */
+  /**
+   * The block's sector bitmap, one bit per `sectorSize` sector, most significant bit first (formats
+   * that store another order convert), or null when the block is not allocated (fixed: all ones).
+   */
   readBlockBitmap(block: number): Promise<Uint8Array | null>;
+  /** File offset of the block's data (for the editor), or null when it is not allocated. */
+  blockFileOffset(block: number): number | null;
   /** Splits [offset, offset+length) into ranges this layer holds or not, adjacent equal runs merged. */
   runs(offset: number, length: number): Promise<LayerRun[]>;
   /** Reads bytes this layer holds (every byte of the range must be present). */
@@ -54,4 +129,16 @@ export interface DiskImage {
   write(offset: number, data: Buffer, below: ReadBelow): Promise<void>;
   flush(): Promise<void>;
   close(): Promise<void>;
+
+  /** Where `field` is stored, for errors that name the structure and offset. */
+  locate(field: ImageField): FieldLocation;
+  /** Differencing images: the paths to try for the parent, in order (none for others). */
+  parentCandidates(): ParentCandidates;
+  /** Differencing images: compares the recorded parent identity (and time) with `parent`. */
+  checkParent(parent: DiskImage): ParentLinkCheck;
+  /**
+   * Differencing images opened writable: records `parent` (open, at its final path) as the parent,
+   * crash-safely (the old link or the new one, never a mix); flushed when it returns.
+   */
+  writeParentLink(parent: DiskImage): Promise<void>;
 }

@@ -34,3 +34,8 @@ export class CancelledError extends DiskImageError {
 export function isDiskImageError(e: unknown): e is DiskImageError {
   return e instanceof DiskImageError;
 }
+
+/** Throws CancelledError once `signal` is aborted (long operations call it between steps). */
+export function throwIfCancelled(signal: AbortSignal | undefined, file: string): void {
+  if (signal?.aborted) throw new CancelledError(file);
+}

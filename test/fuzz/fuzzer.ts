@@ -451,7 +451,7 @@ interface DiffModule { diffImages(a: string, b: string): Promise<unknown> }
 interface EditorModules {
   blockMap: { buildBlockMap(chain: unknown): Promise<unknown> } | null;
   partitions: { readPartitionTable(read: (o: number, l: number) => Promise<Buffer>, size: number): Promise<unknown> } | null;
-  headerFields: { describeHeader(img: VhdImage): unknown } | null;
+  headerFields: { describeHeader(img: import('../../src/format/diskImage').DiskImage): unknown } | null;
 }
 const editor: EditorModules = {
   blockMap: optional('../../src/chain/blockMap'),
@@ -640,7 +640,7 @@ export class Fuzzer {
     await step('write', async () => {
       const chain = await openChain(c.target, { writable: true });
       try {
-        this.lastWriteBlockSize = chain.top.header ? chain.top.blockSize : 0;
+        this.lastWriteBlockSize = (chain.top as VhdImage).header ? chain.top.blockSize : 0;
         const size = chain.virtualSize;
         if (size === 0) return;
         const off = r() < 0.3 ? Math.floor(r() * Math.min(size, 1 << 20)) : Math.floor(r() * size);

@@ -7,7 +7,8 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'fs';
 import * as path from 'path';
-import { createVhdx, createVhdxChild } from '../../src/format/vhdx/create';
+import { createVhdx } from '../../src/format/vhdx/create';
+import { createVhdxChild } from '../../src/format/vhdx/createChild';
 import { crc32cWithZeroField } from '../../src/format/vhdx/crc32c';
 import { newGuid, parseGuid } from '../../src/format/vhdx/guid';
 import { HEADER_OFFSETS, parseHeader, serializeHeader } from '../../src/format/vhdx/header';
@@ -75,6 +76,16 @@ export class VhdxBytes {
   }
 }
 
+/** A differencing child of the image at `parent`. */
+export async function childOf(parent: string, child: string): Promise<void> {
+  const p = await VhdxImage.open(parent, { linkOnly: true });
+  try {
+    await createVhdxChild(p, child);
+  } finally {
+    await p.close();
+  }
+}
+
 const zeros = async (_o: number, t: Buffer) => { t.fill(0); };
 
 async function baseImage(dir: string, name: string): Promise<Buffer> {
@@ -93,7 +104,7 @@ export async function buildVhdxCorpus(dir: string): Promise<VhdxCorpusCase[]> {
   const parentPath = path.join(dir, 'parent.vhdx');
   writeFileSync(parentPath, base);
   const childSrc = path.join(dir, 'child.src.avhdx');
-  await createVhdxChild(parentPath, childSrc);
+  await childOf(parentPath, childSrc);
   const childBase = readFileSync(childSrc);
   const cases: VhdxCorpusCase[] = [];
   const add = (name: string, what: string, from: Buffer, edit: (v: VhdxBytes) => void, rest: Omit<VhdxCorpusCase, 'name' | 'what' | 'image'>, ext = '.vhdx') => {

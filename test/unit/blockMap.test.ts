@@ -4,6 +4,7 @@ import { buildBlockMap, fillLevel, NO_OWNER, NO_SECTOR, ownerCounts } from '../.
 import { openChain } from '../../src/chain/chain';
 import { createChild } from '../../src/chain/createChild';
 import { createImage } from '../../src/format/vhd/create';
+import { VhdImage } from '../../src/format/vhd/vhdImage';
 import { rng, tempDir } from '../helpers/util';
 
 const MiB = 1024 * 1024;
@@ -55,8 +56,8 @@ describe('blockMap (core): per-block allocation, fill and owning layer', () => {
       const counts = ownerCounts(m);
       assert.deepEqual(counts, [2, 2, 0, 28]);
       // The owner's data offset is its BAT entry plus the one-sector bitmap.
-      assert.equal(m.ownerSector[10], chain.layers[0].bat!.entries[10] + 1);
-      assert.equal(m.ownerSector[1], chain.layers[1].bat!.entries[1] + 1);
+      assert.equal(m.ownerSector[10], (chain.layers[0] as VhdImage).bat!.entries[10] + 1);
+      assert.equal(m.ownerSector[1], (chain.layers[1] as VhdImage).bat!.entries[1] + 1);
       assert.equal(m.ownerSector[3], NO_SECTOR);
     } finally {
       await chain.close();

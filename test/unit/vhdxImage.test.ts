@@ -6,13 +6,24 @@ import * as path from 'path';
 import { readThrough } from '../../src/chain/chain';
 import { DiskImageError } from '../../src/format/errors';
 import { PayloadBlockState } from '../../src/format/vhdx/bat';
-import { createVhdx, createVhdxChild } from '../../src/format/vhdx/create';
+import { createVhdx } from '../../src/format/vhdx/create';
+import { createVhdxChild } from '../../src/format/vhdx/createChild';
 import { HEADER_OFFSETS, parseHeader } from '../../src/format/vhdx/header';
 import { VhdxImage } from '../../src/format/vhdx/vhdxImage';
 import { buildDirtyLog, runKillTest } from '../helpers/vhdxLog';
 import { fixture, hasTool, randomBytes, rng, tempDir } from '../helpers/util';
 
 const MiB = 1024 * 1024;
+/** A differencing child of the image at `parent`. */
+async function childOf(parent: string, child: string): Promise<void> {
+  const p = await VhdxImage.open(parent, { linkOnly: true });
+  try {
+    await createVhdxChild(p, child);
+  } finally {
+    await p.close();
+  }
+}
+
 const zeros = async (_o: number, t: Buffer) => { t.fill(0); };
 
 function fileHash(p: string): string {
@@ -244,7 +255,7 @@ describe('VHDX images', function () {
         await p.write(3 * MiB, base, zeros);
         base.copy(model, 3 * MiB);
         await p.close();
-        await createVhdxChild(parent, child);
+        await childOf(parent, child);
         const c = await VhdxImage.open(child, { writable: true });
         const pr = await VhdxImage.open(parent);
         try {
@@ -282,7 +293,7 @@ describe('VHDX images', function () {
       const parent = path.join(dir, 'guid-base.vhdx');
       const child = path.join(dir, 'guid-child.avhdx');
       await createVhdx(parent, { size: 8 * MiB, blockSize: MiB });
-      await createVhdxChild(parent, child);
+      await childOf(parent, child);
       const p = await VhdxImage.open(parent, { writable: true });
       const fw = p.fileWriteGuid;
       await p.write(0, Buffer.alloc(512, 1), zeros);

@@ -1,7 +1,7 @@
 import { ChecksumModel, HeaderFieldModel, ImageModel } from '../../src/protocol';
 import { append, button, clear, dataGrid, el } from '../ui';
 
-/** Every footer, dynamic-header and locator field with offsets, raw hex and decoded meaning. */
+/** The field table the image's format gives (every on-disk field with offset, raw hex and meaning) and its checksums. */
 export class HeaderView {
   readonly element = el('div', 'view header-view');
 

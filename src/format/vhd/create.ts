@@ -25,6 +25,8 @@ export interface CreateOptions {
   exactSize?: boolean;
   /** Allow replacing an existing file (default: refuse). */
   overwrite?: boolean;
+  /** CHS geometry to record (default: the spec's for the size). */
+  geometry?: Geometry;
 }
 
 export interface NewLocator {
@@ -67,7 +69,7 @@ export async function createImage(path: string, options: CreateOptions): Promise
   } catch (e) {
     throw new DiskImageError(path, (e as Error).message, undefined, undefined, 'EARG');
   }
-  const geometry = geometryForSize(size);
+  const geometry = options.geometry ?? geometryForSize(size);
   if ((options.type ?? 'dynamic') === 'fixed') {
     const file = await ImageFile.create(path, !options.overwrite);
     try {

@@ -1,4 +1,4 @@
-import { DiskImage, DiskTypeName, LayerRun, ParentReference, ReadBelow } from '../diskImage';
+import { DiskImage, DiskTypeName, FieldLocation, ImageField, LayerRun, ParentCandidates, ParentLinkCheck, ParentReference, ReadBelow } from '../diskImage';
 import { DiskImageError } from '../errors';
 import { ImageFile } from '../../io/imageFile';
 import { Bat, BAT_UNUSED } from './bat';
@@ -8,6 +8,11 @@ import { chsSizeBytes, SECTOR_SIZE } from './geometry';
 import { decodeLocatorPath, isEmptyLocator, locatorSpaceBytes, MAX_LOCATOR_DATA, ParentLocatorEntry } from './parentLocator';
 import { allBits, bitmapSizeBytes, runLength, setBits, testBit } from './sectorBitmap';
 import { formatUuid } from './uuid';
+import { LocatorData, vhdParentCandidates } from './locatorPaths';
+import { checkVhdParent, writeVhdParentLink } from './parentLink';
+import { vhdTimestampToIso } from './timestamp';
+
+export type { LocatorData } from './locatorPaths';
 
 export const MIN_BLOCK_SIZE = 512;
 export const MAX_BLOCK_SIZE = 256 * 1024 * 1024;
@@ -21,13 +26,6 @@ export const FIXED_NOMINAL_BLOCK = 2 * 1024 * 1024;
  * 7.2; such images get the current size only through the 65535/16/255 rule).
  */
 const CURRENT_SIZE_CREATORS = new Set(['win ', 'qem2', 'd2v ', 'tap\0', 'CTXS']);
-
-export interface LocatorData {
-  entry: ParentLocatorEntry;
-  path: string | null;
-  /** Why the path could not be read, when it could not. */
-  problem?: string;
-}
 
 export interface OpenOptions {
   writable?: boolean;
@@ -94,6 +92,14 @@ export class VhdImage implements DiskImage {
 
   get writable(): boolean {
     return this.file.writable;
+  }
+
+  get fileSize(): number {
+    return this.layout.fileSize;
+  }
+
+  get created(): string {
+    return vhdTimestampToIso(this.footer.timestamp);
   }
 
   get footerChecksumValid(): boolean {
@@ -274,7 +280,7 @@ export class VhdImage implements DiskImage {
     }
     (this as { parent: ParentReference | null }).parent = {
       uuid: formatUuid(h.parentUniqueId),
-      timestamp: h.parentTimestamp,
+      timestamp: vhdTimestampToIso(h.parentTimestamp),
       name: h.parentUnicodeName,
       locators: this.locatorData.map((l) => ({ platform: trimCode(l.entry.platformCode) || l.entry.platformCode, path: l.path })),
     };
@@ -607,6 +613,38 @@ export class VhdImage implements DiskImage {
 
   async close(): Promise<void> {
     await this.file.close();
+  }
+
+  blockFileOffset(block: number): number | null {
+    if (!this.bat) return block < this.blockCount ? block * this.blockSize : null;
+    return this.bat.isAllocated(block) ? this.bat.blockOffset(block) + this.bitmapSize : null;
+  }
+
+  locate(field: ImageField): FieldLocation {
+    const fo = this.layout.footerSource === 'end' ? this.layout.footerOffset : 0;
+    const ho = this.layout.headerOffset ?? 0;
+    switch (field) {
+      case 'diskType': return { structure: 'footer', offset: fo + 60 };
+      case 'virtualSize': return { structure: 'footer', offset: fo + 48 };
+      case 'blockCount': return { structure: 'dynamic header', offset: ho + 28 };
+      case 'parentLink': return { structure: 'parent locators', offset: ho + 576 };
+      case 'parentId': return { structure: 'dynamic header', offset: ho + 40 };
+    }
+  }
+
+  parentCandidates(): ParentCandidates {
+    if (this.diskType !== 'differencing' || !this.header) return { candidates: [], unreadable: [], sources: [] };
+    return vhdParentCandidates(this.path, this.layout.headerOffset!, this.locatorData, this.header.parentUnicodeName);
+  }
+
+  checkParent(parent: DiskImage): ParentLinkCheck {
+    if (!this.header) throw new DiskImageError(this.path, `is a ${this.diskType} image: it has no parent`, 'footer', this.locate('diskType').offset, 'ENOTDIFF');
+    return checkVhdParent({ parentUniqueId: this.header.parentUniqueId, parentTimestamp: this.header.parentTimestamp, headerOffset: this.layout.headerOffset! }, parent);
+  }
+
+  async writeParentLink(parent: DiskImage): Promise<void> {
+    if (this.diskType !== 'differencing') throw new DiskImageError(this.path, `is a ${this.diskType} image: it has no parent link`, 'footer', this.locate('diskType').offset, 'ENOTDIFF');
+    await writeVhdParentLink(this, parent);
   }
 
   /** Rewrites the dynamic header in place (used by re-link); keeps the checksum right. */

@@ -1,17 +1,16 @@
-import * as nodePath from 'path';
 import { DiskImageError } from '../errors';
 import { ImageFile } from '../../io/imageFile';
 import { BAT_ENTRY_SIZE, batGeometry, encodeEntry, MIB, PayloadBlockState } from './bat';
 import { isValidBlockSize, serializeFileParameters } from './fileParameters';
 import { serializeFileIdentifier } from './fileIdentifier';
-import { bracedGuid, newGuid } from './guid';
+import { newGuid } from './guid';
 import { HEADER_OFFSETS, serializeHeader } from './header';
 import { METADATA_ITEM, NewMetadataItem, serializeMetadataRegion } from './metadataTable';
 import { serializeParentLocator } from './parentLocator';
 import { BAT_REGION_GUID, METADATA_REGION_GUID, REGION_TABLE_OFFSETS, serializeRegionTable } from './regionTable';
 import { isValidSectorSize, serializeSectorSize } from './sectorSize';
 import { MAX_VHDX_VIRTUAL_SIZE, serializeVirtualDiskSize } from './virtualDiskSize';
-import { MAX_BAT_ENTRIES, VhdxImage } from './vhdxImage';
+import { MAX_BAT_ENTRIES } from './vhdxImage';
 
 export const VHDX_CREATOR = 'Disk Image Inspector (diskimg)';
 export const DEFAULT_VHDX_BLOCK_SIZE = 32 * MIB;
@@ -30,7 +29,7 @@ export interface VhdxCreateOptions {
   overwrite?: boolean;
 }
 
-interface Layout {
+export interface VhdxLayoutOptions {
   size: number;
   blockSize: number;
   logicalSectorSize: number;
@@ -57,37 +56,11 @@ export async function createVhdx(path: string, options: VhdxCreateOptions): Prom
 }
 
 /**
- * Creates a differencing VHDX of `parentPath` (VHDX): same size, block size and logical sector
- * size; parent_linkage is the parent's DataWriteGuid, with relative_path and absolute_win32_path.
- */
-export async function createVhdxChild(parentPath: string, childPath: string, options: { overwrite?: boolean } = {}): Promise<void> {
-  const parent = await VhdxImage.open(parentPath, { linkOnly: true });
-  try {
-    const absParent = nodePath.resolve(parentPath);
-    const rel = nodePath.relative(nodePath.dirname(nodePath.resolve(childPath)), absParent).split(nodePath.sep).join('\\');
-    await writeVhdx(childPath, {
-      size: parent.virtualSize,
-      blockSize: parent.blockSize,
-      logicalSectorSize: parent.sectorSize,
-      physicalSectorSize: parent.physicalSectorSize,
-      fixed: false,
-      parentLocator: [
-        ['parent_linkage', bracedGuid(parent.header.dataWriteGuid)],
-        ['relative_path', rel.startsWith('..') ? rel : `.\\${rel}`],
-        ['absolute_win32_path', absParent],
-      ],
-    }, options.overwrite);
-  } finally {
-    await parent.close();
-  }
-}
-
-/**
  * Lays out a new file: identifier, two headers, two region tables, a 1 MiB log, the metadata
  * region, the BAT, then (fixed) every payload block. Written front to back and flushed; the file
  * identifier goes last, so a file cut short by a crash is not taken for a VHDX.
  */
-async function writeVhdx(path: string, l: Layout, overwrite = false): Promise<void> {
+export async function writeVhdx(path: string, l: VhdxLayoutOptions, overwrite = false): Promise<void> {
   const hasParent = l.parentLocator !== undefined;
   const geo = batGeometry(l.size, l.blockSize, l.logicalSectorSize, hasParent);
   if (geo.totalEntries > MAX_BAT_ENTRIES) throw new DiskImageError(path, `${geo.totalEntries} BAT entries are more than ${MAX_BAT_ENTRIES}`, undefined, undefined, 'EARG');

@@ -1,6 +1,8 @@
 import * as nodePath from 'path';
 import { statSync } from 'fs';
-import { DiskImage, DiskTypeName, LayerRun, ParentReference, ReadBelow } from '../diskImage';
+import { DiskImage, DiskTypeName, FieldLocation, ImageField, LayerRun, ParentCandidates, ParentLinkCheck, ParentReference, ReadBelow } from '../diskImage';
+import { vhdxParentCandidates } from './locatorPaths';
+import { checkVhdxParent, locatorPairs, parentIdentity } from './parentLink';
 import { DiskImageError } from '../errors';
 import { ImageFile } from '../../io/imageFile';
 import {
@@ -14,7 +16,7 @@ import { Header, HEADER_OFFSETS, HEADER_SIZE, isHeaderValid, parseHeader, serial
 import { findActiveSequence, LOG_SECTOR_SIZE, LogError, LogWrite, MAX_LOG_FILE_GROWTH, MAX_LOG_LENGTH, serializeLogEntry } from './log';
 import { MAX_METADATA_ENTRIES, METADATA_ITEM, METADATA_TABLE_SIGNATURE, METADATA_TABLE_SIZE, MetadataTable, parseMetadataTable } from './metadataTable';
 import { parsePage83Data, PAGE83_DATA_SIZE } from './page83Data';
-import { locatorValue, ParentLocator, ParentLocatorError, parseParentLocator } from './parentLocator';
+import { locatorValue, ParentLocator, ParentLocatorError, parseParentLocator, serializeParentLocator } from './parentLocator';
 import {
   BAT_REGION_GUID, isRegionTableValid, METADATA_REGION_GUID, parseRegionTable, REGION_TABLE_OFFSETS, REGION_TABLE_SIZE,
   RegionTable, RegionTableEntry,
@@ -47,6 +49,10 @@ export interface VhdxLayout {
   bat: RegionTableEntry;
   metadata: RegionTableEntry;
   metadataTable: MetadataTable;
+  /** Raw bytes for the editor's header view: both headers, the start of both region tables, the metadata table's used part. */
+  raw: { headers: Buffer[]; regionTables: Buffer[]; metadataTable: Buffer; items: Map<string, Buffer> };
+  /** The log's active sequence when replayed in memory (check reports it; repair replays it). */
+  pendingLog: LogWrite[];
   /** Log entries replayed at open (in memory for read-only opens, into the file for writable). */
   replayedEntries: number;
   replayedInMemory: boolean;
@@ -98,7 +104,7 @@ export class VhdxImage implements DiskImage {
   private readonly bitmapCache = new Map<number, Buffer>();
   private static readonly BITMAP_CACHE_ENTRIES = 16;
   /** Set once the first write after open has renewed the write GUIDs and opened a log session. */
-  private session: { logGuid: Buffer; sequence: bigint; position: number } | null = null;
+  private session: { logGuid: Buffer; sequence: bigint; position: number; dataGuidRenewed: boolean } | null = null;
 
   private constructor(
     readonly path: string,
@@ -122,24 +128,104 @@ export class VhdxImage implements DiskImage {
     this.geometry = batGeometry(this.virtualSize, this.blockSize, this.sectorSize, meta.fileParameters.hasParent);
     this.blockCount = this.geometry.payloadBlocks;
     this.sectorsPerBlock = this.blockSize / this.sectorSize;
-    if (meta.parentLocator) {
-      const l = meta.parentLocator;
-      const linkage = locatorValue(l, 'parent_linkage') ?? '';
-      const rel = locatorValue(l, 'relative_path');
-      const abs = locatorValue(l, 'absolute_win32_path');
-      const vol = locatorValue(l, 'volume_path');
-      const name = rel ?? abs ?? vol ?? '';
-      this.parent = {
-        uuid: linkage.replace(/[{}]/g, '').toLowerCase(),
-        timestamp: 0,
-        name: name.split(/[\\/]/).pop() ?? '',
-        locators: l.entries.map((e) => ({ platform: e.key, path: e.value })),
-      };
-    }
+    if (meta.parentLocator) this.setParentReference(meta.parentLocator);
+  }
+
+  private setParentReference(l: ParentLocator): void {
+    const linkage = locatorValue(l, 'parent_linkage') ?? '';
+    const name = locatorValue(l, 'relative_path') ?? locatorValue(l, 'absolute_win32_path') ?? locatorValue(l, 'volume_path') ?? '';
+    (this as { parent: ParentReference | null }).parent = {
+      uuid: linkage.replace(/[{}]/g, '').toLowerCase(),
+      timestamp: null,
+      name: name.split(/[\\/]/).pop() ?? '',
+      locators: l.entries.map((e) => ({ platform: e.key, path: e.value })),
+    };
   }
 
   get writable(): boolean {
     return this.file.writable;
+  }
+
+  get fileSize(): number {
+    return this.file.size;
+  }
+
+  /** VHDX records no creation time. */
+  get created(): string | null {
+    return null;
+  }
+
+  /** File offset of a metadata item's data, or null when the table has no such item. */
+  itemOffset(itemId: string): number | null {
+    const e = this.layout.metadataTable.entries.find((x) => x.itemId === itemId);
+    return e ? this.layout.metadata.fileOffset + e.offset : null;
+  }
+
+  locate(field: ImageField): FieldLocation {
+    const mo = this.layout.metadata.fileOffset;
+    const item = (id: string, structure: string): FieldLocation => ({ structure, offset: this.itemOffset(id) ?? mo });
+    switch (field) {
+      case 'diskType': return item(METADATA_ITEM.fileParameters, 'file parameters');
+      case 'virtualSize': return item(METADATA_ITEM.virtualDiskSize, 'virtual disk size');
+      case 'blockCount': return { structure: 'BAT region', offset: this.layout.bat.fileOffset };
+      case 'parentLink': return item(METADATA_ITEM.parentLocator, 'parent locator');
+      case 'parentId': {
+        const at = this.itemOffset(METADATA_ITEM.parentLocator) ?? mo;
+        const e = this.parentLocator?.entries.find((x) => x.key === 'parent_linkage');
+        return { structure: 'parent locator', offset: at + (e?.at ?? 0) };
+      }
+    }
+  }
+
+  parentCandidates(): ParentCandidates {
+    if (this.diskType !== 'differencing') return { candidates: [], unreadable: [], sources: [] };
+    return vhdxParentCandidates(this.path, this.parentLocator, this.itemOffset(METADATA_ITEM.parentLocator) ?? 0);
+  }
+
+  checkParent(parent: DiskImage): ParentLinkCheck {
+    if (this.diskType !== 'differencing') throw new DiskImageError(this.path, `is a ${this.diskType} image: it has no parent`, 'file parameters', this.locate('diskType').offset, 'ENOTDIFF');
+    return checkVhdxParent(this.parentLinkages, parent, this.locate('parentId'));
+  }
+
+  /**
+   * Re-links to `parent`: a new parent locator item goes to free space of the metadata region and
+   * the table entry is pointed at it, both sectors in one log entry, so a kill leaves the old link
+   * or the new one. Only FileWriteGuid changes (the disk's data does not): this image's own
+   * children stay linked to it.
+   */
+  async writeParentLink(parent: DiskImage): Promise<void> {
+    if (this.diskType !== 'differencing') throw new DiskImageError(this.path, `is a ${this.diskType} image: it has no parent link`, 'file parameters', this.locate('diskType').offset, 'ENOTDIFF');
+    if (!this.file.writable) throw new DiskImageError(this.path, 'image is opened read-only', undefined, undefined, 'EREADONLY');
+    const item = serializeParentLocator(locatorPairs(this.path, parent.path, parentIdentity(parent)));
+    const mt = this.layout.metadataTable;
+    const entry = mt.entries.find((x) => x.itemId === METADATA_ITEM.parentLocator);
+    if (!entry) throw new DiskImageError(this.path, 'no parent locator item to rewrite', 'metadata table', this.layout.metadata.fileOffset, 'ECORRUPT');
+    // Free space: past every item, on a 4 KiB boundary so the log's sectors hold nothing else.
+    let end = 64 * 1024;
+    for (const e of mt.entries) end = Math.max(end, e.offset + e.length);
+    const at = Math.ceil(end / LOG_SECTOR_SIZE) * LOG_SECTOR_SIZE;
+    const span = Math.ceil(item.length / LOG_SECTOR_SIZE) * LOG_SECTOR_SIZE;
+    if (at + span > this.layout.metadata.length) {
+      throw new DiskImageError(this.path, 'no room left in the metadata region for a new parent locator', 'metadata region', this.layout.metadata.fileOffset, 'ENOSPC');
+    }
+    await this.beginSession(false);
+    const mo = this.layout.metadata.fileOffset;
+    const pending = new Map<number, Buffer>();
+    for (let k = 0; k < span; k += LOG_SECTOR_SIZE) {
+      const sector = Buffer.alloc(LOG_SECTOR_SIZE);
+      item.copy(sector, 0, k, Math.min(item.length, k + LOG_SECTOR_SIZE));
+      pending.set(mo + at + k, sector);
+    }
+    const tableSector = await this.metadataSector(pending, mo + entry.at);
+    const inSector = (mo + entry.at) % LOG_SECTOR_SIZE;
+    tableSector.writeUInt32LE(at, inSector + 16);
+    tableSector.writeUInt32LE(item.length, inSector + 20);
+    await this.commitMetadata(pending);
+    entry.offset = at;
+    entry.length = item.length;
+    const next = parseParentLocator(item);
+    (this as { parentLocator: ParentLocator | null }).parentLocator = next;
+    this.setParentReference(next);
   }
 
   get dataWriteGuid(): string {
@@ -167,7 +253,7 @@ export class VhdxImage implements DiskImage {
   static async open(path: string, options: VhdxOpenOptions = {}): Promise<VhdxImage> {
     const file = await ImageFile.open(path, options.writable ?? false);
     try {
-      return await VhdxImage.fromFile(path, file, options.linkOnly ?? false);
+      return await VhdxImage.fromFile(path, file, options.linkOnly ?? false, false);
     } catch (e) {
       await file.close().catch(() => undefined);
       throw e;
@@ -179,7 +265,15 @@ export class VhdxImage implements DiskImage {
     return hasFileIdentifierSignature(head);
   }
 
-  private static async fromFile(path: string, file: ImageFile, linkOnly: boolean): Promise<VhdxImage> {
+  /**
+   * Reads an image from a file the caller keeps open (check's scan): the log is replayed in memory
+   * even when the file is writable, so a scan never changes the file. Do not close the result.
+   */
+  static async fromOpenFile(path: string, file: ImageFile): Promise<VhdxImage> {
+    return VhdxImage.fromFile(path, file, false, true);
+  }
+
+  private static async fromFile(path: string, file: ImageFile, linkOnly: boolean, replayInMemory: boolean): Promise<VhdxImage> {
     const warnings: string[] = [];
     const size = file.size;
     const fail = (what: string, structure: string, offset: number, code = 'ECORRUPT'): never => {
@@ -253,8 +347,8 @@ export class VhdxImage implements DiskImage {
 
     const reader = new OverlayReader(file, overlay);
     const headersOut: Array<Header | null> = headers.map((h, i) => (valid[i] ? h : null));
-    const inMemory = overlay.length > 0 && !file.writable;
-    if (logDirty && file.writable) {
+    const inMemory = overlay.length > 0 && (!file.writable || replayInMemory);
+    if (logDirty && file.writable && !replayInMemory) {
       // Writable open: replay into the file, flush, then mark the log empty (spec: before any other write).
       for (const w of overlay) await writeZerosOrData(file, w);
       await file.sync();
@@ -263,7 +357,7 @@ export class VhdxImage implements DiskImage {
       overlay = [];
       reader.overlay.length = 0;
       warnings.push(`replayed ${replayedEntries} log entr${replayedEntries === 1 ? 'y' : 'ies'} into the file`);
-      return VhdxImage.fromFile(path, file, linkOnly).then((img) => { img.warnings.unshift(...warnings); return img; });
+      return VhdxImage.fromFile(path, file, linkOnly, false).then((img) => { img.warnings.unshift(...warnings); return img; });
     }
     if (inMemory) warnings.push(`the log holds ${replayedEntries} entr${replayedEntries === 1 ? 'y' : 'ies'} not yet applied; replayed in memory (the file is unchanged)`);
 
@@ -311,7 +405,9 @@ export class VhdxImage implements DiskImage {
 
     // Metadata table and items.
     const mo = metaRegion!.fileOffset;
-    const mt = parseMetadataTable(await reader.readExact(mo, METADATA_TABLE_SIZE, 'metadata table', path));
+    const mtBytes = await reader.readExact(mo, METADATA_TABLE_SIZE, 'metadata table', path);
+    const mt = parseMetadataTable(mtBytes);
+    const rawItems = new Map<string, Buffer>();
     if (mt.signature !== METADATA_TABLE_SIGNATURE) fail(`no 'metadata' signature`, 'metadata table', mo);
     if (mt.entryCount > MAX_METADATA_ENTRIES) fail(`${mt.entryCount} entries (more than ${MAX_METADATA_ENTRIES})`, 'metadata table', mo + 10);
     const known = new Set<string>(Object.values(METADATA_ITEM));
@@ -331,7 +427,9 @@ export class VhdxImage implements DiskImage {
         return null;
       }
       if (e.length < min || e.length > MAX_METADATA_ITEM) fail(`${itemName(id)} item has ${e.length} bytes (expected ${min === e.length ? '' : 'at least '}${min})`, 'metadata table entry', mo + e.at + 20);
-      return reader.readExact(mo + e.offset, e.length, itemName(id), path);
+      const bytes = await reader.readExact(mo + e.offset, e.length, itemName(id), path);
+      rawItems.set(id, bytes);
+      return bytes;
     };
     const itemOffset = (id: string) => mo + (mt.entries.find((x) => x.itemId === id)?.offset ?? 0);
     const fileParameters = parseFileParameters((await item(METADATA_ITEM.fileParameters, FILE_PARAMETERS_SIZE, true))!);
@@ -385,6 +483,13 @@ export class VhdxImage implements DiskImage {
       bat = new Bat(lo, hi);
     }
     const layout: VhdxLayout = {
+      raw: {
+        headers: HEADER_OFFSETS.map((o) => Buffer.from(head.subarray(o, o + HEADER_SIZE))),
+        regionTables: REGION_TABLE_OFFSETS.map((o) => Buffer.from(head.subarray(o, o + 16 + 32 * 8))),
+        metadataTable: Buffer.from(mtBytes.subarray(0, 32 + 32 * Math.min(mt.entries.length, 127))),
+        items: rawItems,
+      },
+      pendingLog: inMemory ? overlay : [],
       fileSize: size, creator, headers: headersOut, currentHeader: current, regionTables: tables, currentRegionTable: ti,
       bat: batRegion!, metadata: metaRegion!, metadataTable: mt, replayedEntries, replayedInMemory: inMemory,
     };
@@ -439,7 +544,7 @@ export class VhdxImage implements DiskImage {
   }
 
   /** File offset of a present block's data, checked against the file and the fixed regions. */
-  private blockFileOffset(block: number): number {
+  private dataOffset(block: number): number {
     const i = payloadEntryIndex(block, this.geometry.chunkRatio);
     const off = this.bat!.offset(i);
     this.checkExtent(off, this.blockSize, `block ${block}`, i);
@@ -476,7 +581,24 @@ export class VhdxImage implements DiskImage {
     return b;
   }
 
+  /** The block's sector bitmap as the interface gives it: most significant bit first. */
   async readBlockBitmap(block: number): Promise<Uint8Array | null> {
+    const own = await this.ownBitmap(block);
+    if (!own) return null;
+    const out = Buffer.alloc(own.length);
+    for (let i = 0; i < own.length; i++) out[i] = REVERSED_BITS[own[i]];
+    return out;
+  }
+
+  /** File offset of the block's data, or null when this file holds no data for it. */
+  blockFileOffset(block: number): number | null {
+    const state = this.blockState(block);
+    if (state !== PayloadBlockState.FullyPresent && state !== PayloadBlockState.PartiallyPresent) return null;
+    return this.bat!.offset(payloadEntryIndex(block, this.geometry.chunkRatio));
+  }
+
+  /** The block's sector bitmap as VHDX stores it (least significant bit first). */
+  private async ownBitmap(block: number): Promise<Buffer | null> {
     const state = this.blockState(block);
     if (!this.holdsBlock(state)) return null;
     const bytes = this.sectorsPerBlock / 8;
@@ -504,7 +626,7 @@ export class VhdxImage implements DiskImage {
       const pieceEnd = Math.min(blockStart + this.blockSize, end);
       const state = this.blockState(block);
       if (state === PayloadBlockState.PartiallyPresent && this.diskType === 'differencing') {
-        const bitmap = (await this.readBlockBitmap(block))!;
+        const bitmap = (await this.ownBitmap(block))!;
         const ss = this.sectorSize;
         const sEnd = Math.ceil((pieceEnd - blockStart) / ss);
         let s = Math.floor((pos - blockStart) / ss);
@@ -536,7 +658,7 @@ export class VhdxImage implements DiskImage {
       const slice = target.subarray(done, done + n);
       const state = this.blockState(block);
       if (state === PayloadBlockState.FullyPresent || state === PayloadBlockState.PartiallyPresent) {
-        const at = this.blockFileOffset(block) + inBlock;
+        const at = this.dataOffset(block) + inBlock;
         const got = await this.reader.read(slice, at);
         // A block inside the file's size but past its written end (a sparse tail) reads as zeros.
         if (got < n) slice.fill(0, got);
@@ -565,16 +687,20 @@ export class VhdxImage implements DiskImage {
    * The first change after open: new FileWriteGuid and DataWriteGuid (the spec asks for both
    * before the first modification) and a fresh LogGuid, so entries of earlier sessions never count.
    */
-  private async beginSession(): Promise<void> {
-    if (this.session) return;
-    const logGuid = newGuid();
+  private async beginSession(dataChange = true): Promise<void> {
+    if (this.session && (this.session.dataGuidRenewed || !dataChange)) return;
+    const logGuid = this.session?.logGuid ?? newGuid();
     const next = await updateHeaders(this.file, this.layout.headers, this.layout.currentHeader, {
-      ...this.header, fileWriteGuid: newGuid(), dataWriteGuid: newGuid(), logGuid,
+      ...this.header,
+      fileWriteGuid: this.session ? this.header.fileWriteGuid : newGuid(),
+      dataWriteGuid: dataChange ? newGuid() : this.header.dataWriteGuid,
+      logGuid,
     });
     this.layout.headers = next.headers;
     this.layout.currentHeader = next.current;
     (this as { header: Header }).header = next.headers[next.current]!;
-    this.session = { logGuid, sequence: 1n, position: 0 };
+    if (this.session) this.session.dataGuidRenewed = dataChange;
+    else this.session = { logGuid, sequence: 1n, position: 0, dataGuidRenewed: dataChange };
   }
 
   /**
@@ -677,7 +803,7 @@ export class VhdxImage implements DiskImage {
 
     const differencing = this.diskType === 'differencing';
     if (state === PayloadBlockState.FullyPresent || (state === PayloadBlockState.PartiallyPresent && !differencing)) {
-      await this.file.writeAt(piece, this.blockFileOffset(block) + inBlock);
+      await this.file.writeAt(piece, this.dataOffset(block) + inBlock);
       return;
     }
     // Whole sectors: partial ones are completed from this layer's current view.
@@ -689,7 +815,7 @@ export class VhdxImage implements DiskImage {
       piece.copy(sectors, inBlock - alignedStart);
     }
     if (state === PayloadBlockState.PartiallyPresent && differencing) {
-      const at = this.blockFileOffset(block);
+      const at = this.dataOffset(block);
       await this.file.writeAt(sectors, at + alignedStart);
       await this.markSectors(block, s0, s1 - s0, pending);
       return;
@@ -812,6 +938,17 @@ async function writeZerosOrData(file: ImageFile, w: LogWrite): Promise<void> {
     await file.writeAt(zeros.subarray(0, Math.min(zeros.length, w.length - done)), w.fileOffset + done);
   }
 }
+
+/** Each byte's bits in reverse order (VHDX bitmaps are LSB first, the interface's MSB first). */
+const REVERSED_BITS = (() => {
+  const t = new Uint8Array(256);
+  for (let i = 0; i < 256; i++) {
+    let r = 0;
+    for (let k = 0; k < 8; k++) if (i & (1 << k)) r |= 0x80 >> k;
+    t[i] = r;
+  }
+  return t;
+})();
 
 function itemName(id: string): string {
   const e = Object.entries(METADATA_ITEM).find(([, v]) => v === id);
