@@ -26,6 +26,8 @@ export type CreatableType = 'fixed' | 'dynamic';
 export interface CreateImageOptions {
   size: number;
   type?: CreatableType;
+  /** Bytes per logical sector where the format has a choice (VHDX: 512 or 4096; VHD: 512 only). */
+  logicalSectorSize?: 512 | 4096;
   blockSize?: number;
   /** Keep the byte count as given instead of rounding it as the format likes (VHD: to an exact CHS size). */
   exactSize?: boolean;

@@ -29,7 +29,7 @@ export const vhdxFormat: DiskFormat = {
   create(path, options) {
     const template = options.template;
     // A template's logical sector size carries over (export keeps 4096-byte-sector disks so).
-    const logicalSectorSize = template && (template.sectorSize === 512 || template.sectorSize === 4096) ? template.sectorSize : 512;
+    const logicalSectorSize = options.logicalSectorSize ?? (template && (template.sectorSize === 512 || template.sectorSize === 4096) ? template.sectorSize : 512);
     const blockSize = options.blockSize ?? (template?.format === 'vhdx' && template.diskType !== 'fixed' ? template.blockSize : undefined);
     return createVhdx(path, { size: options.size, type: options.type, blockSize, logicalSectorSize, overwrite: options.overwrite });
   },
