@@ -104,6 +104,8 @@ export class VhdxImage implements DiskImage {
   private readonly bitmapCache = new Map<number, Buffer>();
   private static readonly BITMAP_CACHE_ENTRIES = 16;
   /** Set once the first write after open has renewed the write GUIDs and opened a log session. */
+  /** Set by reserveNextIdentity: the DataWriteGuid the first data write takes. */
+  private nextDataWriteGuid: Buffer | null = null;
   private session: { logGuid: Buffer; sequence: bigint; position: number; dataGuidRenewed: boolean } | null = null;
 
   private constructor(
@@ -194,17 +196,37 @@ export class VhdxImage implements DiskImage {
    * children stay linked to it.
    */
   async writeParentLink(parent: DiskImage): Promise<void> {
+    await this.rewriteParentLocator(locatorPairs(this.path, parent.path, parentIdentity(parent)));
+  }
+
+  /** The DataWriteGuid the next first write will set (a merge lets the child accept it first). */
+  reserveNextIdentity(): string | null {
+    if (this.session?.dataGuidRenewed) return null;
+    this.nextDataWriteGuid ??= newGuid();
+    return formatGuid(this.nextDataWriteGuid);
+  }
+
+  /** parent_linkage: the parent's identity now; parent_linkage2: the one it is about to take. */
+  async acceptParentIdentity(parent: DiskImage, next: string): Promise<void> {
+    const pairs = locatorPairs(this.path, parent.path, parentIdentity(parent));
+    pairs.splice(1, 0, ['parent_linkage2', `{${next}}`]);
+    await this.rewriteParentLocator(pairs);
+  }
+
+  private async rewriteParentLocator(pairs: Array<[string, string]>): Promise<void> {
     if (this.diskType !== 'differencing') throw new DiskImageError(this.path, `is a ${this.diskType} image: it has no parent link`, 'file parameters', this.locate('diskType').offset, 'ENOTDIFF');
     if (!this.file.writable) throw new DiskImageError(this.path, 'image is opened read-only', undefined, undefined, 'EREADONLY');
-    const item = serializeParentLocator(locatorPairs(this.path, parent.path, parentIdentity(parent)));
+    const item = serializeParentLocator(pairs);
     const mt = this.layout.metadataTable;
     const entry = mt.entries.find((x) => x.itemId === METADATA_ITEM.parentLocator);
     if (!entry) throw new DiskImageError(this.path, 'no parent locator item to rewrite', 'metadata table', this.layout.metadata.fileOffset, 'ECORRUPT');
-    // Free space: past every item, on a 4 KiB boundary so the log's sectors hold nothing else.
+    // Free space past the other items, on a 4 KiB boundary so the log's sectors hold nothing else;
+    // if the current locator sits there, right after it (two slots used in turn, never a growing trail).
     let end = 64 * 1024;
-    for (const e of mt.entries) end = Math.max(end, e.offset + e.length);
-    const at = Math.ceil(end / LOG_SECTOR_SIZE) * LOG_SECTOR_SIZE;
+    for (const e of mt.entries) if (e !== entry) end = Math.max(end, e.offset + e.length);
     const span = Math.ceil(item.length / LOG_SECTOR_SIZE) * LOG_SECTOR_SIZE;
+    let at = Math.ceil(end / LOG_SECTOR_SIZE) * LOG_SECTOR_SIZE;
+    if (at < entry.offset + entry.length && entry.offset < at + span) at = Math.ceil((entry.offset + entry.length) / LOG_SECTOR_SIZE) * LOG_SECTOR_SIZE;
     if (at + span > this.layout.metadata.length) {
       throw new DiskImageError(this.path, 'no room left in the metadata region for a new parent locator', 'metadata region', this.layout.metadata.fileOffset, 'ENOSPC');
     }
@@ -693,7 +715,7 @@ export class VhdxImage implements DiskImage {
     const next = await updateHeaders(this.file, this.layout.headers, this.layout.currentHeader, {
       ...this.header,
       fileWriteGuid: this.session ? this.header.fileWriteGuid : newGuid(),
-      dataWriteGuid: dataChange ? newGuid() : this.header.dataWriteGuid,
+      dataWriteGuid: dataChange ? this.nextDataWriteGuid ?? newGuid() : this.header.dataWriteGuid,
       logGuid,
     });
     this.layout.headers = next.headers;
