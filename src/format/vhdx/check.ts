@@ -45,7 +45,8 @@ export async function scanVhdx(path: string, file: ImageFile, options: ScanOptio
     p.error('region table', REGION_TABLE_OFFSETS[i], `region table ${i + 1} is damaged (signature, entry count or CRC-32C checksum); the other copy is used`);
   });
   if (l.replayedInMemory) {
-    p.error('log', img.header.logOffset, `the log holds ${l.replayedEntries} entr${l.replayedEntries === 1 ? 'y' : 'ies'} not yet applied (a writer stopped mid-update); repair or the next writable open replays ${l.replayedEntries === 1 ? 'it' : 'them'}`);
+    // Normal after a crash and read correctly (replayed in memory), so a warning; qemu opens such a file only writable.
+    p.warning('log', img.header.logOffset, `the log holds ${l.replayedEntries} entr${l.replayedEntries === 1 ? 'y' : 'ies'} not yet applied (a writer stopped mid-update); reads replay ${l.replayedEntries === 1 ? 'it' : 'them'} in memory, repair or the next writable open applies ${l.replayedEntries === 1 ? 'it' : 'them'} to the file`);
   }
   for (const w of img.warnings) {
     if (/^(header|region table) \d at offset/.test(w) || w.startsWith('the log holds') || /BAT entr(y|ies) ha(s|ve) an unknown state/.test(w)) continue;
