@@ -497,9 +497,12 @@ export class VhdxImage implements DiskImage {
         const part = chunk.subarray(0, n * BAT_ENTRY_SIZE);
         const got = await reader.read(part, batRegion!.fileOffset + i * BAT_ENTRY_SIZE);
         if (got < part.length) fail('file ends inside the BAT', 'BAT', batRegion!.fileOffset + i * BAT_ENTRY_SIZE, 'ETRUNC');
-        for (let k = 0; k < n; k++) {
-          lo[i + k] = part.readUInt32LE(k * 8);
-          hi[i + k] = part.readUInt32LE(k * 8 + 4);
+        if (LITTLE_ENDIAN) {
+          // One typed view per chunk instead of two reads per entry: a 2 TiB table parses in milliseconds.
+          const words = new Uint32Array(part.buffer, part.byteOffset, n * 2);
+          for (let k = 0; k < n; k++) { lo[i + k] = words[2 * k]; hi[i + k] = words[2 * k + 1]; }
+        } else {
+          for (let k = 0; k < n; k++) { lo[i + k] = part.readUInt32LE(k * 8); hi[i + k] = part.readUInt32LE(k * 8 + 4); }
         }
       }
       bat = new Bat(lo, hi);
@@ -560,10 +563,15 @@ export class VhdxImage implements DiskImage {
   }
 
   allocatedBlockCount(): number {
+    if (this.allocatedCache !== null) return this.allocatedCache;
     let n = 0;
     for (let b = 0; b < this.blockCount; b++) if (this.isBlockAllocated(b)) n++;
+    // Blocks only become allocated through setBatEntry, which clears this.
+    this.allocatedCache = n;
     return n;
   }
+
+  private allocatedCache: number | null = null;
 
   /** File offset of a present block's data, checked against the file and the fixed regions. */
   private dataOffset(block: number): number {
@@ -776,6 +784,7 @@ export class VhdxImage implements DiskImage {
     const sector = await this.metadataSector(pending, at);
     encodeEntry(state, fileOffset).copy(sector, at % LOG_SECTOR_SIZE);
     this.bat!.set(index, state, fileOffset);
+    this.allocatedCache = null;
   }
 
   /** Extends the file by `length` bytes at the next 1 MiB boundary (a hole: reads as zeros). */
@@ -960,6 +969,8 @@ async function writeZerosOrData(file: ImageFile, w: LogWrite): Promise<void> {
     await file.writeAt(zeros.subarray(0, Math.min(zeros.length, w.length - done)), w.fileOffset + done);
   }
 }
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 /** Each byte's bits in reverse order (VHDX bitmaps are LSB first, the interface's MSB first). */
 const REVERSED_BITS = (() => {
