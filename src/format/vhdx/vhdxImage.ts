@@ -749,7 +749,7 @@ export class VhdxImage implements DiskImage {
       writes, sequenceNumber: s.sequence, logGuid: s.logGuid, tail: s.position,
       flushedFileOffset: this.file.size, lastFileOffset: this.file.size,
     });
-    if (entry.length > len - LOG_SECTOR_SIZE) {
+    if (entry.length > len / 2) {
       throw new DiskImageError(this.path, `a metadata update of ${entry.length} bytes does not fit the ${len}-byte log`, 'log', this.header.logOffset, 'EINTERNAL');
     }
     const first = Math.min(entry.length, len - s.position);
@@ -764,7 +764,9 @@ export class VhdxImage implements DiskImage {
 
   /** Most 4 KiB sectors one log entry carries (the log also holds the entry's descriptor sectors). */
   private get maxSectorsPerEntry(): number {
-    return Math.max(1, Math.floor((this.header.logLength / LOG_SECTOR_SIZE - 4) / 1.05) - 2);
+    // At most half the ring (less descriptor sectors): the next entry can then never overwrite the
+    // newest complete one, which a crash may need to replay.
+    return Math.max(1, Math.floor(this.header.logLength / LOG_SECTOR_SIZE / 2) - 6);
   }
 
   private async metadataSector(pending: Map<number, Buffer>, fileOffset: number): Promise<Buffer> {
@@ -813,7 +815,8 @@ export class VhdxImage implements DiskImage {
       const n = Math.min(this.blockSize - inBlock, data.length - done);
       await this.writeInBlock(block, inBlock, data.subarray(done, done + n), below, pending);
       done += n;
-      if (pending.size >= this.maxSectorsPerEntry - 8) {
+      // One block adds at most a BAT sector, a bitmap BAT sector and 16 bitmap sectors (256 MiB blocks).
+      if (pending.size >= this.maxSectorsPerEntry - 24) {
         await this.commitMetadata(pending);
         pending.clear();
       }
