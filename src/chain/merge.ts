@@ -161,8 +161,19 @@ export async function mergeChild(childPath: string, options: MergeOptions = {}):
       throw new DiskImageError(plan.child, `refusing to merge: ${plan.siblings.length} other image(s) use ${plan.kept.length ? 'a merged layer or ' : ''}the target as parent and would read differently: ${plan.siblings.join(', ')} (use --force)`, undefined, undefined, 'ESIBLINGS');
     }
     const t = plan.merged.length;
-    for (const p of plan.merged.slice(1)) releases.push(acquireWriteLock(p));
     target = await openImage(plan.target, { writable: true });
+    // A target whose identity changes on its first write (VHDX's DataWriteGuid) names the new one
+    // now; the layer above it accepts both before the copy starts, so its link holds throughout.
+    const nextIdentity = target.reserveNextIdentity?.() ?? null;
+    if (nextIdentity) {
+      const above = t === 1 ? chain.layers[0] : await openImage(plan.merged[t - 1], { writable: true });
+      try {
+        await above.acceptParentIdentity?.(chain.layers[t], nextIdentity);
+      } finally {
+        if (above !== chain.layers[0]) await above.close();
+      }
+    }
+    for (const p of plan.merged.slice(1)) releases.push(acquireWriteLock(p));
     const layers = chain.layers;
     const below = (o: number, buf: Buffer) => readThrough(layers, t + 1, o, buf);
     const size = layers[0].virtualSize;
@@ -214,15 +225,20 @@ export async function mergeChild(childPath: string, options: MergeOptions = {}):
     if (plan.relink.length > 0) {
       writeDurably(journalPath(plan.child), JSON.stringify({ child: layers[0].uuid, target: plan.target, relinked: plan.relink } satisfies Journal));
       failpoint('journaled');
-      const targetImage = layers[t];
-      for (const c of plan.relink) {
-        const img = await openImage(c, { writable: true });
-        try {
-          await img.writeParentLink(targetImage);
-          failpoint('relinked-one');
-        } finally {
-          await img.close();
+      // The target as it is now: its identity may have changed with the copy (VHDX).
+      const targetImage = await openImage(plan.target, { linkOnly: true });
+      try {
+        for (const c of plan.relink) {
+          const img = await openImage(c, { writable: true });
+          try {
+            await img.writeParentLink(targetImage);
+            failpoint('relinked-one');
+          } finally {
+            await img.close();
+          }
         }
+      } finally {
+        await targetImage.close();
       }
     }
     // Delete newest first: if we stop midway, what is left still reads (re-linked children point at the target).

@@ -63,14 +63,16 @@ export function buildProgram(): Command {
     .argument('<image>')
     .requiredOption('--size <size>', 'virtual size, N[K|M|G|T]')
     .addOption(new Option('--type <type>', 'image type').choices(['dynamic', 'fixed']).default('dynamic'))
-    .option('--block-size <size>', 'block size of a dynamic image, N[K|M] (default 2M)')
+    .option('--block-size <size>', 'block size, N[K|M] (default: VHD 2M, VHDX 32M)')
+    .addOption(new Option('--logical-sector <bytes>', 'logical sector size (VHDX; VHD has 512 only)').choices(['512', '4096']))
     .option('--exact-size', 'keep the size as given instead of rounding up to an exact CHS size')
-    .description('create a fixed or dynamic image (its format from the file name; VHD otherwise)')
-    .action(async (image: string, opts: { size: string; type: 'dynamic' | 'fixed'; blockSize?: string; exactSize?: boolean }) => {
+    .description('create a fixed or dynamic image (its format from the file name: .vhdx/.avhdx VHDX, otherwise VHD)')
+    .action(async (image: string, opts: { size: string; type: 'dynamic' | 'fixed'; blockSize?: string; logicalSector?: string; exactSize?: boolean }) => {
       const size = await createImage(image, {
         size: parseSize(opts.size, '--size'),
         type: opts.type,
         blockSize: opts.blockSize ? parseSize(opts.blockSize, '--block-size') : undefined,
+        logicalSectorSize: opts.logicalSector ? (Number(opts.logicalSector) as 512 | 4096) : undefined,
         exactSize: opts.exactSize,
       });
       process.stdout.write(`created ${opts.type} image ${image}: ${size} bytes (${formatBytes(size)})\n`);

@@ -141,4 +141,15 @@ export interface DiskImage {
    * crash-safely (the old link or the new one, never a mix); flushed when it returns.
    */
   writeParentLink(parent: DiskImage): Promise<void>;
+  /**
+   * Formats whose identity (as children record it) changes on the first write after open (VHDX:
+   * DataWriteGuid): picks that next identity now and returns it, so a merge can have the child
+   * accept it before it takes effect. Absent or null: the identity never changes (VHD's UUID).
+   */
+  reserveNextIdentity?(): string | null;
+  /**
+   * Differencing images opened writable: accept `next` as well as `parent`'s current identity
+   * (VHDX: parent_linkage2), crash-safely, so the link holds before and after the parent changes.
+   */
+  acceptParentIdentity?(parent: DiskImage, next: string): Promise<void>;
 }

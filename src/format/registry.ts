@@ -10,6 +10,7 @@ import { DiskImage, FieldLocation, ParentCandidates, ParentLinkCheck } from './d
 import { DiskImageError } from './errors';
 import { HeaderDescription } from './headerFields';
 import { vhdFormat } from './vhd/vhdFormat';
+import { vhdxFormat } from './vhdx/vhdxFormat';
 
 export interface OpenOptions {
   writable?: boolean;
@@ -25,6 +26,8 @@ export type CreatableType = 'fixed' | 'dynamic';
 export interface CreateImageOptions {
   size: number;
   type?: CreatableType;
+  /** Bytes per logical sector where the format has a choice (VHDX: 512 or 4096; VHD: 512 only). */
+  logicalSectorSize?: 512 | 4096;
   blockSize?: number;
   /** Keep the byte count as given instead of rounding it as the format likes (VHD: to an exact CHS size). */
   exactSize?: boolean;
@@ -108,7 +111,7 @@ export interface DiskFormat {
 }
 
 /** Every format, in probe order; the first is the default for new files with an unknown extension. */
-export const FORMATS: readonly DiskFormat[] = [vhdFormat];
+export const FORMATS: readonly DiskFormat[] = [vhdFormat, vhdxFormat];
 
 const PROBE_HEAD = 4096;
 const PROBE_TAIL = 512;

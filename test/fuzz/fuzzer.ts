@@ -25,6 +25,14 @@ import { chsSizeBytes, geometryForSize } from '../../src/format/vhd/geometry';
 import { decodeLocatorPath, decodeUtf16Detect, parseLocatorEntry } from '../../src/format/vhd/parentLocator';
 import { bitmapRuns, countSetBits, runLength } from '../../src/format/vhd/sectorBitmap';
 import { VhdImage } from '../../src/format/vhd/vhdImage';
+import { openImage, createImage as createAnyImage } from '../../src/format/registry';
+import { crc32cWithZeroField } from '../../src/format/vhdx/crc32c';
+import { newGuid } from '../../src/format/vhdx/guid';
+import { findActiveSequence, LogError, serializeLogEntry } from '../../src/format/vhdx/log';
+import { parseHeader as parseVhdxHeader } from '../../src/format/vhdx/header';
+import { parseMetadataTable } from '../../src/format/vhdx/metadataTable';
+import { parseParentLocator, ParentLocatorError } from '../../src/format/vhdx/parentLocator';
+import { parseRegionTable } from '../../src/format/vhdx/regionTable';
 import { FIXTURES, fixture, rng } from '../helpers/util';
 
 export type Rand = () => number;
@@ -100,6 +108,18 @@ export async function buildSeeds(work: string, withFixtures = true): Promise<See
   // The parent itself as the mutated file, with an intact child above it is covered by mutating
   // `base.vhd` in its own seed: a child whose parent is broken.
   seeds.push({ name: 'differencing-parent', fileName: 'child.vhd', bytes: readFileSync(child), parent: { name: 'base.vhd', bytes: baseBytes } });
+
+  // VHDX (our layout: log at 1 MiB, metadata at 2 MiB, BAT at 3 MiB, blocks from 4 MiB; 1 MiB blocks).
+  const vbase = path.join(work, 'base.vhdx');
+  rmSync(vbase, { force: true });
+  await createAnyImage(vbase, { size: 6 * 1024 * 1024, blockSize: 1024 * 1024 });
+  await writeThrough(vbase, [[0, mbrSector()], [2 * 1024 * 1024 + 100, pattern(70 * 1024)]]);
+  seeds.push({ name: 'vhdx-dynamic', fileName: 'base.vhdx', bytes: readFileSync(vbase) });
+  const vchild = path.join(work, 'child.avhdx');
+  rmSync(vchild, { force: true });
+  await createChild(vbase, vchild);
+  await writeThrough(vchild, [[1000, pattern(2000)], [3 * 1024 * 1024 + 7, pattern(5000)]]);
+  seeds.push({ name: 'vhdx-differencing', fileName: 'child.avhdx', bytes: readFileSync(vchild), parent: { name: 'base.vhdx', bytes: readFileSync(vbase) } });
 
   if (withFixtures && existsSync(FIXTURES)) {
     for (const name of ['plaso_image.vhd.gz', 'dfvfs_ext2.vhd.gz', 'dfvfs_fat-differential.vhd.gz', 'dfvfs_image-differential.vhd.gz',
@@ -178,10 +198,16 @@ interface Structures {
   bitmapSize: number;
   blocks: number[]; // file offsets of allocated blocks (bitmap first)
   locators: Array<{ entryAt: number; dataAt: number; length: number }>;
+  /** VHDX seeds (our layout). */
+  vhdx: boolean;
 }
 
+const MiB = 1024 * 1024;
+const VHDX = { headers: [64 * 1024, 128 * 1024], regions: [192 * 1024, 256 * 1024], log: MiB, metadata: 2 * MiB, bat: 3 * MiB } as const;
+
 function structuresOf(b: Buffer): Structures {
-  const s: Structures = { footerAt: [], headerAt: null, tableAt: null, entries: 0, blockSize: 0, bitmapSize: 0, blocks: [], locators: [] };
+  const s: Structures = { footerAt: [], headerAt: null, tableAt: null, entries: 0, blockSize: 0, bitmapSize: 0, blocks: [], locators: [], vhdx: b.toString('latin1', 0, 8) === 'vhdxfile' };
+  if (s.vhdx) return s;
   if (b.length >= FOOTER_SIZE && hasFooterCookie(b.subarray(b.length - FOOTER_SIZE))) s.footerAt.push(b.length - FOOTER_SIZE);
   if (b.length >= FOOTER_SIZE && hasFooterCookie(b) && b.length !== FOOTER_SIZE) s.footerAt.push(0);
   const f = s.footerAt.length ? parseFooter(b.subarray(s.footerAt[0], s.footerAt[0] + FOOTER_SIZE)) : null;
@@ -236,6 +262,10 @@ function interesting64(r: Rand, fileLen: number): bigint {
 function set32(b: Buffer, at: number, v: number): void {
   if (at >= 0 && at + 4 <= b.length) b.writeUInt32BE(v >>> 0, at);
 }
+function set64le(b: Buffer, at: number, v: bigint): void {
+  b.writeBigUInt64LE(BigInt.asUintN(64, v), at);
+}
+
 function set64(b: Buffer, at: number, v: bigint): void {
   if (at >= 0 && at + 8 <= b.length) b.writeBigUInt64BE(BigInt.asUintN(64, v), at);
 }
@@ -361,6 +391,74 @@ const mutators: Array<[number, string, Mutator]> = [
     if (r() < 0.5 && b.length >= 512) b.copy(tail, Math.max(0, extra - 512), b.length - 512); // footer moved out
     return { bytes: Buffer.concat([b, tail]), what: `extend by ${extra}` };
   }],
+  [3, 'vhdx header field', (b, s, r) => {
+    if (!s.vhdx) return flipBytes(b, r);
+    const at = pick(r, r() < 0.4 ? [...VHDX.headers] : [VHDX.headers[int(r, 2)]]);
+    const field = pick(r, [8, 48, 64, 66, 68, 72]);
+    if (field === 8 || field === 72) { const v = field === 8 ? BigInt(int(r, 100)) : interesting64(r, b.length); set64le(b, at + field, v); return { bytes: b, what: `vhdx header@${at}+${field}=${v}` }; }
+    if (field === 48) { newGuid().copy(b, at + 48); return { bytes: b, what: `vhdx header@${at} log guid set` }; }
+    const v = field === 68 ? pick(r, [0, MiB, 2 * MiB, 4096, interesting32(r, b.length)]) : pick(r, [0, 1, 2, 0xffff]);
+    if (field === 68) b.writeUInt32LE(v >>> 0, at + field); else b.writeUInt16LE(v & 0xffff, at + field);
+    return { bytes: b, what: `vhdx header@${at}+${field}=${v}` };
+  }],
+  [3, 'vhdx region table', (b, s, r) => {
+    if (!s.vhdx) return flipBytes(b, r);
+    const at = pick(r, r() < 0.6 ? [...VHDX.regions] : [VHDX.regions[int(r, 2)]]);
+    const k = int(r, 5);
+    if (k === 0) { b.writeUInt32LE(pick(r, [0, 1, 3, 2047, 2048, 0xffffffff]), at + 8); return { bytes: b, what: `vhdx region count@${at}` }; }
+    const e = at + 16 + int(r, 2) * 32;
+    if (k === 1) { set64le(b, e + 16, BigInt(pick(r, [0, MiB, 2 * MiB, 3 * MiB, 4 * MiB, b.length, interesting32(r, b.length)]))); return { bytes: b, what: `vhdx region offset@${e}` }; }
+    if (k === 2) { b.writeUInt32LE(pick(r, [0, MiB, 2 * MiB, 64 * MiB, interesting32(r, b.length)]) >>> 0, e + 24); return { bytes: b, what: `vhdx region length@${e}` }; }
+    if (k === 3) { b.writeUInt32LE(pick(r, [0, 1, 3]), e + 28); b[e + int(r, 16)] ^= 0xff; return { bytes: b, what: `vhdx region guid/required@${e}` }; }
+    b.copy(b, at + 16 + 32, at + 16, at + 48);
+    return { bytes: b, what: `vhdx region duplicated@${at}` };
+  }],
+  [3, 'vhdx metadata', (b, s, r) => {
+    if (!s.vhdx) return flipBytes(b, r);
+    const m = VHDX.metadata;
+    const count = b.readUInt16LE(m + 10);
+    const k = int(r, 5);
+    if (k === 0) { b.writeUInt16LE(pick(r, [0, 1, 5, 7, 2047, 2048, 0xffff]), m + 10); return { bytes: b, what: 'vhdx metadata count' }; }
+    const e = m + 32 + int(r, Math.max(1, Math.min(count, 8))) * 32;
+    if (k === 1) { b.writeUInt32LE(pick(r, [0, 65535, 65536, MiB, MiB - 4, interesting32(r, b.length)]) >>> 0, e + 16); return { bytes: b, what: `vhdx metadata item offset@${e}` }; }
+    if (k === 2) { b.writeUInt32LE(pick(r, [0, 1, 4, 8, 16, 0xffff, MiB, interesting32(r, b.length)]) >>> 0, e + 20); return { bytes: b, what: `vhdx metadata item length@${e}` }; }
+    // The item's data: block size, flags, sizes, parent locator count and lengths.
+    const dataAt = m + b.readUInt32LE(e + 16);
+    if (dataAt + 24 > b.length) return flipBytes(b, r);
+    if (k === 3) { b.writeUInt32LE(pick(r, [0, 512, 4096, MiB, 3 * MiB, 256 * MiB, 512 * MiB, 0xffffffff, 3]) >>> 0, dataAt + pick(r, [0, 4])); return { bytes: b, what: `vhdx metadata item data@${dataAt}` }; }
+    const v = pick(r, [0, 1, 2, 0x7fff, 0xfff0, 0xffff]);
+    b.writeUInt16LE(v, dataAt + pick(r, [18, 20 + 8, 20 + 10, 32 + 8, 32 + 10]));
+    return { bytes: b, what: `vhdx item (locator) field@${dataAt}=${v}` };
+  }],
+  [3, 'vhdx BAT entry', (b, s, r) => {
+    if (!s.vhdx) return flipBytes(b, r);
+    const n = 1 + int(r, 4);
+    const parts: string[] = [];
+    for (let k = 0; k < n; k++) {
+      const i = int(r, 16);
+      const state = pick(r, [0, 1, 2, 3, 4, 5, 6, 7]);
+      const mb = pick(r, [0, 1, 2, 3, 4, 5, 6, 7, Math.floor(b.length / MiB), Math.floor(b.length / MiB) + 1, 0xfffffff]);
+      set64le(b, VHDX.bat + i * 8, (BigInt(mb) << 20n) | BigInt(state));
+      parts.push(`BAT[${i}]=${state}@${mb}M`);
+    }
+    return { bytes: b, what: `vhdx ${parts.join(',')}` };
+  }],
+  [3, 'vhdx log entry', (b, s, r) => {
+    if (!s.vhdx) return flipBytes(b, r);
+    const guid = newGuid();
+    const n = 1 + int(r, 3);
+    const writes = Array.from({ length: n }, () => {
+      const zero = r() < 0.3;
+      const fileOffset = pick(r, [0, 64 * 1024, MiB, 2 * MiB, 3 * MiB, 4 * MiB, b.length, b.length + 4096, 100 * MiB, 2 ** 40]) + 4096 * int(r, 4);
+      return { fileOffset, length: zero ? 4096 * pick(r, [0, 1, 2, 256, 1 << 20]) : 4096, data: zero ? null : Buffer.alloc(4096, int(r, 256)) };
+    });
+    const position = 4096 * pick(r, [0, 1, 100, 255, 254]);
+    const entry = serializeLogEntry({ writes, sequenceNumber: BigInt(1 + int(r, 1000)), logGuid: guid, tail: r() < 0.8 ? position : 4096 * int(r, 256), flushedFileOffset: pick(r, [0, b.length, b.length + MiB]), lastFileOffset: pick(r, [b.length, b.length + 4096, 2 ** 45]) });
+    if (r() < 0.3) entry[int(r, entry.length)] ^= 0xff;
+    for (let i = 0; i < entry.length && i < MiB; i += 4096) entry.copy(b, VHDX.log + ((position + i) % MiB), i, i + 4096);
+    for (const h of VHDX.headers) guid.copy(b, h + 48);
+    return { bytes: b, what: `vhdx log entry at ${position} (${n} writes)` };
+  }],
   [1, 'splice', (b, _s, r) => {
     if (b.length < 1024) return flipBytes(b, r);
     const len = pick(r, [8, 24, 512, 1024, 4096]);
@@ -383,6 +481,11 @@ function flipBytes(b: Buffer, r: Rand): { bytes: Buffer; what: string } {
 }
 
 function fixChecksums(b: Buffer, s: Structures): void {
+  if (s.vhdx) {
+    for (const at of VHDX.headers) if (at + 4096 <= b.length) b.writeUInt32LE(crc32cWithZeroField(b.subarray(at, at + 4096), 4), at + 4);
+    for (const at of VHDX.regions) if (at + 65536 <= b.length) b.writeUInt32LE(crc32cWithZeroField(b.subarray(at, at + 65536), 4), at + 4);
+    return;
+  }
   for (const at of [0, b.length - 512]) {
     if (at >= 0 && at + 512 <= b.length && hasFooterCookie(b.subarray(at))) {
       b.writeUInt32BE(vhdChecksum(b.subarray(at, at + 512), FOOTER_CHECKSUM_OFFSET), at + FOOTER_CHECKSUM_OFFSET);
@@ -597,9 +700,10 @@ export class Fuzzer {
     const bytes = readFileSync(c.target);
     await step('parsers', () => exerciseParsers(bytes, r));
     await step('open', async () => {
-      const img = await VhdImage.open(c.target);
+      const img = await openImage(c.target);
       try {
-        void img.qemuVirtualSize; void img.footerChecksumValid; void img.headerChecksumValid; void img.allocatedBlockCount();
+        if (img instanceof VhdImage) { void img.qemuVirtualSize; void img.footerChecksumValid; void img.headerChecksumValid; }
+        void img.allocatedBlockCount();
         const size = img.virtualSize;
         for (let k = 0; k < 3; k++) {
           const block = k === 0 ? 0 : Math.floor(r() * Math.max(1, img.blockCount));
@@ -645,7 +749,7 @@ export class Fuzzer {
     await step('write', async () => {
       const chain = await openChain(c.target, { writable: true });
       try {
-        this.lastWriteBlockSize = (chain.top as VhdImage).header ? chain.top.blockSize : 0;
+        this.lastWriteBlockSize = chain.top.format !== 'vhd' || (chain.top as VhdImage).header ? chain.top.blockSize : 0;
         const size = chain.virtualSize;
         if (size === 0) return;
         const off = r() < 0.3 ? Math.floor(r() * Math.min(size, 1 << 20)) : Math.floor(r() * size);
@@ -679,7 +783,7 @@ export class Fuzzer {
     const to = path.join(outDir, `case-${this.seed}-${index}`);
     rmSync(to, { recursive: true, force: true });
     mkdirSync(to, { recursive: true });
-    for (const name of ['child.vhd', 'base.vhd', 'fixed.vhd', 'dynamic.vhd', 'small-blocks.vhd', ...this.seeds.map((s) => s.fileName)]) {
+    for (const name of ['child.vhd', 'base.vhd', 'child.avhdx', 'base.vhdx', 'fixed.vhd', 'dynamic.vhd', 'small-blocks.vhd', ...this.seeds.map((s) => s.fileName)]) {
       const p = path.join(from, name);
       if (existsSync(p)) writeFileSync(path.join(to, name), readFileSync(p));
     }
@@ -717,6 +821,14 @@ function exerciseParsers(b: Buffer, r: Rand): void {
   countSetBits(bm, bm.length * 8);
   runLength(bm, 0, bm.length * 8, true);
   bitmapRuns(bm, 0, bm.length * 8);
+  // VHDX structures on whatever bytes are there (fixed-size views, so short files are padded).
+  const pad = (at: number, n: number) => { const x = Buffer.alloc(n); b.copy(x, 0, at, at + n); return x; };
+  parseVhdxHeader(pad(64 * 1024, 4096));
+  parseRegionTable(pad(192 * 1024, 65536));
+  parseMetadataTable(pad(2 * MiB, 65536));
+  const log = pad(MiB, 64 * 1024);
+  try { findActiveSequence(log, log.subarray(48, 64)); } catch (e) { if (!(e instanceof LogError)) throw e; }
+  try { parseParentLocator(slice(Math.floor(r() * 400))); } catch (e) { if (!(e instanceof ParentLocatorError)) throw e; }
 }
 
 export interface CampaignSummary {

@@ -38,7 +38,12 @@ export const vhdFormat: DiskFormat = {
 
   open: (path, options) => VhdImage.open(path, options),
 
-  create: (path, options) => createImage(path, { ...options, geometry: geometryLike(options.template, options.size) }),
+  create(path, options) {
+    if (options.logicalSectorSize !== undefined && options.logicalSectorSize !== 512) {
+      throw new DiskImageError(path, `a VHD has 512-byte sectors only (asked for ${options.logicalSectorSize})`, undefined, undefined, 'EARG');
+    }
+    return createImage(path, { ...options, geometry: geometryLike(options.template, options.size) });
+  },
 
   createChild: (parent, childPath, options) => createVhdChild(parent, childPath, options),
 
