@@ -36,6 +36,10 @@ export interface ExportStatus {
 export interface ExitOutcome {
   name: string;
   onExit: OnExit | null;
+  /** The chain and snapshots as they were when serving stopped. */
+  top: string;
+  chain: string[];
+  snapshots: SnapshotInfo[];
   /** keep: the top left in place; merge: the image merged into. */
   kept?: string;
   merged?: string[];
@@ -279,10 +283,20 @@ export class ServedExport {
 
   /** Waits for requests in flight, flushes and closes; then applies `onExit` to a session. */
   async stop(onExit: OnExit | null): Promise<ExitOutcome> {
-    const outcome: ExitOutcome = { name: this.name, onExit: this.session ? (onExit ?? 'keep') : null };
+    const layers = this.chainNow.layers.map((l) => l.path);
+    const outcome: ExitOutcome = {
+      name: this.name,
+      onExit: this.session ? (onExit ?? 'keep') : null,
+      top: layers[0],
+      chain: layers,
+      snapshots: this.snapshots.map((s) => ({ ...s })),
+    };
     await this.freeze(async () => {
       const chain = this.chainNow;
-      const layers = chain.layers.map((l) => l.path);
+      outcome.top = chain.top.path;
+      outcome.chain = chain.layers.map((l) => l.path);
+      outcome.snapshots = this.snapshots.map((s) => ({ ...s }));
+      const layers = outcome.chain;
       await chain.flush().catch(() => undefined);
       await chain.close();
       try {
