@@ -24,6 +24,8 @@ export interface OpenChainOptions {
   writable?: boolean;
   /** Stop at the first broken link with a warning instead of throwing (info, the editor). */
   tolerant?: boolean;
+  /** Opens each ancestor (read-only) instead of opening it afresh: a server shares one open parent among chains. */
+  openAncestor?: (path: string) => Promise<DiskImage>;
 }
 
 /** One range of the virtual disk and the layer that supplies it (`data` false: reads as zeros). */
@@ -177,7 +179,9 @@ export async function openChain(path: string, options: OpenChainOptions = {}): P
       seen.add(real);
       let parent: VhdImage;
       try {
-        parent = await VhdImage.open(resolution.resolvedPath);
+        parent = options.openAncestor
+          ? (await options.openAncestor(resolution.resolvedPath)) as VhdImage
+          : await VhdImage.open(resolution.resolvedPath);
       } catch (e) {
         if (e instanceof DiskImageError) { fail(e); break; }
         throw e;
