@@ -7,16 +7,7 @@ import { readFileSync } from 'fs';
 import * as path from 'path';
 import { sh, tempDir } from '../helpers/util';
 import { startQemuNbd } from './nbdServers';
-import { bootGuest, makePlan, verifyDisk, vmAssets } from './vm';
-
-/** Fails in CI when the VM tools are missing (CI installs them); elsewhere skips, saying why. */
-export function requireVm(ctx: Mocha.Context): void {
-  const a = vmAssets();
-  if (!('missing' in a)) return;
-  if (process.env.CI) throw new Error(`VM tools missing in CI: ${a.missing}`);
-  console.log(`    skipped: ${a.missing}`);
-  ctx.skip();
-}
+import { bootGuest, makePlan, requireVm, verifyDisk } from './vm';
 
 const sha256 = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
 

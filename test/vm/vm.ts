@@ -38,8 +38,8 @@ export const VM_CACHE = path.join(process.env.XDG_CACHE_HOME || path.join(homedi
 
 /** The prepared kernel, modules and busybox, or why they cannot be used. */
 export function vmAssets(): VmAssets | { missing: string } {
-  if (spawnSync('sh', ['-c', 'command -v qemu-system-x86_64']).status !== 0) {
-    return { missing: 'qemu-system-x86_64 is not installed (bash scripts/vm/prepare.sh)' };
+  for (const [cmd, pkg] of [['qemu-system-x86_64', 'qemu-system-x86'], ['debugfs', 'e2fsprogs'], ['e2fsck', 'e2fsprogs'], ['nbdcopy', 'libnbd-bin']]) {
+    if (spawnSync('sh', ['-c', `command -v ${cmd}`]).status !== 0) return { missing: `${cmd} is not installed (Debian ${pkg}; bash scripts/setup.sh)` };
   }
   const dir = path.join(VM_CACHE, 'current');
   if (!existsSync(path.join(dir, 'ready'))) return { missing: `no prepared kernel in ${dir} (bash scripts/vm/prepare.sh)` };
@@ -50,6 +50,15 @@ export function vmAssets(): VmAssets | { missing: string } {
     busybox: path.join(dir, 'busybox'),
     modules: order.map((m) => path.join(dir, 'modules', `${m}.ko`)),
   };
+}
+
+/** Fails in CI when the VM tools are missing (CI installs them); elsewhere skips, saying why. */
+export function requireVm(ctx: Mocha.Context): void {
+  const a = vmAssets();
+  if (!('missing' in a)) return;
+  if (process.env.CI) throw new Error(`VM tools missing in CI: ${a.missing}`);
+  console.log(`    skipped: ${a.missing}`);
+  ctx.skip();
 }
 
 /** Deterministic bytes (xorshift32) so a plan is reproducible from its seed. */
