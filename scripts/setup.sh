@@ -7,6 +7,9 @@ need=()
 command -v qemu-img >/dev/null || need+=(qemu-utils)
 command -v vhdiinfo >/dev/null || need+=(libvhdi-utils)
 /usr/bin/python3 -c 'import pyvhdi' 2>/dev/null || need+=(python3-libvhdi)
+# NBD clients the serve tests drive: nbdinfo, nbdcopy, nbdsh and the python bindings.
+command -v nbdinfo >/dev/null && command -v nbdcopy >/dev/null || need+=(libnbd-bin)
+/usr/bin/python3 -c 'import nbd' 2>/dev/null || need+=(python3-libnbd)
 # The editor's end-to-end tests: Chromium, and what code-server's native modules need to build.
 command -v chromium >/dev/null || need+=(chromium)
 command -v rg >/dev/null || need+=(ripgrep)
