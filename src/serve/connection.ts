@@ -387,11 +387,23 @@ async function handle(socket: Socket, s: Negotiated, req: Request, host: Connect
   }
 }
 
+const corked = new WeakSet<Socket>();
+
+/**
+ * Queues a reply. Replies finished in the same turn of the event loop leave in one writev: the
+ * socket is corked at the first and uncorked once the turn's other completions have queued theirs.
+ */
 function write(socket: Socket, parts: Buffer[]): void {
   if (socket.destroyed) return;
-  socket.cork();
+  if (!corked.has(socket)) {
+    corked.add(socket);
+    socket.cork();
+    setImmediate(() => {
+      corked.delete(socket);
+      socket.uncork();
+    });
+  }
   for (const p of parts) socket.write(p);
-  socket.uncork();
 }
 
 function sendSimple(socket: Socket, req: Request, error: number): void {

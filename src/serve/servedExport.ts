@@ -70,6 +70,8 @@ export class ServedExport {
   clients = 0;
   bytesRead = 0;
   bytesWritten = 0;
+  /** Writes since the top was last frozen: an automatic snapshot of an unchanged top is skipped. */
+  changedSinceSnapshot = false;
   readonly snapshots: SnapshotInfo[] = [];
   private inFlight = 0;
   private drained: (() => void) | null = null;
@@ -166,6 +168,7 @@ export class ServedExport {
 
   async write(offset: number, data: Buffer, fua: boolean): Promise<string> {
     return this.request((c) => this.writes.run(async () => {
+      this.changedSinceSnapshot = true;
       await c.write(offset, data);
       this.bytesWritten += data.length;
       if (fua) await c.flush();
@@ -176,6 +179,7 @@ export class ServedExport {
   /** Zeros a range; without `allocate`, a range no layer holds (it reads as zeros already) is left alone. */
   async writeZeroes(offset: number, length: number, allocate: boolean, fua: boolean): Promise<string> {
     return this.request((c) => this.writes.run(async () => {
+      this.changedSinceSnapshot = true;
       const end = offset + length;
       const holes = allocate ? [] : (await c.map(offset, length)).filter((e) => !e.data);
       let pos = offset;
@@ -243,6 +247,7 @@ export class ServedExport {
         throw e;
       }
       this.chainNow = chain;
+      this.changedSinceSnapshot = false;
       await old.close();
       this.locks.set(frozen, release);
       this.snapshots.push({ path: frozen, created: new Date().toISOString() });

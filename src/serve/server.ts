@@ -136,12 +136,15 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   let timer: NodeJS.Timeout | null = null;
   let snapshotting: Promise<unknown> = Promise.resolve();
-  const snapshot = async (exportName?: string) => {
+  const snapshot = async (exportName?: string, onlyChanged = false) => {
     const targets = exportName === undefined ? exports : [host.findExport(exportName)].filter((e): e is ServedExport => !!e);
     if (targets.length === 0) throw new Error(`no export named '${exportName}'`);
     const run = snapshotting.then(async () => {
       const out: Array<{ name: string; top: string }> = [];
-      for (const e of targets) out.push({ name: e.name, top: await e.snapshot(options.keep) });
+      for (const e of targets) {
+        if (onlyChanged && !e.changedSinceSnapshot) continue;
+        out.push({ name: e.name, top: await e.snapshot(options.keep) });
+      }
       return out;
     });
     snapshotting = run.catch(() => undefined);
@@ -149,8 +152,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   };
   if (options.snapshotEvery !== undefined && !options.readOnly) {
     timer = setInterval(() => {
-      snapshot().then(
-        (tops) => log(`snapshot: ${tops.map((t) => `${t.name || '(default)'} continues in ${t.top}`).join('; ')}`),
+      // An export nobody wrote to since its last snapshot keeps its top (no empty layers).
+      snapshot(undefined, true).then(
+        (tops) => tops.length > 0 && log(`snapshot: ${tops.map((t) => `${t.name || '(default)'} continues in ${t.top}`).join('; ')}`),
         (e) => log(`snapshot failed: ${(e as Error).message}`),
       );
     }, options.snapshotEvery);
@@ -185,7 +189,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     try {
       control = await ControlServer.start(nodePath.resolve(options.control), {
         status,
-        snapshot,
+        snapshot: (name) => snapshot(name),
         stop: (onExit) => {
           if (onExit && !exports.some((e) => e.session) && onExit !== 'keep') {
             throw new Error(`--on-exit ${onExit} applies to an undo session (--session); this server writes in place`);
