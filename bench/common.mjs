@@ -85,3 +85,47 @@ export function fullDynamic1G(root, name = 'full-1g.vhd') {
   }
   return img;
 }
+
+export function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/**
+ * The project's reporting rule for side-by-side benchmarks: n pairs run interleaved (ours, then
+ * the reference), each run preceded by a `sync`; reported are the MEDIAN of the per-pair ratios
+ * ours/reference with the MIN ratio beside it, the median time of each side, and the load average
+ * when the runs ended. Each contender is an (optionally async) function that sets up what it needs
+ * outside its timing and returns a timed() result.
+ */
+export async function pairedRuns(n, ours, reference) {
+  const oursSeconds = [];
+  const refSeconds = [];
+  const ratios = [];
+  for (let i = 0; i < n; i++) {
+    const pair = [];
+    for (const fn of [ours, reference]) {
+      spawnSync('sync');
+      const r = await fn();
+      if (r.status !== 0) throw new Error(`benchmark command failed (${r.status}): ${r.stderr}`);
+      pair.push(r.seconds);
+    }
+    oursSeconds.push(pair[0]);
+    refSeconds.push(pair[1]);
+    ratios.push(pair[0] / pair[1]);
+  }
+  return {
+    ours: median(oursSeconds),
+    reference: median(refSeconds),
+    ratio: median(ratios),
+    minRatio: Math.min(...ratios),
+    ratios,
+    load: loadavg(),
+  };
+}
+
+/** "min 0.93x, load 1.2/0.8/0.5 on 2 cores": what goes beside a median ratio. */
+export function pairedNote(p) {
+  return `median of ${p.ratios.length} paired ratios; min ${p.minRatio.toFixed(2)}x; load ${p.load.map((l) => l.toFixed(2)).join('/')} on ${cpus().length} cores`;
+}

@@ -7,6 +7,13 @@ need=()
 command -v qemu-img >/dev/null || need+=(qemu-utils)
 command -v vhdiinfo >/dev/null || need+=(libvhdi-utils)
 /usr/bin/python3 -c 'import pyvhdi' 2>/dev/null || need+=(python3-libvhdi)
+# NBD clients the serve tests drive: nbdinfo, nbdcopy, nbdsh and the python bindings.
+command -v nbdinfo >/dev/null && command -v nbdcopy >/dev/null || need+=(libnbd-bin)
+/usr/bin/python3 -c 'import nbd' 2>/dev/null || need+=(python3-libnbd)
+# The VM tests: an emulator, a static busybox for the guest, e2fsprogs' debugfs to read its disk.
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v debugfs >/dev/null || need+=(e2fsprogs)
 # The editor's end-to-end tests: Chromium, and what code-server's native modules need to build.
 command -v chromium >/dev/null || need+=(chromium)
 command -v rg >/dev/null || need+=(ripgrep)
@@ -17,4 +24,6 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# Debian's kernel and the guest's modules, extracted (not installed) into ~/.cache for the VM tests.
+bash scripts/vm/prepare.sh
 npm ci --no-audit --no-fund

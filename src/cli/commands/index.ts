@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { register as chainInspect } from './chainInspect';
 import { register as chainOps, registerExport } from './chainOps';
+import { register as serve } from './serve';
 
 /**
  * Commands beyond the basic ones register here, one file per command group, so that several
@@ -10,4 +11,5 @@ export const commandModules: Array<(program: Command) => void> = [
   chainInspect,
   chainOps,
   registerExport,
+  serve,
 ];

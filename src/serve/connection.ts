@@ -1,0 +1,473 @@
+import { Socket } from 'net';
+import { isDiskImageError } from '../format/errors';
+import { ByteReader, StreamEnded } from './byteReader';
+import * as P from './nbdProtocol';
+import { ServedExport } from './servedExport';
+import { TraceLog } from './trace';
+
+/** What a connection needs from the server. */
+export interface ConnectionHost {
+  /** The export a client asks for by name; the empty name is the default export. */
+  findExport(name: string): ServedExport | undefined;
+  exportNames(): string[];
+  trace: TraceLog | null;
+  /** Called with a line for the server's log (bad clients). */
+  log(message: string): void;
+}
+
+/** Read payloads in flight on one connection, at most: further requests wait for replies to go out. */
+const MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
+const MAX_IN_FLIGHT = 128;
+/** Replies queued in the socket, at most, before reading more requests. */
+const MAX_QUEUED_REPLY_BYTES = 64 * 1024 * 1024;
+/** A BLOCK_STATUS reply covers at most this much of the disk (clients ask again for the rest). */
+const BLOCK_STATUS_SPAN = 1024 * 1024 * 1024;
+const MAX_DESCRIPTORS = 65536;
+
+interface Negotiated {
+  exp: ServedExport;
+  structured: boolean;
+  /** Meta context ids selected for this export. */
+  contexts: number[];
+}
+
+class ProtocolClose extends Error {}
+
+/** Runs one client connection: fixed newstyle negotiation, then transmission until DISC or EOF. */
+export async function serveConnection(socket: Socket, host: ConnectionHost): Promise<void> {
+  socket.setNoDelay(true);
+  const reader = new ByteReader(socket);
+  let session: Negotiated | null = null;
+  try {
+    session = await negotiate(socket, reader, host);
+    if (!session) return;
+    session.exp.clients++;
+    await transmit(socket, reader, session, host);
+  } catch (e) {
+    if (!(e instanceof StreamEnded) && !(e instanceof ProtocolClose)) host.log(`connection closed: ${(e as Error).message}`);
+    else if (e instanceof ProtocolClose) host.log(`connection closed: ${e.message}`);
+  } finally {
+    if (session) session.exp.clients--;
+    if (!socket.destroyed) socket.end();
+    setTimeout(() => socket.destroy(), 1000).unref();
+  }
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n >>> 0);
+  return b;
+}
+
+function withMessage(text: string): Buffer {
+  return Buffer.from(text, 'utf8');
+}
+
+async function negotiate(socket: Socket, reader: ByteReader, host: ConnectionHost): Promise<Negotiated | null> {
+  const greeting = Buffer.alloc(18);
+  P.NBDMAGIC.copy(greeting, 0);
+  greeting.writeBigUInt64BE(P.IHAVEOPT, 8);
+  greeting.writeUInt16BE(P.NBD_FLAG_FIXED_NEWSTYLE | P.NBD_FLAG_NO_ZEROES, 16);
+  socket.write(greeting);
+  const clientFlags = (await reader.read(4)).readUInt32BE(0);
+  if (!(clientFlags & P.NBD_FLAG_C_FIXED_NEWSTYLE) || (clientFlags & ~(P.NBD_FLAG_C_FIXED_NEWSTYLE | P.NBD_FLAG_C_NO_ZEROES))) {
+    throw new ProtocolClose(`client flags 0x${clientFlags.toString(16)}: only fixed newstyle negotiation is served`);
+  }
+  const noZeroes = (clientFlags & P.NBD_FLAG_C_NO_ZEROES) !== 0;
+  let structured = false;
+  let contexts: number[] = [];
+  let contextsFor: string | null = null;
+  const reply = (option: number, type: number, data?: Buffer) => socket.write(P.optionReply(option, type, data));
+
+  for (;;) {
+    const head = await reader.read(16);
+    if (head.readBigUInt64BE(0) !== P.IHAVEOPT) throw new ProtocolClose('option without the IHAVEOPT magic');
+    const option = head.readUInt32BE(8);
+    const length = head.readUInt32BE(12);
+    if (length > P.MAX_OPTION_LENGTH) {
+      if (option === P.NBD_OPT_EXPORT_NAME || length > 16 * 1024 * 1024) throw new ProtocolClose(`option ${option} of ${length} bytes is too long`);
+      await reader.skip(length);
+      reply(option, P.NBD_REP_ERR_TOO_BIG, withMessage('option too long'));
+      continue;
+    }
+    const data = await reader.read(length);
+    switch (option) {
+      case P.NBD_OPT_EXPORT_NAME: {
+        const name = data.toString('utf8');
+        const exp = host.findExport(name);
+        // This option has no error reply: the only way to refuse is to close.
+        if (!exp) throw new ProtocolClose(`unknown export '${name}'`);
+        const tail = Buffer.alloc(noZeroes ? 10 : 134);
+        tail.writeBigUInt64BE(BigInt(exp.virtualSize), 0);
+        tail.writeUInt16BE(transmissionFlags(exp), 8);
+        socket.write(tail);
+        return { exp, structured, contexts: contextsFor === name ? contexts : [] };
+      }
+      case P.NBD_OPT_ABORT:
+        reply(option, P.NBD_REP_ACK);
+        return null;
+      case P.NBD_OPT_LIST: {
+        if (length !== 0) { reply(option, P.NBD_REP_ERR_INVALID, withMessage('LIST takes no data')); break; }
+        for (const name of host.exportNames()) {
+          const n = Buffer.from(name, 'utf8');
+          reply(option, P.NBD_REP_SERVER, Buffer.concat([u32(n.length), n]));
+        }
+        reply(option, P.NBD_REP_ACK);
+        break;
+      }
+      case P.NBD_OPT_INFO:
+      case P.NBD_OPT_GO: {
+        const parsed = parseInfoRequest(data);
+        if (!parsed) { reply(option, P.NBD_REP_ERR_INVALID, withMessage('malformed INFO/GO request')); break; }
+        const exp = host.findExport(parsed.name);
+        if (!exp) { reply(option, P.NBD_REP_ERR_UNKNOWN, withMessage(`export '${parsed.name}' not found`)); break; }
+        const info = Buffer.alloc(12);
+        info.writeUInt16BE(P.NBD_INFO_EXPORT, 0);
+        info.writeBigUInt64BE(BigInt(exp.virtualSize), 2);
+        info.writeUInt16BE(transmissionFlags(exp), 10);
+        reply(option, P.NBD_REP_INFO, info);
+        if (parsed.requests.includes(P.NBD_INFO_NAME)) {
+          reply(option, P.NBD_REP_INFO, Buffer.concat([Buffer.from([0, P.NBD_INFO_NAME]), Buffer.from(exp.name, 'utf8')]));
+        }
+        const sizes = Buffer.alloc(14);
+        sizes.writeUInt16BE(P.NBD_INFO_BLOCK_SIZE, 0);
+        sizes.writeUInt32BE(P.MIN_BLOCK, 2);
+        sizes.writeUInt32BE(P.PREFERRED_BLOCK, 6);
+        sizes.writeUInt32BE(P.MAX_PAYLOAD, 10);
+        reply(option, P.NBD_REP_INFO, sizes);
+        reply(option, P.NBD_REP_ACK);
+        if (option === P.NBD_OPT_GO) return { exp, structured, contexts: contextsFor === parsed.name || (contextsFor !== null && host.findExport(contextsFor) === exp) ? contexts : [] };
+        break;
+      }
+      case P.NBD_OPT_STRUCTURED_REPLY:
+        if (length !== 0) reply(option, P.NBD_REP_ERR_INVALID, withMessage('STRUCTURED_REPLY takes no data'));
+        else if (structured) reply(option, P.NBD_REP_ERR_INVALID, withMessage('structured replies already negotiated'));
+        else { structured = true; reply(option, P.NBD_REP_ACK); }
+        break;
+      case P.NBD_OPT_LIST_META_CONTEXT:
+      case P.NBD_OPT_SET_META_CONTEXT: {
+        const parsed = parseMetaRequest(data);
+        if (!parsed) { reply(option, P.NBD_REP_ERR_INVALID, withMessage('malformed meta context request')); break; }
+        if (option === P.NBD_OPT_SET_META_CONTEXT && !structured) {
+          reply(option, P.NBD_REP_ERR_INVALID, withMessage('SET_META_CONTEXT needs structured replies first'));
+          break;
+        }
+        if (!host.findExport(parsed.name)) { reply(option, P.NBD_REP_ERR_UNKNOWN, withMessage(`export '${parsed.name}' not found`)); break; }
+        const names = matchContexts(parsed.queries, option === P.NBD_OPT_LIST_META_CONTEXT);
+        for (const name of names) {
+          reply(option, P.NBD_REP_META_CONTEXT, Buffer.concat([u32(P.CONTEXT_ID[name]), Buffer.from(name, 'utf8')]));
+        }
+        if (option === P.NBD_OPT_SET_META_CONTEXT) {
+          contexts = names.map((n) => P.CONTEXT_ID[n]);
+          contextsFor = parsed.name;
+        }
+        reply(option, P.NBD_REP_ACK);
+        break;
+      }
+      case P.NBD_OPT_STARTTLS:
+        reply(option, P.NBD_REP_ERR_UNSUP, withMessage('TLS is not supported'));
+        break;
+      default:
+        reply(option, P.NBD_REP_ERR_UNSUP, withMessage(`option ${option} is not supported`));
+    }
+  }
+}
+
+function transmissionFlags(exp: ServedExport): number {
+  let f = P.NBD_FLAG_HAS_FLAGS | P.NBD_FLAG_SEND_FLUSH | P.NBD_FLAG_SEND_FUA | P.NBD_FLAG_SEND_TRIM
+    | P.NBD_FLAG_SEND_WRITE_ZEROES | P.NBD_FLAG_SEND_DF | P.NBD_FLAG_SEND_CACHE
+    // Every connection to an export goes through the one open chain in this process, and a flush
+    // fsyncs the one top file: all connections see one disk.
+    | P.NBD_FLAG_CAN_MULTI_CONN;
+  if (exp.readOnly) f |= P.NBD_FLAG_READ_ONLY;
+  return f;
+}
+
+function parseInfoRequest(data: Buffer): { name: string; requests: number[] } | null {
+  if (data.length < 6) return null;
+  const nameLength = data.readUInt32BE(0);
+  if (nameLength > P.MAX_STRING || 4 + nameLength + 2 > data.length) return null;
+  const name = data.toString('utf8', 4, 4 + nameLength);
+  const count = data.readUInt16BE(4 + nameLength);
+  if (data.length !== 4 + nameLength + 2 + 2 * count) return null;
+  const requests: number[] = [];
+  for (let i = 0; i < count; i++) requests.push(data.readUInt16BE(4 + nameLength + 2 + 2 * i));
+  return { name, requests };
+}
+
+function parseMetaRequest(data: Buffer): { name: string; queries: string[] } | null {
+  if (data.length < 8) return null;
+  const nameLength = data.readUInt32BE(0);
+  if (nameLength > P.MAX_STRING || 4 + nameLength + 4 > data.length) return null;
+  const name = data.toString('utf8', 4, 4 + nameLength);
+  const count = data.readUInt32BE(4 + nameLength);
+  let pos = 8 + nameLength;
+  const queries: string[] = [];
+  for (let i = 0; i < count; i++) {
+    if (pos + 4 > data.length) return null;
+    const n = data.readUInt32BE(pos);
+    if (n > P.MAX_STRING || pos + 4 + n > data.length) return null;
+    queries.push(data.toString('utf8', pos + 4, pos + 4 + n));
+    pos += 4 + n;
+  }
+  return pos === data.length ? { name, queries } : null;
+}
+
+const ALL_CONTEXTS = [P.META_BASE_ALLOCATION, P.META_ALLOCATION_DEPTH];
+
+/** Contexts named by the queries; LIST also takes a bare namespace (`base:`, `qemu:`) and no query as "all". */
+function matchContexts(queries: string[], list: boolean): string[] {
+  if (list && queries.length === 0) return ALL_CONTEXTS;
+  const out = new Set<string>();
+  for (const q of queries) {
+    for (const c of ALL_CONTEXTS) {
+      if (q === c || (list && c.startsWith(q) && q.endsWith(':'))) out.add(c);
+    }
+  }
+  return ALL_CONTEXTS.filter((c) => out.has(c));
+}
+
+interface Request {
+  flags: number;
+  type: number;
+  handle: Buffer;
+  /** Past 2^53 it is only known to be out of range. */
+  offset: number;
+  length: number;
+  payload: Buffer | null;
+}
+
+class NbdError extends Error {
+  constructor(readonly errno: number, message: string) { super(message); }
+}
+
+async function transmit(socket: Socket, reader: ByteReader, s: Negotiated, host: ConnectionHost): Promise<void> {
+  let inFlight = 0;
+  let inFlightBytes = 0;
+  let slotFreed: (() => void) | null = null;
+  const pending = new Set<Promise<void>>();
+  const freeSlot = () => { const f = slotFreed; slotFreed = null; if (f) f(); };
+
+  for (;;) {
+    // Bounded memory: wait while many replies are pending or queued in the socket.
+    while (inFlight >= MAX_IN_FLIGHT || inFlightBytes >= MAX_IN_FLIGHT_BYTES) await new Promise<void>((r) => { slotFreed = r; });
+    if (socket.writableLength > MAX_QUEUED_REPLY_BYTES && !socket.destroyed) {
+      await new Promise<void>((r) => { socket.once('drain', r); socket.once('close', r); });
+    }
+    let head: Buffer;
+    try {
+      head = await reader.read(P.REQUEST_HEADER_SIZE);
+    } catch (e) {
+      if (e instanceof StreamEnded) break;
+      throw e;
+    }
+    if (head.readUInt32BE(0) !== P.NBD_REQUEST_MAGIC) throw new ProtocolClose('request without the request magic: the stream is out of step');
+    const big = head.readBigUInt64BE(16);
+    const req: Request = {
+      flags: head.readUInt16BE(4),
+      type: head.readUInt16BE(6),
+      handle: Buffer.from(head.subarray(8, 16)),
+      offset: big > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(big),
+      length: head.readUInt32BE(24),
+      payload: null,
+    };
+    if (req.type === P.NBD_CMD_WRITE) {
+      if (req.length > P.MAX_PAYLOAD) {
+        // Keep the stream in step without holding the payload, then refuse the request.
+        await reader.skip(req.length);
+        sendError(socket, s, req, P.NBD_EINVAL, `write of ${req.length} bytes is over the maximum ${P.MAX_PAYLOAD}`);
+        continue;
+      }
+      req.payload = await reader.read(req.length);
+    }
+    if (req.type === P.NBD_CMD_DISC) break;
+    const cost = req.type === P.NBD_CMD_READ ? Math.min(req.length, P.MAX_PAYLOAD) : (req.payload?.length ?? 0);
+    inFlight++;
+    inFlightBytes += cost;
+    const p = handle(socket, s, req, host).catch((e) => host.log(`request failed: ${(e as Error).message}`)).finally(() => {
+      inFlight--;
+      inFlightBytes -= cost;
+      pending.delete(p);
+      freeSlot();
+    });
+    pending.add(p);
+  }
+  // DISC or EOF: let the requests already read finish (and reply) before closing.
+  await Promise.all([...pending]);
+}
+
+function errnoOf(e: unknown): number {
+  if (e instanceof NbdError) return e.errno;
+  if (isDiskImageError(e)) {
+    if (e.code === 'EREADONLY') return P.NBD_EPERM;
+    if (e.code === 'ERANGE') return P.NBD_EINVAL;
+    if (e.code === 'ESHUTDOWN') return P.NBD_ESHUTDOWN;
+  }
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG') return P.NBD_ENOSPC;
+  if (code === 'ENOMEM') return P.NBD_ENOMEM;
+  if (code === 'EPERM' || code === 'EACCES' || code === 'EROFS') return P.NBD_EPERM;
+  if (/ENOSPC|no space left/i.test((e as Error)?.message ?? '')) return P.NBD_ENOSPC;
+  return P.NBD_EIO;
+}
+
+function checkRange(exp: ServedExport, req: Request): void {
+  if (req.offset + req.length > exp.virtualSize) {
+    throw new NbdError(P.NBD_EINVAL, `${P.commandName(req.type)} at ${req.offset}+${req.length} is past the end of the disk (${exp.virtualSize} bytes)`);
+  }
+}
+
+function checkWritable(exp: ServedExport, req: Request): void {
+  if (exp.readOnly) throw new NbdError(P.NBD_EPERM, `${P.commandName(req.type)} on a read-only export`);
+}
+
+async function handle(socket: Socket, s: Negotiated, req: Request, host: ConnectionHost): Promise<void> {
+  const exp = s.exp;
+  const trace = host.trace;
+  try {
+    switch (req.type) {
+      case P.NBD_CMD_READ: {
+        if (req.length > P.MAX_PAYLOAD) throw new NbdError(P.NBD_EINVAL, `read of ${req.length} bytes is over the maximum ${P.MAX_PAYLOAD}`);
+        checkRange(exp, req);
+        const data = Buffer.allocUnsafe(req.length);
+        await exp.read(req.offset, data);
+        trace?.record(exp.name, 'read', req.offset, req.length, exp.topName);
+        sendRead(socket, s, req, data);
+        return;
+      }
+      case P.NBD_CMD_WRITE: {
+        checkWritable(exp, req);
+        checkRange(exp, req);
+        const layer = await exp.write(req.offset, req.payload!, (req.flags & P.NBD_CMD_FLAG_FUA) !== 0);
+        trace?.record(exp.name, 'write', req.offset, req.length, layer);
+        sendSimple(socket, req, 0);
+        return;
+      }
+      case P.NBD_CMD_FLUSH:
+        await exp.flush();
+        trace?.record(exp.name, 'flush', req.offset, req.length, exp.topName);
+        sendSimple(socket, req, 0);
+        return;
+      case P.NBD_CMD_TRIM:
+        // After a trim the client may assume nothing about the range's contents; the chain keeps
+        // what it holds (a differencing layer cannot give sectors back to its parent's view).
+        checkWritable(exp, req);
+        checkRange(exp, req);
+        trace?.record(exp.name, 'trim', req.offset, req.length, exp.topName);
+        if (req.flags & P.NBD_CMD_FLAG_FUA) await exp.flush();
+        sendSimple(socket, req, 0);
+        return;
+      case P.NBD_CMD_WRITE_ZEROES: {
+        checkWritable(exp, req);
+        checkRange(exp, req);
+        if (req.flags & P.NBD_CMD_FLAG_FAST_ZERO) throw new NbdError(P.NBD_ENOTSUP, 'fast zeroing is not supported');
+        const layer = await exp.writeZeroes(req.offset, req.length, (req.flags & P.NBD_CMD_FLAG_NO_HOLE) !== 0, (req.flags & P.NBD_CMD_FLAG_FUA) !== 0);
+        trace?.record(exp.name, 'zero', req.offset, req.length, layer);
+        sendSimple(socket, req, 0);
+        return;
+      }
+      case P.NBD_CMD_CACHE:
+        checkRange(exp, req);
+        sendSimple(socket, req, 0);
+        return;
+      case P.NBD_CMD_BLOCK_STATUS: {
+        if (!s.structured || s.contexts.length === 0) throw new NbdError(P.NBD_EINVAL, 'BLOCK_STATUS needs structured replies and a meta context');
+        if (req.length === 0) throw new NbdError(P.NBD_EINVAL, 'BLOCK_STATUS of length 0');
+        checkRange(exp, req);
+        await sendBlockStatus(socket, s, req);
+        return;
+      }
+      default:
+        throw new NbdError(P.NBD_EINVAL, `unknown command ${req.type}`);
+    }
+  } catch (e) {
+    const errno = errnoOf(e);
+    if (!(e instanceof NbdError)) host.log(`${P.commandName(req.type)} ${req.offset}+${req.length} failed: ${(e as Error).message}`);
+    sendError(socket, s, req, errno, (e as Error).message);
+  }
+}
+
+const corked = new WeakSet<Socket>();
+
+/**
+ * Queues a reply. Replies finished in the same turn of the event loop leave in one writev: the
+ * socket is corked at the first and uncorked once the turn's other completions have queued theirs.
+ */
+function write(socket: Socket, parts: Buffer[]): void {
+  if (socket.destroyed) return;
+  if (!corked.has(socket)) {
+    corked.add(socket);
+    socket.cork();
+    setImmediate(() => {
+      corked.delete(socket);
+      socket.uncork();
+    });
+  }
+  for (const p of parts) socket.write(p);
+}
+
+function sendSimple(socket: Socket, req: Request, error: number): void {
+  write(socket, [P.simpleReplyHeader(error, req.handle)]);
+}
+
+function sendRead(socket: Socket, s: Negotiated, req: Request, data: Buffer): void {
+  if (!s.structured) {
+    write(socket, [P.simpleReplyHeader(0, req.handle), data]);
+    return;
+  }
+  if (data.length === 0) {
+    write(socket, [P.structuredReplyHeader(P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_NONE, req.handle, 0)]);
+    return;
+  }
+  const offset = Buffer.allocUnsafe(8);
+  offset.writeBigUInt64BE(BigInt(req.offset));
+  write(socket, [P.structuredReplyHeader(P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_OFFSET_DATA, req.handle, 8 + data.length), offset, data]);
+}
+
+function sendError(socket: Socket, s: Negotiated, req: Request, errno: number, message: string): void {
+  // Structured replies are required for READ and BLOCK_STATUS once negotiated; a simple reply
+  // does for the rest (as qemu's server does).
+  if (s.structured && (req.type === P.NBD_CMD_READ || req.type === P.NBD_CMD_BLOCK_STATUS)) {
+    const msg = Buffer.from(message.slice(0, 200), 'utf8');
+    const body = Buffer.alloc(6 + msg.length);
+    body.writeUInt32BE(errno, 0);
+    body.writeUInt16BE(msg.length, 4);
+    msg.copy(body, 6);
+    write(socket, [P.structuredReplyHeader(P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_ERROR, req.handle, body.length), body]);
+  } else {
+    sendSimple(socket, req, errno);
+  }
+}
+
+async function sendBlockStatus(socket: Socket, s: Negotiated, req: Request): Promise<void> {
+  const exp = s.exp;
+  const length = Math.min(req.length, BLOCK_STATUS_SPAN);
+  const extents = await exp.map(req.offset, length);
+  const one = (req.flags & P.NBD_CMD_FLAG_REQ_ONE) !== 0;
+  const chunks: Buffer[] = [];
+  s.contexts.forEach((id, i) => {
+    const value = id === P.CONTEXT_ID[P.META_BASE_ALLOCATION]
+      ? (e: { data: boolean }) => (e.data ? 0 : P.NBD_STATE_HOLE | P.NBD_STATE_ZERO)
+      // qemu:allocation-depth: 0 where no layer holds the range, else 1 for the top, 2 for its parent…
+      : (e: { data: boolean; depth: number }) => (e.data ? e.depth + 1 : 0);
+    const runs: Array<[number, number]> = [];
+    for (const e of extents) {
+      const v = value(e);
+      const last = runs[runs.length - 1];
+      if (last && last[1] === v) last[0] += e.length;
+      else {
+        if (runs.length >= MAX_DESCRIPTORS || (one && runs.length === 1)) break;
+        runs.push([e.length, v]);
+      }
+    }
+    const body = Buffer.alloc(4 + 8 * runs.length);
+    body.writeUInt32BE(id, 0);
+    runs.forEach(([len, v], k) => {
+      body.writeUInt32BE(len, 4 + 8 * k);
+      body.writeUInt32BE(v, 8 + 8 * k);
+    });
+    const last = i === s.contexts.length - 1;
+    chunks.push(P.structuredReplyHeader(last ? P.NBD_REPLY_FLAG_DONE : 0, P.NBD_REPLY_TYPE_BLOCK_STATUS, req.handle, body.length), body);
+  });
+  write(socket, chunks);
+}
