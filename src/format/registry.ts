@@ -168,6 +168,11 @@ export function exportTargets(): string[] {
   return FORMATS.flatMap((f) => f.creatableTypes.map((t) => `${f.name}-${t}`));
 }
 
+/** What `export --format` accepts: `raw`, each target, and a bare format name (its dynamic type, as `vhdx`). */
+export function exportFormatChoices(): string[] {
+  return ['raw', ...exportTargets(), ...FORMATS.map((f) => f.name)];
+}
+
 /** Splits an export target into its format and type, or throws for an unknown one. */
 export function parseExportTarget(target: string): { format: DiskFormat; type: CreatableType } {
   const i = target.lastIndexOf('-');

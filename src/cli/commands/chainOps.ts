@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import { discardChild } from '../../chain/discard';
 import { exportImage, ExportFormat } from '../../chain/export';
-import { exportTargets } from '../../format/registry';
+import { exportFormatChoices } from '../../format/registry';
 import { mergeChild } from '../../chain/merge';
 import { reparent } from '../../chain/reparent';
 import { snapshot } from '../../chain/snapshot';
@@ -79,7 +79,7 @@ export function registerExport(program: Command): void {
   program.command('export')
     .argument('<image>')
     .argument('<out>')
-    .addOption(new Option('--format <format>', 'output format').choices(['raw', ...exportTargets()]).default('raw'))
+    .addOption(new Option('--format <format>', 'output format').choices(exportFormatChoices()).default('raw'))
     .description("the chain's whole virtual disk as a flat raw file, or a new fixed or dynamic VHD")
     .action(async (image: string, output: string, opts: { format: ExportFormat }) => {
       const progress = progressReporter('export');
