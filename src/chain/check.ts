@@ -6,7 +6,7 @@ import { ImageFile } from '../io/imageFile';
 import { detectFormat, FormatScan, getFormat, openImage, ParentLinkScan } from '../format/registry';
 import { MAX_CHAIN_DEPTH } from './chain';
 import { OperationOptions } from './progress';
-import { resolveCandidates, resolveParent } from './resolveParent';
+import { resolveCandidates, resolveFrom, resolveParent } from './resolveParent';
 
 export type { CheckProblem, CheckResult, Severity } from '../format/checkProblems';
 
@@ -59,7 +59,7 @@ async function scanWith(format: string, path: string, file: ImageFile, options: 
 
 /** Chain-level checks of a differencing file's link: found, no loop, each locator, identity, time, size. */
 async function checkParentLink(path: string, link: ParentLinkScan, p: ProblemList): Promise<void> {
-  const resolution = resolveParent(link.candidates);
+  const resolution = resolveFrom(link.candidates);
   const at = link.linkLocation;
   if (!resolution.resolvedPath) {
     p.error(at.structure, at.offset, `parent '${link.name}' not found; tried ${resolution.tried.join('; ')}`);

@@ -37,7 +37,11 @@ export function resolveCandidates(candidates: ParentCandidate[], unreadable: str
 }
 
 /** Finds a differencing image's parent from the candidates its format derives (see DiskImage.parentCandidates). */
-export function resolveParent(child: DiskImage | ParentCandidates): ParentResolution {
-  const list = 'candidates' in child ? child : child.parentCandidates();
+export function resolveParent(child: DiskImage): ParentResolution {
+  return resolveFrom(child.parentCandidates());
+}
+
+/** resolveParent for candidates at hand (a tolerant scan's, when the image could not be opened). */
+export function resolveFrom(list: ParentCandidates): ParentResolution {
   return resolveCandidates(list.candidates, list.unreadable);
 }

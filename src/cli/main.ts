@@ -44,7 +44,7 @@ export function buildProgram(): Command {
   const program = new Command();
   program
     .name('diskimg')
-    .description('Inspect and manage VHD disk images and their differencing chains')
+    .description('Inspect and manage virtual disk images (VHD) and their differencing chains')
     .showHelpAfterError(false)
     .configureOutput({ writeErr: (s) => process.stderr.write(`diskimg: ${s.replace(/^error: /, '')}`) })
     .exitOverride();

@@ -651,6 +651,12 @@ export class VhdImage implements DiskImage {
   async rewriteHeader(next: Parameters<typeof serializeDynamicHeader>[0]): Promise<void> {
     const bytes = serializeDynamicHeader(next);
     await this.file.writeAt(bytes, this.layout.headerOffset!);
+    // What this object says about its parent must follow the file.
+    (this as { header: DynamicHeader | null }).header = parseDynamicHeader(bytes);
+    if (this.diskType === 'differencing') {
+      this.locatorData.length = 0;
+      await this.loadParentReference();
+    }
   }
 
   /** Serialized footer as this image currently writes it. */
