@@ -822,7 +822,7 @@ function exerciseParsers(b: Buffer, r: Rand): void {
   runLength(bm, 0, bm.length * 8, true);
   bitmapRuns(bm, 0, bm.length * 8);
   // VHDX structures on whatever bytes are there (fixed-size views, so short files are padded).
-  const pad = (at: number, n: number) => { const x = Buffer.alloc(n); if (at < b.length) b.copy(x, 0, at, at + n); return x; };
+  const pad = (at: number, n: number) => { const x = Buffer.alloc(n); if (at < b.length) b.copy(x, 0, at, Math.min(b.length, at + n)); return x; };
   parseVhdxHeader(pad(64 * 1024, 4096));
   parseRegionTable(pad(192 * 1024, 65536));
   parseMetadataTable(pad(2 * MiB, 65536));

@@ -62,6 +62,7 @@ describe('format registry and the format-neutral DiskImage contract', () => {
     assert.deepEqual(exportTargets(), ['vhd-dynamic', 'vhd-fixed', 'vhdx-dynamic', 'vhdx-fixed']);
     assert.equal(parseExportTarget('vhdx').format.name, 'vhdx');
     assert.equal(parseExportTarget('vhdx').type, 'dynamic');
+    assert.equal(parseExportTarget('vhdx-fixed').format.name, 'vhdx');
     assert.equal(parseExportTarget('vhd-fixed').type, 'fixed');
     assert.equal(parseExportTarget('vhd').type, 'dynamic');
     assert.throws(() => parseExportTarget('vhd-sparse'), /unknown export format/);
