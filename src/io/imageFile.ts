@@ -1,4 +1,4 @@
-import { constants as fsc, promises as fsp, readSync } from 'fs';
+import { constants as fsc, promises as fsp, readSync, writeSync } from 'fs';
 import { DiskImageError } from '../format/errors';
 import { acquireWriteLock } from './lock';
 
@@ -11,6 +11,13 @@ let syncReadLimit = 0;
  */
 export function setSynchronousReadLimit(bytes: number): void {
   syncReadLimit = bytes;
+}
+
+let syncWriteLimit = 0;
+
+/** The same for positioned writes (not vectored appends): a small write into the page cache. */
+export function setSynchronousWriteLimit(bytes: number): void {
+  syncWriteLimit = bytes;
 }
 
 /**
@@ -117,8 +124,10 @@ export class ImageFile {
     if (!this.writable) throw new DiskImageError(this.path, 'opened read-only', undefined, undefined, 'EREADONLY');
     let done = 0;
     while (done < data.length) {
-      const { bytesWritten } = await this.handle.write(data, done, data.length - done, pos + done);
-      done += bytesWritten;
+      const want = data.length - done;
+      done += want <= syncWriteLimit
+        ? writeSync(this.handle.fd, data, done, want, pos + done)
+        : (await this.handle.write(data, done, want, pos + done)).bytesWritten;
     }
     if (pos + data.length > this.currentSize) this.currentSize = pos + data.length;
   }
