@@ -50,7 +50,7 @@ describe('serve: kill -9 leaves valid images and every flushed write', function 
       const { paths, model } = await randomChain(dir, r, { layers: 1, base: i % 2 ? 'fixed' : 'dynamic', size: 16 * 1024 * 1024 });
       const args = [paths[1], '--socket', path.join(dir, 's.sock')];
       if (mode !== 'in place') args.push('--session');
-      if (mode === 'session + snapshots') args.push('--snapshot-every', '40ms');
+      if (mode === 'session + snapshots') args.push('--snapshot-every', '200ms');
       const srv = await startServe(args);
       const client = spawn(PYTHON, ['-c', CLIENT, srv.url, String(i)], { stdio: ['ignore', 'pipe', 'ignore'] });
       let out = '';
