@@ -105,7 +105,7 @@ export interface SectorLayerModel {
 export interface LoadTimings { openMs: number; modelMs: number; blocksMs: number; readyMs: number; /** Epoch ms when the host started opening the image. */ openedAt: number }
 
 export type EditorCommand =
-  | 'relinkParent' | 'diffWith' | 'createChild' | 'snapshot' | 'mergeIntoParent' | 'check' | 'repair' | 'export' | 'discard';
+  | 'relinkParent' | 'diffWith' | 'createChild' | 'snapshot' | 'mergeIntoParent' | 'check' | 'repair' | 'export' | 'discard' | 'startSession';
 
 export type ViewName = 'overview' | 'header' | 'blocks' | 'chain';
 export type HeatmapMode = 'allocated' | 'fill' | 'owner' | 'changed';
@@ -142,7 +142,7 @@ export type HostMessage =
   | { type: 'error'; requestId?: number; message: string };
 
 const WEBVIEW_TYPES = new Set(['ready', 'requestBlock', 'requestSector', 'requestDiffSector', 'copyText', 'runCommand', 'rendered']);
-const EDITOR_COMMANDS = new Set<EditorCommand>(['relinkParent', 'diffWith', 'createChild', 'snapshot', 'mergeIntoParent', 'check', 'repair', 'export', 'discard']);
+const EDITOR_COMMANDS = new Set<EditorCommand>(['relinkParent', 'diffWith', 'createChild', 'snapshot', 'mergeIntoParent', 'check', 'repair', 'export', 'discard', 'startSession']);
 const VIEWS = new Set<ViewName>(['overview', 'header', 'blocks', 'chain']);
 
 const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;

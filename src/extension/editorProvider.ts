@@ -17,6 +17,7 @@ const COMMAND_IDS: Record<EditorCommand, string> = {
   repair: 'diskImageInspector.repairImage',
   export: 'diskImageInspector.export',
   discard: 'diskImageInspector.discardChild',
+  startSession: 'diskImageInspector.startSession',
 };
 
 interface Panel {
