@@ -1,5 +1,11 @@
-// Pure parts of emulator sessions (no `vscode` import, so they are unit-tested as they are).
+// Emulator sessions without `vscode` (so they are unit-tested as they are): settings, command
+// lines, the undo question's wording, the server process and the undo answer.
+import { spawn } from 'child_process';
+import { closeSync, existsSync, openSync, readFileSync } from 'fs';
 import * as nodePath from 'path';
+import { discardChild } from '../chain/discard';
+import { mergeChild } from '../chain/merge';
+import { OperationOptions, throwIfCancelled } from '../chain/progress';
 
 export type SessionMode = 'undo' | 'persistent';
 export type UndoChoice = 'keep' | 'discard' | 'merge';
@@ -128,4 +134,58 @@ export class RateMeter {
     const [t1, c1] = this.samples[this.samples.length - 1];
     return t1 > t0 ? (c1 - c0) / (t1 - t0) : 0;
   }
+}
+
+// ---- the session's server process and the undo answer (Node only, no vscode) --------------------
+
+/** Starts `diskimg serve` detached (it outlives VS Code), its output in `record.log`; resolves with its pid and URL once it serves. */
+export async function spawnServe(record: SessionRecord, cli: string, socket: string, nodeExe = process.execPath, timeoutMs = 30_000): Promise<{ pid: number; url: string }> {
+  const out = openSync(record.log, 'a');
+  const child = spawn(nodeExe, [cli, ...serveArgs(record, socket)], {
+    detached: true,
+    stdio: ['ignore', out, out],
+    env: { ...process.env, ELECTRON_RUN_AS_NODE: '1' },
+  });
+  closeSync(out);
+  child.unref();
+  const pid = child.pid ?? 0;
+  let exited: number | null = null;
+  child.once('exit', (code) => { exited = code ?? -1; });
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = existsSync(record.log) ? readFileSync(record.log, 'utf8') : '';
+    const url = servingUrl(text);
+    if (url) {
+      // The control socket is made just after the ready line.
+      for (let i = 0; i < 250 && !existsSync(record.control); i++) await new Promise((r) => setTimeout(r, 20));
+      return { pid, url };
+    }
+    if (exited !== null) throw new Error(`diskimg serve could not start: ${text.trim().split('\n').pop() || `exit ${exited}`}`);
+    if (Date.now() > deadline) {
+      try { process.kill(pid); } catch { /* gone */ }
+      throw new Error(`diskimg serve did not start within ${timeoutMs / 1000} s; see ${record.log}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * Applies the answer to the undo question once the server has stopped with the session kept:
+ * discard deletes the session's layers newest first (the image is as before); merge writes them
+ * into the image. Both take a signal and report progress.
+ */
+export async function applyUndoChoice(choice: UndoChoice, layers: string[], image: string, opts: OperationOptions = {}): Promise<{ deleted: string[]; mergedInto: string | null }> {
+  if (choice === 'keep' || layers.length === 0) return { deleted: [], mergedInto: null };
+  if (choice === 'discard') {
+    const deleted: string[] = [];
+    for (let i = 0; i < layers.length; i++) {
+      throwIfCancelled(opts.signal, layers[i]);
+      await discardChild(layers[i]);
+      deleted.push(layers[i]);
+      opts.onProgress?.(i + 1, layers.length);
+    }
+    return { deleted, mergedInto: null };
+  }
+  const r = await mergeChild(layers[0], { ...opts, into: image });
+  return { deleted: r.merged, mergedInto: r.target };
 }

@@ -1,16 +1,13 @@
-import { spawn } from 'child_process';
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, statSync } from 'fs';
 import { tmpdir } from 'os';
 import * as nodePath from 'path';
 import * as vscode from 'vscode';
-import { discardChild } from '../chain/discard';
-import { mergeChild } from '../chain/merge';
 import { controlRequest } from '../serve/control';
 import { TraceIndex, TraceLineSplitter, parseTraceLine, TraceRecord, changesData } from '../serve/traceIndex';
 import { Commands } from './commands';
 import {
-  ExportStatusView, formatBytesShort, parseDurationSetting, qemuArgv, RateMeter, revertDiscards, serveArgs, servingUrl,
-  SessionMode, SessionRecord, sessionLayers, shellLine, splitArgs, undoConsequences, UndoChoice,
+  applyUndoChoice, ExportStatusView, formatBytesShort, parseDurationSetting, qemuArgv, RateMeter, revertDiscards, serveArgs,
+  SessionMode, SessionRecord, sessionLayers, shellLine, spawnServe, splitArgs, undoConsequences, UndoChoice,
 } from './sessionModel';
 
 const STATE_KEY = 'diskImageInspector.sessions';
@@ -287,35 +284,11 @@ export class SessionManager implements vscode.TreeDataProvider<SessionItem> {
     };
     const socket = nodePath.join(sockDir, `${id}.nbd`);
     const cli = nodePath.join(this.context.extensionPath, 'dist', 'cli.js');
-    const out = openSync(record.log, 'a');
-    const child = spawn(process.execPath, [cli, ...serveArgs(record, socket)], {
-      detached: true,
-      stdio: ['ignore', out, out],
-      env: { ...process.env, ELECTRON_RUN_AS_NODE: '1' },
-    });
-    closeSync(out);
-    child.unref();
-    record.pid = child.pid ?? 0;
-    this.log.appendLine(`session: ${process.execPath} ${cli} ${serveArgs(record, socket).join(' ')} (pid ${record.pid}; log ${record.log})`);
-    const deadline = Date.now() + 30_000;
-    let exited: number | null = null;
-    child.once('exit', (code) => { exited = code ?? -1; });
-    for (;;) {
-      const text = existsSync(record.log) ? readFileSync(record.log, 'utf8') : '';
-      const url = servingUrl(text);
-      if (url) {
-        record.url = url;
-        break;
-      }
-      if (exited !== null) throw new Error(`diskimg serve could not start: ${text.trim().split('\n').pop() ?? `exit ${exited}`}`);
-      if (Date.now() > deadline) {
-        try { process.kill(record.pid); } catch { /* gone */ }
-        throw new Error(`diskimg serve did not start within 30 s; see ${record.log}`);
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    this.log.appendLine(`session: ${process.execPath} ${cli} ${serveArgs(record, socket).join(' ')} (log ${record.log})`);
+    const { pid, url } = await spawnServe(record, cli, socket);
+    record.pid = pid;
+    record.url = url;
     const s = new Session(record);
-    for (let i = 0; i < 100 && !existsSync(record.control); i++) await new Promise((r) => setTimeout(r, 20));
     await s.refresh();
     this.add(s);
     this.save();
@@ -412,19 +385,11 @@ export class SessionManager implements vscode.TreeDataProvider<SessionItem> {
       void vscode.window.showInformationMessage(`Session ended; kept ${layers.map((l) => nodePath.basename(l)).join(', ')}.`);
       return;
     }
-    if (choice === 'discard') {
-      await this.commands.withProgress(`Discarding the session on ${s.label}`, async (opts) => {
-        for (let i = 0; i < layers.length; i++) {
-          opts.signal?.throwIfAborted();
-          await discardChild(layers[i]);
-          opts.onProgress?.(i + 1, layers.length);
-        }
-      });
-      void vscode.window.showInformationMessage(`Discarded ${layers.map((l) => nodePath.basename(l)).join(', ')}; ${s.label} is as before the session.`);
-    } else {
-      const r = await this.commands.withProgress(`Merging the session into ${s.label}`, (opts) => mergeChild(layers[0], { ...opts, into: st.image }));
-      void vscode.window.showInformationMessage(`Merged ${r.merged.map((l) => nodePath.basename(l)).join(', ')} into ${nodePath.basename(r.target)}.`);
-    }
+    const r = await this.commands.withProgress(choice === 'discard' ? `Discarding the session on ${s.label}` : `Merging the session into ${s.label}`,
+      (opts) => applyUndoChoice(choice, layers, st.image, opts));
+    void vscode.window.showInformationMessage(choice === 'discard'
+      ? `Discarded ${r.deleted.map((l) => nodePath.basename(l)).join(', ')}; ${s.label} is as before the session.`
+      : `Merged ${r.deleted.map((l) => nodePath.basename(l)).join(', ')} into ${nodePath.basename(r.mergedInto ?? st.image)}.`);
     await this.commands.reloadAll([st.image, ...layers]);
   }
 
