@@ -2,6 +2,7 @@ import * as vscode from 'vscode';
 import { Commands } from './commands';
 import { ImageEditorProvider } from './editorProvider';
 import { SessionManager } from './sessions';
+import { TimelineHub } from './timeline';
 
 export interface ExtensionApi {
   provider: ImageEditorProvider;
@@ -17,6 +18,20 @@ export function activate(context: vscode.ExtensionContext): ExtensionApi {
   commands.register(context);
   const sessions = new SessionManager(context, commands, log);
   sessions.register();
+  const timeline = new TimelineHub(sessions, log);
+  provider.timeline = timeline;
+  context.subscriptions.push(vscode.commands.registerCommand('diskImageInspector.openTrace', async (uri?: vscode.Uri) => {
+    const doc = (uri instanceof vscode.Uri ? provider.documentsFor(uri.fsPath)[0] : undefined) ?? provider.activeDocument();
+    if (!doc) {
+      void vscode.window.showInformationMessage('Open a disk image first: its timeline shows the trace on its block grid.');
+      return;
+    }
+    try {
+      await timeline.openTrace(doc);
+    } catch (e) {
+      void vscode.window.showErrorMessage((e as Error).message);
+    }
+  }));
   // Buttons that write are enabled once the workspace is trusted.
   context.subscriptions.push(vscode.workspace.onDidGrantWorkspaceTrust(() => {
     for (const doc of provider.allDocuments()) void doc.reload();

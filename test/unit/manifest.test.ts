@@ -4,7 +4,7 @@ import * as path from 'path';
 import { ROOT } from '../helpers/util';
 
 const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
-const commandsSource = ['commands.ts', 'sessions.ts'].map((f) => readFileSync(path.join(ROOT, 'src', 'extension', f), 'utf8')).join('\n');
+const commandsSource = ['commands.ts', 'sessions.ts', 'extension.ts'].map((f) => readFileSync(path.join(ROOT, 'src', 'extension', f), 'utf8')).join('\n');
 const WRITES = ['createImage', 'createChild', 'snapshot', 'mergeIntoParent', 'mergeDownTo', 'discardChild', 'repairImage', 'relinkParent', 'export',
   'startSession', 'sessionSnapshot', 'sessionRevert', 'endSession', 'launchQemu'];
 
@@ -33,7 +33,7 @@ describe('extension manifest (package.json contributes)', () => {
     for (const t of ['Create Disk Image…', 'Create Differencing Child…', 'Merge Into Parent…', 'Merge Down To…', 'Discard Child…', 'Diff With…',
       'Check Image', 'Repair Image…', 'Re-link Parent…', 'Export…']) assert.ok(titles.includes(t), t);
     assert.ok(titles.some((t: string) => t.startsWith('Snapshot')));
-    for (const c of pkg.contributes.commands) assert.ok(commandsSource.includes(`reg('${c.command}'`), `${c.command} is registered`);
+    for (const c of pkg.contributes.commands) assert.ok(commandsSource.includes(`reg('${c.command}'`) || commandsSource.includes(`registerCommand('${c.command}'`), `${c.command} is registered`);
     const explorer = pkg.contributes.menus['explorer/context'].filter((m: { when: string }) => /vhd/.test(m.when)).map((m: { command: string }) => m.command);
     const title = pkg.contributes.menus['editor/title'].map((m: { command: string }) => m.command);
     assert.ok(explorer.includes('diskImageInspector.mergeIntoParent') && title.includes('diskImageInspector.mergeIntoParent'));
