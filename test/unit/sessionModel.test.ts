@@ -1,5 +1,5 @@
 import { strict as assert } from 'assert';
-import { execFileSync } from 'child_process';
+import { execFileSync, spawn } from 'child_process';
 import { createHash } from 'crypto';
 import { existsSync, readFileSync } from 'fs';
 import * as path from 'path';
@@ -155,6 +155,25 @@ describe('emulator sessions: a real diskimg serve driven as the extension drives
     // qemu reads the merged base the same way.
     assert.match(execFileSync('qemu-io', ['-r', '-f', 'vpc', base, '-c', 'read -P 0x5a 1M 128k', '-c', 'read -P 0x6b 9M 4k'], { encoding: 'utf8', timeout: 60_000 }),
       /read 131072\/131072[\s\S]*read 4096\/4096/);
+  });
+
+  it('refuses to revert while a client is connected, and names why', async () => {
+    const { rec, url } = await session('busy', 'undo');
+    qemuIo(url, 'write -P 2 0 4k');
+    await controlRequest(rec.control, { command: 'snapshot' });
+    const st = await status(rec);
+    // A client that stays connected for a few seconds.
+    const holder = spawn('/usr/bin/python3', ['-c', 'import nbd, sys, time\nh = nbd.NBD()\nh.connect_uri(sys.argv[1])\ntime.sleep(60)', url], { stdio: 'ignore' });
+    try {
+      for (let i = 0; i < 300 && (await status(rec)).clients === 0; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.equal((await status(rec)).clients, 1);
+      const rev = await controlRequest(rec.control, { command: 'revert', snapshot: st.snapshots[0].path });
+      assert.match(String(rev.error), /1 client\(s\) connected/);
+      assert.deepEqual((await status(rec)).chain, st.chain, 'nothing changed');
+    } finally {
+      holder.kill();
+      await controlRequest(rec.control, { command: 'stop', onExit: 'discard' });
+    }
   });
 
   it('an interrupted Discard (cancelled) deletes nothing it was not asked to and says so', async () => {
