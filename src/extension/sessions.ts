@@ -1,5 +1,6 @@
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, statSync } from 'fs';
 import { tmpdir } from 'os';
+import { StringDecoder } from 'string_decoder';
 import * as nodePath from 'path';
 import * as vscode from 'vscode';
 import { controlRequest } from '../serve/control';
@@ -24,6 +25,8 @@ export class Session {
   ended = false;
   private traceOffset = 0;
   private readonly splitter = new TraceLineSplitter();
+  /** Keeps a UTF-8 character split across two reads whole (layer names may be non-ASCII). */
+  private readonly decoder = new StringDecoder('utf8');
   private readonly listeners = new Set<(records: TraceRecord[]) => void>();
   reconcileTimer: NodeJS.Timeout | null = null;
   qemuTerminal: vscode.Terminal | null = null;
@@ -53,7 +56,7 @@ export class Session {
         const n = readSync(fd, buf, 0, buf.length, this.traceOffset);
         if (n <= 0) break;
         this.traceOffset += n;
-        for (const line of this.splitter.push(buf.subarray(0, n).toString('utf8'))) {
+        for (const line of this.splitter.push(this.decoder.write(buf.subarray(0, n)))) {
           const r = parseTraceLine(line);
           if (!r) continue;
           if (changesData(r.op)) this.writeRecords++;
