@@ -91,6 +91,7 @@ export class Session {
 }
 
 function isAlive(pid: number): boolean {
+  if (!(pid > 0)) return false; // kill(0) would signal our own process group
   try {
     process.kill(pid, 0);
     return true;
