@@ -105,10 +105,13 @@ export interface SectorLayerModel {
 export interface LoadTimings { openMs: number; modelMs: number; blocksMs: number; readyMs: number; /** Epoch ms when the host started opening the image. */ openedAt: number }
 
 export type EditorCommand =
-  | 'relinkParent' | 'diffWith' | 'createChild' | 'snapshot' | 'mergeIntoParent' | 'check' | 'repair' | 'export' | 'discard';
+  | 'relinkParent' | 'diffWith' | 'createChild' | 'snapshot' | 'mergeIntoParent' | 'check' | 'repair' | 'export' | 'discard' | 'startSession' | 'openTrace';
 
-export type ViewName = 'overview' | 'header' | 'blocks' | 'chain';
-export type HeatmapMode = 'allocated' | 'fill' | 'owner' | 'changed';
+export type ViewName = 'overview' | 'header' | 'blocks' | 'chain' | 'timeline';
+export type HeatmapMode = 'allocated' | 'fill' | 'owner' | 'changed' | 'timeline';
+
+/** One write of the trace as the timeline lists and exports it (`t` in seconds since the server started). */
+export interface TimelineWrite { t: number; offset: number; length: number; layer: string }
 
 // ---- webview -> host -------------------------------------------------------------------------
 
@@ -120,6 +123,12 @@ export type WebviewMessage =
   | { type: 'requestDiffSector'; requestId: number; sector: number }
   | { type: 'copyText'; text: string }
   | { type: 'runCommand'; command: EditorCommand }
+  /** Blocks written with from <= t <= to (the brushed range). */
+  | { type: 'timelineQuery'; requestId: number; from: number; to: number }
+  /** The writes of one block in the range. */
+  | { type: 'timelineBlock'; requestId: number; block: number; from: number; to: number }
+  /** Save the range as JSON `{from, to, writes:[{t, offset, length, layer}]}`. */
+  | { type: 'timelineExport'; from: number; to: number }
   /** Lets tests and the status bar know what is on screen (time to first heatmap draw, in ms). */
   | { type: 'rendered'; view: ViewName; heatmapMs: number | null };
 
@@ -139,13 +148,21 @@ export type HostMessage =
   | { type: 'sectorDetail'; requestId: number; sector: number; layers: SectorLayerModel[]; winner: number | null; effective: Uint8Array }
   | { type: 'diffSector'; requestId: number; sector: number; aName: string; bName: string; a: Uint8Array; b: Uint8Array }
   | { type: 'showView'; view: ViewName; block?: number }
+  /** Blocks an emulator session just wrote (from its trace): a fading flash, no model reload. */
+  | { type: 'liveWrites'; blocks: Uint32Array; writesPerSecond: number }
+  /** The trace behind the timeline: its span, read/write density over `bins`, and the session's snapshots on its time axis. */
+  | { type: 'timeline'; source: string; from: number; to: number; reads: Uint32Array; writes: Uint32Array; records: number; live: boolean;
+      snapshots: Array<{ label: string; t: number }> }
+  | { type: 'timelineRange'; requestId: number; from: number; to: number; blocks: Uint32Array; lastWrite: Float64Array; records: number }
+  | { type: 'timelineWrites'; requestId: number; block: number; writes: TimelineWrite[] }
   | { type: 'error'; requestId?: number; message: string };
 
-const WEBVIEW_TYPES = new Set(['ready', 'requestBlock', 'requestSector', 'requestDiffSector', 'copyText', 'runCommand', 'rendered']);
-const EDITOR_COMMANDS = new Set<EditorCommand>(['relinkParent', 'diffWith', 'createChild', 'snapshot', 'mergeIntoParent', 'check', 'repair', 'export', 'discard']);
-const VIEWS = new Set<ViewName>(['overview', 'header', 'blocks', 'chain']);
+const WEBVIEW_TYPES = new Set(['ready', 'requestBlock', 'requestSector', 'requestDiffSector', 'copyText', 'runCommand', 'rendered', 'timelineQuery', 'timelineBlock', 'timelineExport']);
+const EDITOR_COMMANDS = new Set<EditorCommand>(['relinkParent', 'diffWith', 'createChild', 'snapshot', 'mergeIntoParent', 'check', 'repair', 'export', 'discard', 'startSession', 'openTrace']);
+const VIEWS = new Set<ViewName>(['overview', 'header', 'blocks', 'chain', 'timeline']);
 
 const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+const isTime = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 
 /** Validates a message from the webview (the host never trusts its shape). */
 export function parseWebviewMessage(raw: unknown): WebviewMessage | null {
@@ -159,6 +176,10 @@ export function parseWebviewMessage(raw: unknown): WebviewMessage | null {
     case 'requestDiffSector': return isInt(m.requestId) && isInt(m.sector) ? { type: 'requestDiffSector', requestId: m.requestId, sector: m.sector } : null;
     case 'copyText': return typeof m.text === 'string' ? { type: 'copyText', text: m.text } : null;
     case 'runCommand': return typeof m.command === 'string' && EDITOR_COMMANDS.has(m.command as EditorCommand) ? { type: 'runCommand', command: m.command as EditorCommand } : null;
+    case 'timelineQuery': return isInt(m.requestId) && isTime(m.from) && isTime(m.to) ? { type: 'timelineQuery', requestId: m.requestId, from: m.from, to: m.to } : null;
+    case 'timelineBlock': return isInt(m.requestId) && isInt(m.block) && isTime(m.from) && isTime(m.to)
+      ? { type: 'timelineBlock', requestId: m.requestId, block: m.block, from: m.from, to: m.to } : null;
+    case 'timelineExport': return isTime(m.from) && isTime(m.to) ? { type: 'timelineExport', from: m.from, to: m.to } : null;
     case 'rendered':
       return typeof m.view === 'string' && VIEWS.has(m.view as ViewName) && (m.heatmapMs === null || typeof m.heatmapMs === 'number')
         ? { type: 'rendered', view: m.view as ViewName, heatmapMs: m.heatmapMs as number | null } : null;

@@ -6,6 +6,7 @@ import { BlocksView } from './views/blocks';
 import { ChainView } from './views/chain';
 import { HeaderView } from './views/header';
 import { OverviewView } from './views/overview';
+import { LiveStrip, TimelineView } from './views/timeline';
 import { append, clear, el, registerComponents, tabs } from './ui';
 
 interface VsCodeApi {
@@ -56,7 +57,18 @@ const blocksView = new BlocksView({
   requestDiffSector: (sector) => { lastDiffSectorRequest = ++requestId; post({ type: 'requestDiffSector', requestId: lastDiffSectorRequest, sector }); },
   saveState: () => save(),
 });
-if (saved?.mode) blocksView.mode = saved.mode;
+let lastTimelineRequest = -1;
+let lastTimelineBlockRequest = -1;
+const timelineView = new TimelineView({
+  query: (from, to) => { lastTimelineRequest = ++requestId; post({ type: 'timelineQuery', requestId: lastTimelineRequest, from, to }); },
+  blockWrites: (block, from, to) => { lastTimelineBlockRequest = ++requestId; post({ type: 'timelineBlock', requestId: lastTimelineBlockRequest, block, from, to }); },
+  exportRange: (from, to) => post({ type: 'timelineExport', from, to }),
+  openTrace: () => runCommand('openTrace'),
+  openSector: (block, sector) => { view = 'blocks'; tabView.select('blocks'); blocksView.selectBlock(block, sector); save(); },
+});
+const liveStrip = new LiveStrip();
+blocksView.element.insertBefore(liveStrip.element, blocksView.element.firstChild);
+if (saved?.mode && saved.mode !== 'timeline') blocksView.mode = saved.mode;
 blocksView.selected = saved?.selected ?? null;
 blocksView.selectedSector = saved?.sector ?? null;
 blocksView.heatmap.restore(saved?.heatmap);
@@ -66,6 +78,7 @@ const tabView = tabs<ViewName>([
   { id: 'header', label: 'Header', content: header.element },
   { id: 'blocks', label: 'Blocks', content: blocksView.element },
   { id: 'chain', label: 'Chain', content: chainView.element },
+  { id: 'timeline', label: 'Timeline', content: timelineView.element },
 ], view);
 tabView.onChange((v) => { view = v; save(); post({ type: 'rendered', view: v, heatmapMs: null }); });
 
@@ -95,6 +108,7 @@ function renderRest(): void {
   if (!model || !blocks || !complete) return;
   header.render(model);
   chainView.render(model);
+  timelineView.setGrid(blocks.blockCount, model.overview.blockSize);
   blocksView.render(model, blocks, diff);
   blocksView.setMode(blocksView.mode === 'changed' && !diff ? 'owner' : blocksView.mode);
 }
@@ -149,6 +163,23 @@ window.addEventListener('message', (ev: MessageEvent) => {
       view = m.view; tabView.select(m.view);
       if (m.block !== undefined) blocksView.selectBlock(m.block);
       save();
+      break;
+    case 'liveWrites':
+      // A fading flash where the emulator's writes land; the model is not reloaded.
+      blocksView.heatmap.flash(m.blocks);
+      overview.heatmap.flash(m.blocks);
+      liveStrip.push(m.writesPerSecond);
+      document.body.dataset.liveWrites = String((Number(document.body.dataset.liveWrites) || 0) + m.blocks.length);
+      break;
+    case 'timeline':
+      if (model && blocks) timelineView.setGrid(blocks.blockCount, model.overview.blockSize);
+      timelineView.setSummary(m);
+      break;
+    case 'timelineRange':
+      if (m.requestId === lastTimelineRequest) timelineView.showRange(m);
+      break;
+    case 'timelineWrites':
+      if (m.requestId === lastTimelineBlockRequest) timelineView.showWrites(m.block, m.writes);
       break;
     case 'error':
       status.textContent = m.message;

@@ -1,5 +1,5 @@
 import * as vscode from 'vscode';
-import { EditorCommand, HostMessage, parseWebviewMessage, ViewName } from '../protocol';
+import { EditorCommand, HostMessage, parseWebviewMessage, ViewName, WebviewMessage } from '../protocol';
 import { buildEditorHtml } from './html';
 import { ImageDocument } from './imageDocument';
 import { blockDetail, diffSector, sectorDetail } from './model';
@@ -17,12 +17,21 @@ const COMMAND_IDS: Record<EditorCommand, string> = {
   repair: 'diskImageInspector.repairImage',
   export: 'diskImageInspector.export',
   discard: 'diskImageInspector.discardChild',
+  startSession: 'diskImageInspector.startSession',
+  openTrace: 'diskImageInspector.openTrace',
 };
+
+/** The timeline and live blocks (src/extension/timeline.ts), attached by extension.ts. */
+export interface TimelineHooks {
+  panelReady(doc: ImageDocument, post: (m: HostMessage) => void): vscode.Disposable;
+  handle(doc: ImageDocument, msg: WebviewMessage, post: (m: HostMessage) => void): Promise<void>;
+}
 
 interface Panel {
   document: ImageDocument;
   panel: vscode.WebviewPanel;
   ready: boolean;
+  timelineSub?: vscode.Disposable;
 }
 
 /**
@@ -34,6 +43,7 @@ export class ImageEditorProvider implements vscode.CustomReadonlyEditorProvider<
   private active: Panel | null = null;
   /** Last time-to-heatmap the webview reported, for tests and the log. */
   lastHeatmapMs: number | null = null;
+  timeline: TimelineHooks | null = null;
 
   constructor(private readonly context: vscode.ExtensionContext, private readonly log: vscode.OutputChannel) {}
 
@@ -91,6 +101,10 @@ export class ImageEditorProvider implements vscode.CustomReadonlyEditorProvider<
               const ownersOnly = { ...b, allocated: new Uint8Array(0), fill: new Uint8Array(0), ownerSector: new Uint32Array(0) };
               post({ type: 'init', model: s.model, blocks: ownersOnly, complete: false, diff: document.lastDiff, timings: { ...document.timings, readyMs: Date.now() - resolvedAt } });
               post({ type: 'blocks', blocks: b });
+              if (this.timeline && !entry.timelineSub) {
+                entry.timelineSub = this.timeline.panelReady(document, post);
+                subs.push(entry.timelineSub);
+              }
               break;
             }
             case 'requestBlock': {
@@ -115,6 +129,11 @@ export class ImageEditorProvider implements vscode.CustomReadonlyEditorProvider<
               break;
             case 'runCommand':
               await vscode.commands.executeCommand(COMMAND_IDS[msg.command], document.uri);
+              break;
+            case 'timelineQuery':
+            case 'timelineBlock':
+            case 'timelineExport':
+              await this.timeline?.handle(document, msg, post);
               break;
             case 'rendered':
               if (msg.heatmapMs !== null) {

@@ -5,12 +5,14 @@ import { OnExit } from './servedExport';
 /**
  * `--control PATH`: a Unix socket taking one JSON request a line and answering each with one JSON
  * line. Requests: `{"command":"status"}`, `{"command":"snapshot"[, "export": name]}`,
- * `{"command":"stop"[, "onExit": "keep"|"discard"|"merge"]}`. Errors come back as `{"error": text}`.
+ * `{"command":"stop"[, "onExit": "keep"|"discard"|"merge"]}`, `{"command":"revert","snapshot":path[, "export": name]}`. Errors come back as `{"error": text}`.
  */
 export interface ControlHandlers {
   status(): unknown;
   snapshot(exportName?: string): Promise<Array<{ name: string; top: string }>>;
   stop(onExit?: OnExit): Promise<unknown>;
+  /** Back to a snapshot (a path from status): the layers above it are deleted. */
+  revert?(snapshotPath: string, exportName?: string): Promise<{ top: string; discarded: string[] }>;
 }
 
 const MAX_LINE = 64 * 1024;
@@ -95,6 +97,11 @@ async function answer(line: string, handlers: ControlHandlers): Promise<unknown>
         const tops = await handlers.snapshot(name);
         return { top: tops[0].top, tops };
       }
+      case 'revert': {
+        if (!handlers.revert) throw new Error('this server cannot revert');
+        if (typeof req.snapshot !== 'string') throw new Error('revert needs "snapshot": the path of a snapshot from status');
+        return await handlers.revert(req.snapshot, typeof req.export === 'string' ? req.export : undefined);
+      }
       case 'stop': {
         const onExit = req.onExit ?? req.on_exit;
         if (onExit !== undefined && (typeof onExit !== 'string' || !ON_EXIT.includes(onExit))) {
@@ -104,7 +111,7 @@ async function answer(line: string, handlers: ControlHandlers): Promise<unknown>
         return { stopped: true, exports: outcomes };
       }
       default:
-        throw new Error(`unknown command ${JSON.stringify(req.command)}: use status, snapshot or stop`);
+        throw new Error(`unknown command ${JSON.stringify(req.command)}: use status, snapshot, revert or stop`);
     }
   } catch (e) {
     return { error: (e as Error).message };

@@ -260,6 +260,48 @@ export class ServedExport {
   }
 
   /**
+   * Goes back to a snapshot: deletes every layer above it and continues in a fresh child of it, so
+   * the disk reads as it did when the snapshot was taken. Refused while a client is connected (its
+   * cache would hold blocks the revert takes away). Returns the new top.
+   */
+  async revert(snapshotPath: string): Promise<{ top: string; discarded: string[] }> {
+    if (this.readOnly) throw new DiskImageError(this.image, 'a read-only export has no snapshots', undefined, undefined, 'EREADONLY');
+    return this.freeze(async () => {
+      if (this.stopped) throw new DiskImageError(this.image, 'the server is shutting down', undefined, undefined, 'ESHUTDOWN');
+      if (this.clients > 0) throw new DiskImageError(this.image, `${this.clients} client(s) connected: disconnect them before reverting`, undefined, undefined, 'EBUSY');
+      const at = this.snapshots.findIndex((s) => nodePath.resolve(s.path) === nodePath.resolve(snapshotPath));
+      if (at < 0) throw new DiskImageError(this.image, `${snapshotPath} is not one of this export's snapshots`, undefined, undefined, 'EARG');
+      const target = this.snapshots[at].path;
+      const layers = this.chainNow.layers.map((l) => l.path);
+      const above = layers.slice(0, layers.indexOf(target));
+      const top = this.chainNow.top.path;
+      await this.chainNow.flush();
+      await this.chainNow.close();
+      const discarded: string[] = [];
+      try {
+        for (const layer of above) {
+          // Later snapshots are locked by this export: release before deleting.
+          this.locks.get(layer)?.();
+          this.locks.delete(layer);
+          await discardChild(layer);
+          discarded.push(layer);
+        }
+        const next = nextSnapshotName(target);
+        await createChild(target, next);
+        this.chainNow = await openChain(next, { writable: true, openAncestor: this.shared.open });
+      } catch (e) {
+        // Continue on whatever top is left, so the export keeps serving.
+        const remaining = [top, ...above.slice(discarded.length), target].find((p) => existsSync(p) && !discarded.includes(p))!;
+        this.chainNow = await openChain(remaining, { writable: true, openAncestor: this.shared.open });
+        throw e;
+      }
+      this.snapshots.splice(at + 1);
+      this.changedSinceSnapshot = false;
+      return { top: this.chainNow.top.path, discarded };
+    });
+  }
+
+  /**
    * Merges the second-oldest snapshot into the oldest (its parent): the oldest point in time is
    * dropped, every later one stays readable. The oldest snapshot is the served image or the session
    * child, never the session's image. The chain is closed while the merge runs (it rewrites the

@@ -190,6 +190,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       control = await ControlServer.start(nodePath.resolve(options.control), {
         status,
         snapshot: (name) => snapshot(name),
+        revert: (snapshotPath, name) => {
+          const e = name === undefined ? exports.find((x) => x.snapshots.some((s) => nodePath.resolve(s.path) === nodePath.resolve(snapshotPath))) : host.findExport(name);
+          if (!e) throw new Error(`no export has the snapshot ${snapshotPath}`);
+          const run = snapshotting.then(() => e.revert(snapshotPath));
+          snapshotting = run.catch(() => undefined);
+          return run;
+        },
         stop: (onExit) => {
           if (onExit && !exports.some((e) => e.session) && onExit !== 'keep') {
             throw new Error(`--on-exit ${onExit} applies to an undo session (--session); this server writes in place`);

@@ -2,7 +2,7 @@
 import { mix, ownerColor, pack, Palette } from './colors';
 import { Layout } from './layout';
 
-export type Mode = 'allocated' | 'fill' | 'owner' | 'changed';
+export type Mode = 'allocated' | 'fill' | 'owner' | 'changed' | 'timeline';
 export const NO_OWNER = 0xffff;
 
 export interface HeatmapData {
@@ -12,6 +12,8 @@ export interface HeatmapData {
   owner: Uint16Array;
   /** 1 where a diff found the block different; null before any diff. */
   changed: Uint8Array | null;
+  /** Timeline mode: per block, when it was last written in the brushed range, 0 (oldest) to 1 (newest); -1 not written. */
+  age?: Float32Array | null;
 }
 
 /** The packed colour of the cell covering blocks [first, end). */
@@ -34,6 +36,11 @@ export function cellColor(d: HeatmapData, mode: Mode, first: number, end: number
       let best = NO_OWNER;
       for (let i = first; i < end; i++) if (d.owner[i] < best) best = d.owner[i];
       return pack(best === NO_OWNER ? p.empty : ownerColor(p, best));
+    }
+    case 'timeline': {
+      let best = -1;
+      if (d.age) for (let i = first; i < end; i++) if (d.age[i] > best) best = d.age[i];
+      return pack(best < 0 ? p.empty : mix(p.allocated, p.changed, best));
     }
     case 'changed': {
       if (!d.changed) return pack(p.empty);

@@ -13,7 +13,7 @@ export interface BlocksHost {
 }
 
 const MODE_LABELS: Record<Mode, string> = {
-  owner: 'Owning layer', allocated: 'Allocated in this image', fill: 'Sector-bitmap fill %', changed: 'Changed vs other image',
+  owner: 'Owning layer', allocated: 'Allocated in this image', fill: 'Sector-bitmap fill %', changed: 'Changed vs other image', timeline: 'Written in the brushed range',
 };
 
 /** The heatmap with its toolbar, hover line, partition list, diff ranges, and the block detail. */

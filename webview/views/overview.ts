@@ -39,7 +39,7 @@ export class OverviewView {
     });
     append(actions, act('Check Image', 'check', false), act('Diff With…', 'diffWith', false), act('Create Child…', 'createChild', true), act('Snapshot', 'snapshot', true));
     if (o.diskType === 'differencing') append(actions, act('Merge Into Parent…', 'mergeIntoParent', true), act('Discard…', 'discard', true));
-    append(actions, act('Export…', 'export', true));
+    append(actions, act('Export…', 'export', true), act('Start Emulator Session…', 'startSession', true));
     this.facts.appendChild(actions);
     clear(this.side);
     const chainList = el('ol', 'chain-list');

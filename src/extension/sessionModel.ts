@@ -1,0 +1,191 @@
+// Emulator sessions without `vscode` (so they are unit-tested as they are): settings, command
+// lines, the undo question's wording, the server process and the undo answer.
+import { spawn } from 'child_process';
+import { closeSync, existsSync, openSync, readFileSync } from 'fs';
+import * as nodePath from 'path';
+import { discardChild } from '../chain/discard';
+import { mergeChild } from '../chain/merge';
+import { OperationOptions, throwIfCancelled } from '../chain/progress';
+
+export type SessionMode = 'undo' | 'persistent';
+export type UndoChoice = 'keep' | 'discard' | 'merge';
+
+/** What the extension remembers of a session (in globalState, so a reloaded window finds its running servers). */
+export interface SessionRecord {
+  id: string;
+  image: string;
+  mode: SessionMode;
+  control: string;
+  trace: string;
+  log: string;
+  url: string;
+  pid: number;
+  started: string;
+  snapshotEvery: string | null;
+}
+
+/** One export as `diskimg ctl status` reports it. */
+export interface ExportStatusView {
+  name: string;
+  top: string;
+  chain: string[];
+  clients: number;
+  bytesRead: number;
+  bytesWritten: number;
+  snapshots: Array<{ path: string; created: string }>;
+  image: string;
+  session: string | null;
+  readOnly: boolean;
+}
+
+/** `60m`, `30s`, `1.5h`, `500ms` -> milliseconds; null for empty; throws on anything else. */
+export function parseDurationSetting(text: string, what: string): number | null {
+  const s = text.trim();
+  if (!s) return null;
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/.exec(s);
+  if (!m) throw new Error(`${what}: '${text}' is not a duration (use a number followed by ms, s, m or h, e.g. 60m)`);
+  const ms = parseFloat(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+  if (!(ms >= 1) || ms > 2 ** 31 - 1) throw new Error(`${what}: '${text}' is out of range (1 ms to 24 days)`);
+  return Math.round(ms);
+}
+
+/** The arguments of `diskimg serve` for a session. */
+export function serveArgs(r: Pick<SessionRecord, 'image' | 'mode' | 'control' | 'trace' | 'snapshotEvery'>, socket: string): string[] {
+  const args = ['serve', r.image, '--socket', socket, '--control', r.control, '--trace', r.trace];
+  // An undo session always ends with the child kept: the extension asks the undo question itself
+  // and then discards or merges with progress and cancel.
+  if (r.mode === 'undo') args.push('--session', '--on-exit', 'keep');
+  if (r.snapshotEvery) args.push('--snapshot-every', r.snapshotEvery);
+  return args;
+}
+
+/** The `serving <exports> on <url>` line the server prints when it accepts connections. */
+export function servingUrl(logText: string): string | null {
+  const m = /^serving .* on (\S+)$/m.exec(logText);
+  return m ? m[1] : null;
+}
+
+/** Splits the `diskImageInspector.qemu.args` setting (an array, or one string split on spaces honouring quotes). */
+export function splitArgs(value: unknown): string[] {
+  if (Array.isArray(value)) return value.filter((v): v is string => typeof v === 'string');
+  if (typeof value !== 'string') return [];
+  const out: string[] = [];
+  const re = /"([^"]*)"|'([^']*)'|(\S+)/g;
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(value))) out.push(m[1] ?? m[2] ?? m[3]);
+  return out;
+}
+
+/** `qemu-system-x86_64 <extra> -drive file=<URL>,format=raw,if=virtio` as argv. */
+export function qemuArgv(qemuPath: string, extra: string[], url: string): string[] {
+  // A comma inside a -drive value is written twice (QEMU's option syntax).
+  return [qemuPath, ...extra, '-drive', `file=${url.replace(/,/g, ',,')},format=raw,if=virtio`];
+}
+
+/** The argv as one shell line, each word quoted only when it needs it. */
+export function shellLine(argv: string[]): string {
+  return argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
+}
+
+/** The layers an undo session created: from the top down to the session child, newest first. */
+export function sessionLayers(s: Pick<ExportStatusView, 'chain' | 'session'>): string[] {
+  if (!s.session) return [];
+  const at = s.chain.indexOf(s.session);
+  return at < 0 ? [] : s.chain.slice(0, at + 1);
+}
+
+/** What each answer to the undo question changes, naming the files (the question's detail text). */
+export function undoConsequences(s: Pick<ExportStatusView, 'chain' | 'session' | 'image'>): Record<UndoChoice, string> {
+  const layers = sessionLayers(s).map((p) => nodePath.basename(p));
+  const image = nodePath.basename(s.image);
+  const list = layers.join(', ');
+  return {
+    keep: `Keep: ${list} stay${layers.length === 1 ? 's' : ''} next to ${image}; ${image} is not changed. Open ${layers[0] ?? 'the top'} to use the disk as the session left it.`,
+    discard: `Discard: deletes ${list}; ${image} is as before the session.`,
+    merge: `Merge: writes the session's blocks into ${image}, then deletes ${list}.`,
+  };
+}
+
+/** Layers a revert to `snapshot` deletes: every layer above it (newest first). */
+export function revertDiscards(s: Pick<ExportStatusView, 'chain'>, snapshot: string): string[] {
+  const at = s.chain.indexOf(snapshot);
+  return at <= 0 ? [] : s.chain.slice(0, at);
+}
+
+export function formatBytesShort(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++; }
+  return `${u === 0 ? v : v.toFixed(v < 10 ? 1 : 0)} ${units[u]}`;
+}
+
+/** Writes per second over the last `windowS` seconds from (time, cumulative count) samples. */
+export class RateMeter {
+  private readonly samples: Array<[number, number]> = [];
+  constructor(private readonly windowS = 5) {}
+  push(timeS: number, cumulative: number): void {
+    this.samples.push([timeS, cumulative]);
+    while (this.samples.length > 2 && timeS - this.samples[0][0] > this.windowS) this.samples.shift();
+  }
+  get rate(): number {
+    if (this.samples.length < 2) return 0;
+    const [t0, c0] = this.samples[0];
+    const [t1, c1] = this.samples[this.samples.length - 1];
+    return t1 > t0 ? (c1 - c0) / (t1 - t0) : 0;
+  }
+}
+
+// ---- the session's server process and the undo answer (Node only, no vscode) --------------------
+
+/** Starts `diskimg serve` detached (it outlives VS Code), its output in `record.log`; resolves with its pid and URL once it serves. */
+export async function spawnServe(record: SessionRecord, cli: string, socket: string, nodeExe = process.execPath, timeoutMs = 30_000): Promise<{ pid: number; url: string }> {
+  const out = openSync(record.log, 'a');
+  const child = spawn(nodeExe, [cli, ...serveArgs(record, socket)], {
+    detached: true,
+    stdio: ['ignore', out, out],
+    env: { ...process.env, ELECTRON_RUN_AS_NODE: '1' },
+  });
+  closeSync(out);
+  child.unref();
+  const pid = child.pid ?? 0;
+  let exited: number | null = null;
+  child.once('exit', (code) => { exited = code ?? -1; });
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = existsSync(record.log) ? readFileSync(record.log, 'utf8') : '';
+    const url = servingUrl(text);
+    if (url) {
+      // The control socket is made just after the ready line.
+      for (let i = 0; i < 250 && !existsSync(record.control); i++) await new Promise((r) => setTimeout(r, 20));
+      return { pid, url };
+    }
+    if (exited !== null) throw new Error(`diskimg serve could not start: ${text.trim().split('\n').pop() || `exit ${exited}`}`);
+    if (Date.now() > deadline) {
+      try { process.kill(pid); } catch { /* gone */ }
+      throw new Error(`diskimg serve did not start within ${timeoutMs / 1000} s; see ${record.log}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * Applies the answer to the undo question once the server has stopped with the session kept:
+ * discard deletes the session's layers newest first (the image is as before); merge writes them
+ * into the image. Both take a signal and report progress.
+ */
+export async function applyUndoChoice(choice: UndoChoice, layers: string[], image: string, opts: OperationOptions = {}): Promise<{ deleted: string[]; mergedInto: string | null }> {
+  if (choice === 'keep' || layers.length === 0) return { deleted: [], mergedInto: null };
+  if (choice === 'discard') {
+    const deleted: string[] = [];
+    for (let i = 0; i < layers.length; i++) {
+      throwIfCancelled(opts.signal, layers[i]);
+      await discardChild(layers[i]);
+      deleted.push(layers[i]);
+      opts.onProgress?.(i + 1, layers.length);
+    }
+    return { deleted, mergedInto: null };
+  }
+  const r = await mergeChild(layers[0], { ...opts, into: image });
+  return { deleted: r.merged, mergedInto: r.target };
+}

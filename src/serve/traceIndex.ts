@@ -1,0 +1,410 @@
+/**
+ * An index over the trace `diskimg serve --trace` writes (one JSON object a line:
+ * `{"t","export","op","offset","length","layer"}`), built once and appended to as lines arrive, so
+ * that "which blocks were written between t0 and t1" and "every write of block b" are answered
+ * without a pass over the whole trace per question. Pure (no fs, no vscode): the extension host
+ * and the tests both use it.
+ *
+ * Records live in growable typed arrays in arrival order; the server stamps them in completion
+ * order, so they are normally sorted by time already (a record older than the last one makes the
+ * index sort itself before the next query). Per-block write lists are kept as one CSR table
+ * (start offsets per block + record numbers in time order), rebuilt lazily after appends.
+ */
+
+export type TraceRecordOp = 'read' | 'write' | 'trim' | 'zero' | 'flush';
+
+export interface TraceRecord {
+  t: number;
+  export: string;
+  op: TraceRecordOp;
+  offset: number;
+  length: number;
+  layer: string;
+}
+
+/** One write as the timeline and the JSON export show it. */
+export interface TraceWrite {
+  t: number;
+  offset: number;
+  length: number;
+  layer: string;
+  op: TraceRecordOp;
+}
+
+const OPS: TraceRecordOp[] = ['read', 'write', 'trim', 'zero', 'flush'];
+const OP_CODE = new Map(OPS.map((o, i) => [o, i]));
+const READ = 0;
+const FLUSH = 4;
+
+/** Ops that change what the disk reads (write, trim, write-zeroes). */
+export function changesData(op: TraceRecordOp): boolean {
+  return op === 'write' || op === 'trim' || op === 'zero';
+}
+
+/** Parses one trace line; null for a blank, malformed or foreign line (the trace is only appended to, a torn last line is normal). */
+export function parseTraceLine(line: string): TraceRecord | null {
+  const s = line.trim();
+  if (!s || s[0] !== '{') return null;
+  let o: unknown;
+  try {
+    o = JSON.parse(s);
+  } catch {
+    return null;
+  }
+  if (!o || typeof o !== 'object') return null;
+  const r = o as Record<string, unknown>;
+  if (typeof r.t !== 'number' || !Number.isFinite(r.t)) return null;
+  if (typeof r.op !== 'string' || !OP_CODE.has(r.op as TraceRecordOp)) return null;
+  const offset = typeof r.offset === 'number' && Number.isFinite(r.offset) && r.offset >= 0 ? r.offset : 0;
+  const length = typeof r.length === 'number' && Number.isFinite(r.length) && r.length >= 0 ? r.length : 0;
+  return {
+    t: r.t,
+    export: typeof r.export === 'string' ? r.export : '',
+    op: r.op as TraceRecordOp,
+    offset,
+    length,
+    layer: typeof r.layer === 'string' ? r.layer : '',
+  };
+}
+
+/** Splits appended text into lines, keeping a torn last line for the next chunk. */
+export class TraceLineSplitter {
+  private rest = '';
+  push(chunk: string): string[] {
+    const text = this.rest + chunk;
+    const lines = text.split('\n');
+    this.rest = lines.pop() ?? '';
+    return lines;
+  }
+}
+
+export interface BlocksInRange {
+  /** Block numbers written in the range, ascending. */
+  blocks: Uint32Array;
+  /** For each of `blocks`, the time of its last write in the range. */
+  lastWrite: Float64Array;
+  /** For each of `blocks`, how many writes reached it in the range. */
+  writes: Uint32Array;
+  /** Write records in the range (each once, however many blocks it spans). */
+  records: number;
+}
+
+export interface Density {
+  from: number;
+  to: number;
+  reads: Uint32Array;
+  writes: Uint32Array;
+}
+
+export interface TraceIndexOptions {
+  /** Bytes per block of the grid the questions are asked in (the editor's heatmap grid). */
+  blockSize: number;
+  /** Only records of this export count; all when undefined. */
+  exportName?: string;
+  /** Blocks past this are clamped out (the disk's block count); unbounded when undefined. */
+  blockCount?: number;
+}
+
+export class TraceIndex {
+  readonly blockSize: number;
+  readonly exportName: string | undefined;
+  private blockCount: number;
+  private readonly fixedBlocks: boolean;
+  private n = 0;
+  private t = new Float64Array(1024);
+  private offset = new Float64Array(1024);
+  private length = new Float64Array(1024);
+  private op = new Uint8Array(1024);
+  private layer = new Uint16Array(1024);
+  private readonly layers: string[] = [];
+  private readonly layerCode = new Map<string, number>();
+  private sorted = true;
+  /** writesBefore[i] / readsBefore[i]: data-changing / read records among the first i (time order); density bins in O(log n) each. */
+  private writesBefore: Uint32Array | null = null;
+  private readsBefore: Uint32Array | null = null;
+  private csrStart: Uint32Array | null = null;
+  private csrRecords: Uint32Array | null = null;
+  /** Scratch per block for range queries: the query stamp that last touched it. */
+  private stamp: Uint32Array | null = null;
+  private stampNow = 0;
+  private scratchLast: Float64Array | null = null;
+  private scratchCount: Uint32Array | null = null;
+
+  constructor(options: TraceIndexOptions) {
+    if (!(options.blockSize > 0)) throw new Error('trace index: block size must be positive');
+    this.blockSize = options.blockSize;
+    this.exportName = options.exportName;
+    this.blockCount = options.blockCount ?? 0;
+    this.fixedBlocks = options.blockCount !== undefined;
+  }
+
+  get size(): number {
+    return this.n;
+  }
+
+  /** Time of the first and last record, or null when empty. */
+  get timeRange(): { from: number; to: number } | null {
+    if (this.n === 0) return null;
+    this.ensureSorted();
+    return { from: this.t[0], to: this.t[this.n - 1] };
+  }
+
+  /** Blocks the grid covers: the given block count, or as far as the trace reached. */
+  get blocks(): number {
+    return this.blockCount;
+  }
+
+  /** Adds a record (ignored when it belongs to another export); returns whether it was kept. */
+  add(r: TraceRecord): boolean {
+    if (this.exportName !== undefined && r.export !== this.exportName) return false;
+    if (this.n === this.t.length) this.grow();
+    const i = this.n++;
+    if (i > 0 && r.t < this.t[i - 1]) this.sorted = false;
+    this.t[i] = r.t;
+    this.offset[i] = r.offset;
+    this.length[i] = r.length;
+    const code = OP_CODE.get(r.op)!;
+    this.op[i] = code;
+    let l = this.layerCode.get(r.layer);
+    if (l === undefined) {
+      l = this.layers.length;
+      if (l > 0xffff) throw new Error('trace index: more than 65536 layer names');
+      this.layers.push(r.layer);
+      this.layerCode.set(r.layer, l);
+    }
+    this.layer[i] = l;
+    if (!this.fixedBlocks && code !== READ && code !== FLUSH && r.length > 0) {
+      const last = Math.floor((r.offset + r.length - 1) / this.blockSize);
+      if (last + 1 > this.blockCount) this.blockCount = last + 1;
+    }
+    this.writesBefore = null;
+    this.csrStart = null;
+    this.csrRecords = null;
+    return true;
+  }
+
+  /** Adds the records of complete trace lines; returns how many were kept. */
+  addLines(lines: Iterable<string>): number {
+    let kept = 0;
+    for (const line of lines) {
+      const r = parseTraceLine(line);
+      if (r && this.add(r)) kept++;
+    }
+    return kept;
+  }
+
+  private recordAt(i: number): TraceWrite {
+    return { t: this.t[i], offset: this.offset[i], length: this.length[i], layer: this.layers[this.layer[i]], op: OPS[this.op[i]] };
+  }
+
+  private grow(): void {
+    const cap = this.t.length * 2;
+    const g = <T extends Float64Array | Uint8Array | Uint16Array>(a: T, C: new (n: number) => T): T => {
+      const b = new C(cap);
+      b.set(a);
+      return b;
+    };
+    this.t = g(this.t, Float64Array);
+    this.offset = g(this.offset, Float64Array);
+    this.length = g(this.length, Float64Array);
+    this.op = g(this.op, Uint8Array);
+    this.layer = g(this.layer, Uint16Array);
+  }
+
+  /** Stable sort by time (only after an out-of-order record). */
+  private ensureSorted(): void {
+    if (this.sorted) return;
+    const order = new Uint32Array(this.n);
+    for (let i = 0; i < this.n; i++) order[i] = i;
+    const t = this.t;
+    order.sort((a, b) => (t[a] - t[b]) || (a - b));
+    const perm = <T extends Float64Array | Uint8Array | Uint16Array>(a: T): T => {
+      const b = a.slice() as T;
+      for (let i = 0; i < this.n; i++) b[i] = a[order[i]];
+      return b;
+    };
+    this.t = perm(this.t);
+    this.offset = perm(this.offset);
+    this.length = perm(this.length);
+    this.op = perm(this.op);
+    this.layer = perm(this.layer);
+    this.sorted = true;
+  }
+
+  private isWrite(i: number): boolean {
+    const c = this.op[i];
+    return c !== READ && c !== FLUSH && this.length[i] > 0;
+  }
+
+  /** First record index with t >= time. */
+  private lowerBound(time: number): number {
+    let lo = 0;
+    let hi = this.n;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.t[mid] < time) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** First record index with t > time. */
+  private upperBound(time: number): number {
+    let lo = 0;
+    let hi = this.n;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.t[mid] <= time) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  private blockSpan(i: number): [number, number] {
+    const first = Math.floor(this.offset[i] / this.blockSize); // past the grid: last < first, an empty span
+    const last = Math.min(Math.floor((this.offset[i] + this.length[i] - 1) / this.blockSize), this.blockCount - 1);
+    return [first, last];
+  }
+
+  private ensureCsr(): void {
+    if (this.csrStart) return;
+    this.ensureSorted();
+    const blocks = this.blockCount;
+    const start = new Uint32Array(blocks + 1);
+    let total = 0;
+    for (let i = 0; i < this.n; i++) {
+      if (!this.isWrite(i)) continue;
+      const [a, b] = this.blockSpan(i);
+      for (let k = a; k <= b; k++) start[k + 1]++;
+      total += b >= a ? b - a + 1 : 0;
+    }
+    for (let k = 0; k < blocks; k++) start[k + 1] += start[k];
+    const fill = start.slice(0, blocks);
+    const records = new Uint32Array(total);
+    for (let i = 0; i < this.n; i++) {
+      if (!this.isWrite(i)) continue;
+      const [a, b] = this.blockSpan(i);
+      for (let k = a; k <= b; k++) records[fill[k]++] = i;
+    }
+    this.csrStart = start;
+    this.csrRecords = records;
+  }
+
+  private ensureWritesBefore(): Uint32Array {
+    if (this.writesBefore) return this.writesBefore;
+    this.ensureSorted();
+    const w = new Uint32Array(this.n + 1);
+    const r = new Uint32Array(this.n + 1);
+    for (let i = 0; i < this.n; i++) {
+      w[i + 1] = w[i] + (this.isWrite(i) ? 1 : 0);
+      r[i + 1] = r[i] + (this.op[i] === READ ? 1 : 0);
+    }
+    this.writesBefore = w;
+    this.readsBefore = r;
+    return w;
+  }
+
+  /**
+   * Blocks written with from <= t <= to, with the time of the last write to each and the count:
+   * one pass over the records in the range, no pass over the whole trace.
+   */
+  blocksWritten(from: number, to: number): BlocksInRange {
+    this.ensureSorted();
+    const blocks = this.blockCount;
+    if (!this.stamp || this.stamp.length < blocks) {
+      this.stamp = new Uint32Array(Math.max(blocks, 1));
+      this.scratchLast = new Float64Array(Math.max(blocks, 1));
+      this.scratchCount = new Uint32Array(Math.max(blocks, 1));
+      this.stampNow = 0;
+    }
+    if (++this.stampNow === 0xffffffff) {
+      this.stamp.fill(0);
+      this.stampNow = 1;
+    }
+    const stamp = this.stamp;
+    const last = this.scratchLast!;
+    const count = this.scratchCount!;
+    const now = this.stampNow;
+    const i0 = this.lowerBound(from);
+    const i1 = this.upperBound(to);
+    const touched: number[] = [];
+    let records = 0;
+    for (let i = i0; i < i1; i++) {
+      if (!this.isWrite(i)) continue;
+      records++;
+      const [a, b] = this.blockSpan(i);
+      const ti = this.t[i];
+      for (let k = a; k <= b; k++) {
+        if (stamp[k] !== now) {
+          stamp[k] = now;
+          count[k] = 0;
+          touched.push(k);
+        }
+        last[k] = ti;
+        count[k]++;
+      }
+    }
+    const out = Uint32Array.from(touched).sort();
+    const lastWrite = new Float64Array(out.length);
+    const writes = new Uint32Array(out.length);
+    for (let j = 0; j < out.length; j++) {
+      lastWrite[j] = last[out[j]];
+      writes[j] = count[out[j]];
+    }
+    return { blocks: out, lastWrite, writes, records };
+  }
+
+  /** Every write that reached `block` (time order), optionally only those with from <= t <= to. */
+  writesOfBlock(block: number, from = -Infinity, to = Infinity): TraceWrite[] {
+    this.ensureCsr();
+    if (block < 0 || block >= this.blockCount) return [];
+    const s = this.csrStart![block];
+    const e = this.csrStart![block + 1];
+    const out: TraceWrite[] = [];
+    for (let j = s; j < e; j++) {
+      const i = this.csrRecords![j];
+      if (this.t[i] < from || this.t[i] > to) continue;
+      out.push(this.recordAt(i));
+    }
+    return out;
+  }
+
+  /** Number of writes that reached `block`. */
+  writeCountOfBlock(block: number): number {
+    this.ensureCsr();
+    if (block < 0 || block >= this.blockCount) return 0;
+    return this.csrStart![block + 1] - this.csrStart![block];
+  }
+
+  /** Every data-changing record with from <= t <= to, in time order (the JSON export). */
+  writesBetween(from: number, to: number): TraceWrite[] {
+    this.ensureSorted();
+    const out: TraceWrite[] = [];
+    const i1 = this.upperBound(to);
+    for (let i = this.lowerBound(from); i < i1; i++) if (this.isWrite(i)) out.push(this.recordAt(i));
+    return out;
+  }
+
+  /** Reads and writes per time bin, `bins` equal bins over [from, to] (the timeline's density strip). */
+  density(from: number, to: number, bins: number): Density {
+    this.ensureSorted();
+    const w = this.ensureWritesBefore();
+    const r = this.readsBefore!;
+    const reads = new Uint32Array(bins);
+    const writes = new Uint32Array(bins);
+    const width = (to - from) / bins;
+    let prev = this.lowerBound(from);
+    for (let b = 0; b < bins; b++) {
+      const next = b === bins - 1 ? this.upperBound(to) : this.lowerBound(from + width * (b + 1));
+      reads[b] = r[next] - r[prev];
+      writes[b] = w[next] - w[prev];
+      prev = next;
+    }
+    return { from, to, reads, writes };
+  }
+
+  /** The selection as the timeline exports it. */
+  exportJson(from: number, to: number): { from: number; to: number; writes: Array<{ t: number; offset: number; length: number; layer: string }> } {
+    return { from, to, writes: this.writesBetween(from, to).map((w) => ({ t: w.t, offset: w.offset, length: w.length, layer: w.layer })) };
+  }
+}

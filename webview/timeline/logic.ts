@@ -1,0 +1,55 @@
+/** The timeline's arithmetic, pure (unit-tested): time <-> pixels, brushed range -> per-block ages, sparkline samples. */
+
+/** The x pixel of time `t` on an axis of `width` pixels spanning [from, to]. */
+export function timeToX(t: number, from: number, to: number, width: number): number {
+  return to > from ? ((t - from) / (to - from)) * width : 0;
+}
+
+/** The time at x pixel `x` (clamped to the axis). */
+export function xToTime(x: number, from: number, to: number, width: number): number {
+  const f = width > 0 ? Math.min(1, Math.max(0, x / width)) : 0;
+  return from + f * (to - from);
+}
+
+/** A brush from two x positions, ordered. */
+export function brushRange(x0: number, x1: number, from: number, to: number, width: number): { from: number; to: number } {
+  const a = xToTime(Math.min(x0, x1), from, to, width);
+  const b = xToTime(Math.max(x0, x1), from, to, width);
+  return { from: a, to: b };
+}
+
+/**
+ * Per-block colour position for the heatmap: the block's last write in the range, 0 at `from`
+ * (oldest) to 1 at `to` (newest); -1 for blocks not written in the range.
+ */
+export function blockAges(blockCount: number, blocks: ArrayLike<number>, lastWrite: ArrayLike<number>, from: number, to: number): Float32Array {
+  const age = new Float32Array(blockCount).fill(-1);
+  const span = to - from;
+  for (let i = 0; i < blocks.length; i++) {
+    const b = blocks[i];
+    if (b >= blockCount) continue;
+    age[b] = span > 0 ? Math.min(1, Math.max(0, (lastWrite[i] - from) / span)) : 1;
+  }
+  return age;
+}
+
+/** The replay's next brush end: `speed` trace seconds per wall second, wrapping to stop at `to`. */
+export function replayStep(current: number, elapsedMs: number, speed: number, to: number): { t: number; done: boolean } {
+  const t = current + (elapsedMs / 1000) * speed;
+  return t >= to ? { t: to, done: true } : { t, done: false };
+}
+
+/** A fixed-length history of rates for the sparkline (the newest last). */
+export class RateHistory {
+  readonly values: number[];
+  constructor(readonly length = 60) {
+    this.values = new Array(length).fill(0);
+  }
+  push(v: number): void {
+    this.values.push(v);
+    if (this.values.length > this.length) this.values.shift();
+  }
+  get max(): number {
+    return Math.max(1, ...this.values);
+  }
+}
