@@ -11,6 +11,7 @@ import { formatUuid } from './uuid';
 import { LocatorData, vhdParentCandidates } from './locatorPaths';
 import { checkVhdParent, writeVhdParentLink } from './parentLink';
 import { vhdTimestampToIso } from './timestamp';
+import { readLayerView } from '../layerView';
 
 export type { LocatorData } from './locatorPaths';
 
@@ -411,16 +412,6 @@ export class VhdImage implements DiskImage {
     }
   }
 
-  /** Reads the virtual range as this layer shows it: own bytes where present, else `below` (or zeros). */
-  private async readView(offset: number, target: Buffer, below: ReadBelow): Promise<void> {
-    for (const run of await this.runs(offset, target.length)) {
-      const slice = target.subarray(run.offset - offset, run.offset - offset + run.length);
-      if (run.present) await this.readOwn(run.offset, slice);
-      else if (this.diskType === 'differencing') await below(run.offset, slice);
-      else slice.fill(0);
-    }
-  }
-
   async write(offset: number, data: Buffer, below: ReadBelow): Promise<void> {
     if (!this.file.writable) throw new DiskImageError(this.path, 'image is opened read-only', undefined, undefined, 'EREADONLY');
     if (offset < 0 || offset + data.length > this.virtualSize) {
@@ -459,9 +450,9 @@ export class VhdImage implements DiskImage {
     if (inBlock % SECTOR_SIZE !== 0 || (inBlock + piece.length) % SECTOR_SIZE !== 0) {
       // Partial sectors: bring the rest of the first and last sector up from the current view.
       sectors = Buffer.alloc(alignedLen);
-      if (inBlock % SECTOR_SIZE !== 0) await this.readView(blockStart + alignedStart, sectors.subarray(0, SECTOR_SIZE), below);
+      if (inBlock % SECTOR_SIZE !== 0) await readLayerView(this, blockStart + alignedStart, sectors.subarray(0, SECTOR_SIZE), below);
       if ((inBlock + piece.length) % SECTOR_SIZE !== 0 && (s1 - 1 > s0 || inBlock % SECTOR_SIZE === 0)) {
-        await this.readView(blockStart + (s1 - 1) * SECTOR_SIZE, sectors.subarray(alignedLen - SECTOR_SIZE), below);
+        await readLayerView(this, blockStart + (s1 - 1) * SECTOR_SIZE, sectors.subarray(alignedLen - SECTOR_SIZE), below);
       }
       piece.copy(sectors, inBlock - alignedStart);
     }

@@ -24,6 +24,7 @@ import {
 import { bitRunLength, SECTOR_BITMAP_BLOCK_SIZE, setBitRange, testBit } from './sectorBitmap';
 import { isValidSectorSize, parseSectorSize, SECTOR_SIZE_ITEM_SIZE } from './sectorSize';
 import { MAX_VHDX_VIRTUAL_SIZE, parseVirtualDiskSize, VIRTUAL_DISK_SIZE_SIZE } from './virtualDiskSize';
+import { readLayerView } from '../layerView';
 
 /** Entries we hold in memory at most (two 32-bit words each): 64 TiB at 4 MiB blocks. */
 export const MAX_BAT_ENTRIES = 1 << 24;
@@ -701,16 +702,6 @@ export class VhdxImage implements DiskImage {
     }
   }
 
-  /** This layer's view of a range: own bytes where present, else `below` (differencing) or zeros. */
-  private async readView(offset: number, target: Buffer, below: ReadBelow): Promise<void> {
-    for (const run of await this.runs(offset, target.length)) {
-      const slice = target.subarray(run.offset - offset, run.offset - offset + run.length);
-      if (run.present) await this.readOwn(run.offset, slice);
-      else if (this.diskType === 'differencing') await below(run.offset, slice);
-      else slice.fill(0);
-    }
-  }
-
   // ---- Writing ----
 
   /**
@@ -844,8 +835,8 @@ export class VhdxImage implements DiskImage {
     let sectors = piece;
     if (differencing && (inBlock % ss !== 0 || (inBlock + piece.length) % ss !== 0)) {
       sectors = Buffer.alloc((s1 - s0) * ss);
-      await this.readView(blockStart + alignedStart, sectors.subarray(0, ss), below);
-      await this.readView(blockStart + (s1 - 1) * ss, sectors.subarray(sectors.length - ss), below);
+      await readLayerView(this, blockStart + alignedStart, sectors.subarray(0, ss), below);
+      await readLayerView(this, blockStart + (s1 - 1) * ss, sectors.subarray(sectors.length - ss), below);
       piece.copy(sectors, inBlock - alignedStart);
     }
     if (state === PayloadBlockState.PartiallyPresent && differencing) {
