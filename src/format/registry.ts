@@ -11,6 +11,7 @@ import { DiskImageError } from './errors';
 import { HeaderDescription } from './headerFields';
 import { vhdFormat } from './vhd/vhdFormat';
 import { vhdxFormat } from './vhdx/vhdxFormat';
+import { qcow2Format } from './qcow2/qcow2Format';
 
 export interface OpenOptions {
   writable?: boolean;
@@ -111,7 +112,7 @@ export interface DiskFormat {
 }
 
 /** Every format, in probe order; the first is the default for new files with an unknown extension. */
-export const FORMATS: readonly DiskFormat[] = [vhdFormat, vhdxFormat];
+export const FORMATS: readonly DiskFormat[] = [vhdFormat, vhdxFormat, qcow2Format];
 
 const PROBE_HEAD = 4096;
 const PROBE_TAIL = 512;
