@@ -93,6 +93,11 @@ export interface DiskFormat {
   readonly name: string;
   /** File name extensions, lower case with the dot: for default names and the editor only, never to decide a format. */
   readonly extensions: string[];
+  /**
+   * True when this format's children may have a parent of another format (qcow2 over VHD or raw):
+   * `child parent.vhd x.qcow2` then makes this format's child because of the name.
+   */
+  readonly foreignParents?: boolean;
   /** Types `create` and `export --format <name>-<type>` make. */
   readonly creatableTypes: CreatableType[];
   /** True when the bytes are this format's: `head` is the file's first bytes, `tail` its last 512. */

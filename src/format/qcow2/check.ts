@@ -5,7 +5,7 @@ import type { FormatScan, ScanOptions } from '../registry';
 import { ProblemList } from '../checkProblems';
 import { DiskImageError, throwIfCancelled } from '../errors';
 import { ImageFile } from '../../io/imageFile';
-import { hasFeature, HEADER_OFFSETS, INCOMPAT, parseHeader, Qcow2Header, V3_HEADER_LENGTH } from './header';
+import { hasFeature, HEADER_OFFSETS, INCOMPAT, parseHeader, Qcow2Header, V3_HEADER_LENGTH_WITH_COMPRESSION } from './header';
 import { COPIED_FLAG, L1_ENTRY_SIZE, l1EntriesNeeded, l1ReservedBits, l2OffsetOf, MAX_L1_BYTES } from './l1Table';
 import { ClusterKind, decodeL2Entry } from './l2Table';
 import { getRefcount, MAX_REFCOUNT_TABLE_BYTES, refcountBlockEntries, REFT_OFFSET_MASK } from './refcountTable';
@@ -35,7 +35,7 @@ const MAX_COUNTED_CLUSTERS = 1 << 27;
 export async function scanQcow2(path: string, file: ImageFile, options: ScanOptions = {}): Promise<Qcow2Scan> {
   const p = new ProblemList();
   const scan: Qcow2Scan = { path, problems: p, link: null, header: null, image: null, fixes: [], unfixable: 0, clusterSize: 0 };
-  const head = Buffer.alloc(Math.min(file.size, V3_HEADER_LENGTH));
+  const head = Buffer.alloc(Math.min(file.size, V3_HEADER_LENGTH_WITH_COMPRESSION));
   await file.readInto(head, 0);
   let h: Qcow2Header;
   try {

@@ -57,7 +57,8 @@ export async function createQcow2(path: string, options: Qcow2CreateOptions): Pr
   if (name && name.length > MAX_BACKING_FILE_NAME) throw fail(`backing file name of ${name.length} bytes is too long (at most ${MAX_BACKING_FILE_NAME})`);
   const ext: Buffer[] = [];
   if (options.backingFormat) ext.push(serializeHeaderExtension(EXTENSION.backingFileFormat, Buffer.from(options.backingFormat, 'latin1')));
-  ext.push(serializeHeaderExtension(EXTENSION.featureNameTable, serializeFeatureNameTable(STANDARD_FEATURE_NAMES)));
+  // The feature name table (392 bytes) only where it leaves room for a backing name (as qemu, it is optional).
+  if (clusterSize >= 4096) ext.push(serializeHeaderExtension(EXTENSION.featureNameTable, serializeFeatureNameTable(STANDARD_FEATURE_NAMES)));
   ext.push(Buffer.alloc(8));
   const extBytes = Buffer.concat(ext);
   const nameAt = V3_HEADER_LENGTH_WITH_COMPRESSION + extBytes.length;

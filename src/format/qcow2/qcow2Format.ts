@@ -20,6 +20,7 @@ export const qcow2Format: DiskFormat = {
   name: 'qcow2',
   extensions: ['.qcow2'],
   creatableTypes: ['dynamic'],
+  foreignParents: true,
 
   // "QFI\xfb" at offset 0.
   probe: (head) => hasQcow2Magic(head),

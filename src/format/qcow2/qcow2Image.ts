@@ -2,7 +2,7 @@ import { DiskImage, DiskTypeName, FieldLocation, ImageField, LayerRun, ParentCan
 import { DiskImageError } from '../errors';
 import { ImageFile } from '../../io/imageFile';
 import { decompressCluster } from './compressedCluster';
-import { hasFeature, HEADER_OFFSETS, INCOMPAT, MAX_BACKING_FILE_NAME, parseHeader, Qcow2Header, V3_HEADER_LENGTH } from './header';
+import { hasFeature, HEADER_OFFSETS, INCOMPAT, MAX_BACKING_FILE_NAME, parseHeader, Qcow2Header, V3_HEADER_LENGTH_WITH_COMPRESSION } from './header';
 import { EXTENSION, HeaderExtensions, parseHeaderExtensions, serializeHeaderExtension } from './headerExtension';
 import { COPIED_FLAG, L1_ENTRY_SIZE, l1Entry, l1EntriesNeeded, l1ReservedBits, l2OffsetOf, MAX_L1_BYTES } from './l1Table';
 import { ClusterKind, decodeL2Entry, L2Entry, normalL2Word, SUBCLUSTERS_PER_CLUSTER } from './l2Table';
@@ -121,7 +121,7 @@ export class Qcow2Image implements DiskImage {
   /** Reads header, extensions, backing name, snapshots, L1 and (unless linkOnly) L2 and refcount tables. */
   private static async load(path: string, file: ImageFile, options: Qcow2OpenOptions): Promise<Qcow2Image> {
     const fileSize = file.size;
-    const first = Buffer.alloc(Math.min(fileSize, V3_HEADER_LENGTH));
+    const first = Buffer.alloc(Math.min(fileSize, V3_HEADER_LENGTH_WITH_COMPRESSION));
     await file.readInto(first, 0);
     const header = parseHeader(first, path);
     const clusterSize = 2 ** header.clusterBits;
@@ -701,7 +701,12 @@ export class Qcow2Image implements DiskImage {
    * written before the table entry that links it.
    */
   private async newRefcountBlock(ti: number): Promise<number> {
-    if ((ti + 1) * REFCOUNT_TABLE_ENTRY_SIZE > this.refcountTable.length) await this.growRefcountTable(ti + 1);
+    if ((ti + 1) * REFCOUNT_TABLE_ENTRY_SIZE > this.refcountTable.length) {
+      await this.growRefcountTable(ti + 1);
+      // Growing may have made this very block (when the new table lies in its range).
+      const made = this.refcountBlockOffset(ti);
+      if (made !== 0) return made;
+    }
     const perBlock = refcountBlockEntries(this.clusterBits, this.refcountOrder);
     const at = await this.allocateClusters(1);
     const block = Buffer.alloc(this.blockSize);
@@ -727,45 +732,44 @@ export class Qcow2Image implements DiskImage {
     const perBlock = refcountBlockEntries(this.clusterBits, this.refcountOrder);
     const entriesPerCluster = this.blockSize / REFCOUNT_TABLE_ENTRY_SIZE;
     const start = Math.ceil(this.file.size / this.blockSize);
-    // Enough entries for everything up to the new table and its own refcount blocks, with room to grow.
-    let clusters = Math.max(this.header.refcountTableClusters * 2, Math.ceil(minEntries / entriesPerCluster));
+    const hasBlock = (ti: number) => this.refcountBlockOffset(ti) !== 0;
+    // Table clusters k, then m new refcount blocks, for the ranges [start, start + k + m) falls in
+    // that have no block yet; settle k and m together.
+    let k = Math.max(this.header.refcountTableClusters * 2, Math.ceil(minEntries / entriesPerCluster));
+    let ranges: number[] = [];
     for (;;) {
-      const end = start + clusters + Math.ceil((start + clusters) / perBlock) + 1;
-      if (Math.ceil(end / perBlock) <= clusters * entriesPerCluster) break;
-      clusters *= 2;
+      const end = start + k + ranges.length;
+      const need: number[] = [];
+      for (let ti = Math.floor(start / perBlock); ti <= Math.floor((end - 1) / perBlock); ti++) if (!hasBlock(ti)) need.push(ti);
+      const kNeeded = Math.max(k, Math.ceil((Math.floor((end + need.length) / perBlock) + 1) / entriesPerCluster));
+      if (need.length === ranges.length && kNeeded === k) break;
+      ranges = need;
+      k = kNeeded;
     }
-    if (clusters * this.blockSize > MAX_REFCOUNT_TABLE_BYTES) throw new DiskImageError(this.path, 'refcount table would exceed its 8 MiB limit', 'refcount table', this.header.refcountTableOffset, 'ETOOBIG');
-    const tableAt = await this.allocateClusters(clusters);
-    const table = Buffer.alloc(clusters * this.blockSize);
+    if (k * this.blockSize > MAX_REFCOUNT_TABLE_BYTES) throw new DiskImageError(this.path, 'refcount table would exceed its 8 MiB limit', 'refcount table', this.header.refcountTableOffset, 'ETOOBIG');
+    const tableAt = await this.allocateClusters(k + ranges.length);
+    const table = Buffer.alloc(k * this.blockSize);
     this.refcountTable.copy(table);
-    // New refcount blocks for ranges the new table's clusters fall in that have none yet.
-    const extraBlocks: Array<{ ti: number; at: number; block: Buffer }> = [];
+    const blocks = ranges.map((ti, n) => ({ ti, at: tableAt + (k + n) * this.blockSize, block: Buffer.alloc(this.blockSize) }));
+    for (const x of blocks) table.writeBigUInt64BE(BigInt(x.at), x.ti * REFCOUNT_TABLE_ENTRY_SIZE);
+    // Count every new cluster: in a new block, or in an existing one (the old table already reaches those).
     const first = tableAt / this.blockSize;
-    for (let c = first; c < first + clusters; c++) {
-      const ti = Math.floor(c / perBlock);
-      if (table.readBigUInt64BE(ti * 8) === 0n && !extraBlocks.some((x) => x.ti === ti)) extraBlocks.push({ ti, at: 0, block: Buffer.alloc(this.blockSize) });
-    }
-    for (const x of extraBlocks) { x.at = await this.allocateClusters(1); table.writeBigUInt64BE(BigInt(x.at), x.ti * 8); }
-    // Count the new table and the new blocks: in the new blocks directly, else in existing blocks (written now; the old table still points to those).
-    const countAt = async (c: number) => {
-      const ti = Math.floor(c / perBlock);
-      const nb = extraBlocks.find((x) => x.ti === ti);
+    for (let c = first; c < first + k + ranges.length; c++) {
+      const nb = blocks.find((x) => x.ti === Math.floor(c / perBlock));
       if (nb) setRefcount(nb.block, c % perBlock, this.refcountOrder, 1);
       else await this.addRefcount(c * this.blockSize, 1, 1);
-    };
-    for (let c = first; c < first + clusters; c++) await countAt(c);
-    for (const x of extraBlocks) await countAt(x.at / this.blockSize);
-    for (const x of extraBlocks) { await this.file.writeAt(x.block, x.at); this.refcountBlocks.set(x.at, x.block); }
+    }
+    for (const x of blocks) { await this.file.writeAt(x.block, x.at); this.refcountBlocks.set(x.at, x.block); }
     await this.file.writeAt(table, tableAt);
     await this.file.sync();
     const old = { at: this.header.refcountTableOffset, clusters: this.header.refcountTableClusters };
     const hdr = Buffer.alloc(12);
     hdr.writeBigUInt64BE(BigInt(tableAt), 0);
-    hdr.writeUInt32BE(clusters, 8);
+    hdr.writeUInt32BE(k, 8);
     await this.file.writeAt(hdr, HEADER_OFFSETS.refcountTableOffset);
     hdr.copy(this.layout.headerBytes, HEADER_OFFSETS.refcountTableOffset);
     this.header.refcountTableOffset = tableAt;
-    this.header.refcountTableClusters = clusters;
+    this.header.refcountTableClusters = k;
     this.refcountTable = table;
     await this.addRefcount(old.at, old.clusters, -1);
   }
