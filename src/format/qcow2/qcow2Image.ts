@@ -386,6 +386,10 @@ export class Qcow2Image implements DiskImage {
     return this.clusterKind(block) !== ClusterKind.Unallocated;
   }
 
+  isBlockZero(block: number): boolean {
+    return this.clusterKind(block) === ClusterKind.Zero;
+  }
+
   allocatedBlockCount(): number {
     this.requireBlocks();
     return this.allocated;
