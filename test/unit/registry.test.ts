@@ -59,7 +59,7 @@ describe('format registry and the format-neutral DiskImage contract', () => {
   });
 
   it('export targets come from the registry; unknown ones are refused', () => {
-    assert.deepEqual(exportTargets(), ['vhd-dynamic', 'vhd-fixed']);
+    assert.deepEqual(exportTargets(), ['vhd-dynamic', 'vhd-fixed', 'vhdx-dynamic', 'vhdx-fixed', 'qcow2-dynamic']);
     assert.equal(parseExportTarget('vhd-fixed').type, 'fixed');
     assert.equal(parseExportTarget('vhd').type, 'dynamic');
     assert.throws(() => parseExportTarget('vhd-sparse'), /unknown export format/);
