@@ -491,6 +491,13 @@ export class Qcow2Image implements DiskImage {
       } else if (kind === ClusterKind.Zero) {
         slice().fill(0);
       } else if (kind === ClusterKind.Normal) {
+        // Clusters laid out back to back in the file are read in one call.
+        const host = this.blockFileOffset(cluster)!;
+        let next = cluster + 1;
+        while (done + n < target.length && this.clusterKind(next) === ClusterKind.Normal && this.blockFileOffset(next) === host + (next - cluster) * this.blockSize) {
+          n = Math.min(n + this.blockSize, target.length - done);
+          next++;
+        }
         await this.readHost(cluster, inCluster, slice());
       } else if (kind === ClusterKind.Mixed) {
         const sub = Math.floor(inCluster / this.subclusterSize);
