@@ -1,7 +1,7 @@
 import { realpathSync } from 'fs';
 import { DiskImage } from '../format/diskImage';
 import { DiskImageError } from '../format/errors';
-import { openImage } from '../format/registry';
+import { openImage, OpenOptions } from '../format/registry';
 import { ParentResolution, resolveParent } from './resolveParent';
 
 export const MAX_CHAIN_DEPTH = 256;
@@ -26,7 +26,7 @@ export interface OpenChainOptions {
    * Opens each ancestor (never the top) instead of opening it directly, e.g. to share one open
    * parent between several chains. Chain.close() calls close() on what it returns.
    */
-  openAncestor?: (path: string) => Promise<DiskImage>;
+  openAncestor?: (path: string, options?: OpenOptions) => Promise<DiskImage>;
 }
 
 /** One range of the virtual disk and the layer that supplies it (`data` false: reads as zeros). */
@@ -150,7 +150,7 @@ export async function openChain(path: string, options: OpenChainOptions = {}): P
   const links: ChainLink[] = [];
   const warnings: string[] = [...top.warnings];
   const seen = new Set<string>([safeRealpath(path)]);
-  const openAncestor = options.openAncestor ?? ((p: string) => openImage(p));
+  const openAncestor = options.openAncestor ?? ((p: string, o?: OpenOptions) => openImage(p, o));
   let complete = true;
   try {
     while (layers[layers.length - 1].diskType === 'differencing') {
@@ -182,7 +182,7 @@ export async function openChain(path: string, options: OpenChainOptions = {}): P
       seen.add(real);
       let parent: DiskImage;
       try {
-        parent = await openAncestor(resolution.resolvedPath);
+        parent = await openAncestor(resolution.resolvedPath, { rawFallback: recordsRawParent(child) });
       } catch (e) {
         if (e instanceof DiskImageError) { fail(e); break; }
         throw e;
@@ -202,7 +202,8 @@ export async function openChain(path: string, options: OpenChainOptions = {}): P
       }
       link.timestampMatches = check.timestampMatches;
       if (check.timestampProblem) warnings.push(`${child.path}: ${check.timestampProblem}`);
-      if (parent.virtualSize !== child.virtualSize) {
+      // A raw parent's size may end mid-sector; its child has that size rounded up to a sector.
+      if (Math.ceil(parent.virtualSize / 512) * 512 !== child.virtualSize) {
         warnings.push(`${child.path}: virtual size ${child.virtualSize} differs from its parent's ${parent.virtualSize}`);
       }
       warnings.push(...parent.warnings.map((w) => `${parent.path}: ${w}`));
@@ -213,6 +214,11 @@ export async function openChain(path: string, options: OpenChainOptions = {}): P
     throw e;
   }
   return new Chain(layers, links, warnings, complete);
+}
+
+/** Xen vhd-util's convention: a child that records the nil UUID as its parent's identity has a raw parent. */
+export function recordsRawParent(child: DiskImage): boolean {
+  return child.parent !== null && /^[0-]+$/.test(child.parent.uuid);
 }
 
 function safeRealpath(p: string): string {

@@ -21,7 +21,11 @@ export interface ImageInfo {
     locators: Array<{ platform: string; path: string | null }>;
     resolvedPath: string | null;
   };
-  chain: Array<{ path: string; diskType: string; uuid: string }>;
+  /**
+   * Each layer. A layer that is not an image file of its own (a raw file, a block device) adds
+   * `format`, `kind` (`raw file`, `block device`), `virtualSize` and the format's source fields.
+   */
+  chain: Array<{ path: string; diskType: string; uuid: string; format?: string; kind?: string; virtualSize?: number }>;
   warnings: string[];
   [formatField: string]: unknown;
 }
@@ -53,7 +57,11 @@ function describeChain(chain: Chain): ImageDescription {
         resolvedPath: link?.resolution.resolvedPath ?? null,
       }
       : null,
-    chain: chain.layers.map((l) => ({ path: l.path, diskType: l.diskType, uuid: l.uuid })),
+    chain: chain.layers.map((l) => {
+      const entry = { path: l.path, diskType: l.diskType, uuid: l.uuid };
+      const fields = getFormat(l.format).summary(l).fields;
+      return fields.kind === undefined ? entry : { ...entry, format: l.format, virtualSize: l.virtualSize, ...fields };
+    }),
     warnings: [...chain.warnings],
   };
   return { info, lines: summary.lines };

@@ -14,7 +14,8 @@ function checkCandidate(candidate: string): string | null {
   try {
     const st = statSync(candidate);
     if (st.isDirectory()) return 'is a directory';
-    if (!st.isFile()) return 'is not a regular file';
+    // A block device is a raw parent (vhd-util's convention); other special files are not images.
+    if (!st.isFile() && !st.isBlockDevice()) return 'is not a regular file';
     return null;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;

@@ -1,5 +1,6 @@
 import { constants as fsc, promises as fsp } from 'fs';
 import { DiskImageError } from '../format/errors';
+import { blockDeviceSize, mountsOf } from './blockDevice';
 import { acquireWriteLock } from './lock';
 
 /**
@@ -14,6 +15,8 @@ export class ImageFile {
     private currentSize: number,
     /** Releases the advisory write lock (writable files only). */
     private readonly unlock: () => void = () => undefined,
+    /** A block device (a raw parent): its size comes from sysfs and never changes. */
+    readonly isBlockDevice = false,
   ) {}
 
   /**
@@ -22,6 +25,10 @@ export class ImageFile {
    * is refused instead of hanging.
    */
   static async open(path: string, writable = false): Promise<ImageFile> {
+    if (writable) {
+      const dev = await fsp.stat(path).catch(() => null);
+      if (dev?.isBlockDevice()) return ImageFile.openBlockDevice(path, true);
+    }
     if (writable) {
       // Refuse what cannot be an image before a lock file is made next to it (no lock in /dev).
       const st = await fsp.stat(path).catch((e) => {
@@ -42,12 +49,42 @@ export class ImageFile {
       unlock();
       throw new DiskImageError(path, `cannot open: ${describeFsError(e)}`, undefined, undefined, 'EOPEN');
     });
+    if (st.isBlockDevice() && !writable) {
+      const size = blockDeviceSize(Number(st.rdev));
+      if (size === null) {
+        await handle.close();
+        throw new DiskImageError(path, 'block device whose size cannot be read from /sys/dev/block', undefined, undefined, 'EOPEN');
+      }
+      return new ImageFile(path, handle, false, size, unlock, true);
+    }
     if (!st.isFile()) {
       await handle.close();
       unlock();
       throw new DiskImageError(path, st.isDirectory() ? 'is a directory' : 'is not a regular file', undefined, undefined, 'EOPEN');
     }
     return new ImageFile(path, handle, writable, st.size, unlock);
+  }
+
+  /**
+   * A block device for writing (merge into a raw parent device): refused while the device or a
+   * partition of it is mounted; O_EXCL makes the kernel refuse it too while anyone holds it
+   * exclusively (a mounted file system, device-mapper). No lock file is made in /dev.
+   */
+  private static async openBlockDevice(path: string, writable: boolean): Promise<ImageFile> {
+    const st = await fsp.stat(path);
+    const mounts = mountsOf(Number(st.rdev));
+    if (mounts.length > 0) {
+      throw new DiskImageError(path, `block device is mounted (${mounts.join(', ')}): refusing to write to it`, undefined, undefined, 'EMOUNTED');
+    }
+    const size = blockDeviceSize(Number(st.rdev));
+    if (size === null) throw new DiskImageError(path, 'block device whose size cannot be read from /sys/dev/block', undefined, undefined, 'EOPEN');
+    let handle: fsp.FileHandle;
+    try {
+      handle = await fsp.open(path, (writable ? fsc.O_RDWR | fsc.O_EXCL : fsc.O_RDONLY));
+    } catch (e) {
+      throw new DiskImageError(path, `cannot open: ${describeFsError(e)}`, undefined, undefined, 'EOPEN');
+    }
+    return new ImageFile(path, handle, writable, size, () => undefined, true);
   }
 
   /** Creates (or truncates) a file for writing, under the write lock (taken before any truncation). */
@@ -70,6 +107,7 @@ export class ImageFile {
   }
 
   async refreshSize(): Promise<number> {
+    if (this.isBlockDevice) return this.currentSize;
     this.currentSize = (await this.handle.stat()).size;
     return this.currentSize;
   }

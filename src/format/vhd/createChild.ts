@@ -21,7 +21,8 @@ export async function createVhdChild(parent: DiskImage, childPath: string, optio
   const absParent = nodePath.resolve(parent.path);
   const vhdParent = parent.format === 'vhd' ? (parent as VhdImage) : null;
   await writeSparseImage(childPath, {
-    size: parent.virtualSize,
+    // A raw parent's size need not be a whole number of sectors: the child rounds it up.
+    size: Math.ceil(parent.virtualSize / 512) * 512,
     blockSize: parent.diskType !== 'fixed' ? parent.blockSize : DEFAULT_BLOCK_SIZE,
     diskType: DiskType.Differencing,
     geometry: vhdParent ? vhdParent.footer.geometry : geometryForSize(parent.virtualSize),
