@@ -4,6 +4,7 @@ import { DiskImage } from '../format/diskImage';
 import { DiskImageError } from '../format/errors';
 import { getFormat, openImage } from '../format/registry';
 import { acquireWriteLock } from '../io/lock';
+import { isRemoteLocation } from '../io/byteSource';
 import { Chain, MapExtent, openChain, readThrough } from './chain';
 import { findChildren, realPath } from './findChildren';
 import { OperationOptions, throwIfCancelled } from './progress';
@@ -94,6 +95,9 @@ async function makePlan(chain: Chain, options: MergeOptions): Promise<MergePlan>
   const layers = chain.layers;
   const merged = layers.slice(0, t).map((l) => l.path);
   const target = layers[t].path;
+  if (isRemoteLocation(target)) {
+    throw new DiskImageError(layers[0].path, `cannot merge into ${target}: writes never go to a parent on a server (other clients read it as it is); merge into a local copy (diskimg export the parent, then reparent), or export the chain`, undefined, undefined, 'EREMOTEWRITE');
+  }
   for (const l of layers.slice(1, t + 1)) {
     // A raw target's size may end mid-sector; its child is that size rounded up to a sector.
     const roundedRaw = l.format === 'raw' && Math.ceil(l.virtualSize / 512) * 512 === layers[0].virtualSize;

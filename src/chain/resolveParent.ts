@@ -1,5 +1,6 @@
 import { statSync } from 'fs';
 import { DiskImage, ParentCandidate, ParentCandidates } from '../format/diskImage';
+import { isRemoteLocation } from '../io/byteSource';
 
 export interface ParentResolution {
   /** The parent file found, or null. */
@@ -11,6 +12,8 @@ export interface ParentResolution {
 }
 
 function checkCandidate(candidate: string): string | null {
+  // A URL is reached when the parent is opened (its errors say why it could not be).
+  if (isRemoteLocation(candidate)) return null;
   try {
     const st = statSync(candidate);
     if (st.isDirectory()) return 'is a directory';

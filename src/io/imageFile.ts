@@ -1,6 +1,9 @@
 import { constants as fsc, promises as fsp } from 'fs';
 import { DiskImageError } from '../format/errors';
 import { blockDeviceSize, mountsOf } from './blockDevice';
+import { ByteSource, isRemoteLocation, remoteOptionsFor } from './byteSource';
+import { HttpSource } from './httpSource';
+import { CachedSource } from './parentCache';
 import { acquireWriteLock } from './lock';
 
 /**
@@ -10,14 +13,27 @@ import { acquireWriteLock } from './lock';
 export class ImageFile {
   private constructor(
     readonly path: string,
-    private readonly handle: fsp.FileHandle,
+    private readonly handle: fsp.FileHandle | null,
     readonly writable: boolean,
     private currentSize: number,
     /** Releases the advisory write lock (writable files only). */
     private readonly unlock: () => void = () => undefined,
     /** A block device (a raw parent): its size comes from sysfs and never changes. */
     readonly isBlockDevice = false,
+    /** A parent on a server (read-only, always): reads go to it (through its cache, if any). */
+    readonly remote: ByteSource | null = null,
   ) {}
+
+  /** A remote parent: `http(s)://` (or `nbd://` when a client is there), through its cache when the chain set one. */
+  private static async openRemote(location: string): Promise<ImageFile> {
+    const open = (): Promise<ByteSource> => {
+      if (/^https?:/i.test(location)) return HttpSource.open(location);
+      throw new DiskImageError(location, 'no client for this kind of URL', undefined, undefined, 'EREMOTE');
+    };
+    const { cachePath } = remoteOptionsFor(location);
+    const source = cachePath ? await CachedSource.open(cachePath, location, open) : await open();
+    return new ImageFile(location, null, false, source.size, () => undefined, false, source);
+  }
 
   /**
    * Opens an image. Writable opens first take the advisory write lock (see lock.ts): a second writer
@@ -25,6 +41,10 @@ export class ImageFile {
    * is refused instead of hanging.
    */
   static async open(path: string, writable = false): Promise<ImageFile> {
+    if (isRemoteLocation(path)) {
+      if (writable) throw new DiskImageError(path, 'a parent on a server is never written: merge into a local copy of it, or export the chain', undefined, undefined, 'EREMOTEWRITE');
+      return ImageFile.openRemote(path);
+    }
     if (writable) {
       const dev = await fsp.stat(path).catch(() => null);
       if (dev?.isBlockDevice()) return ImageFile.openBlockDevice(path, true);
@@ -107,17 +127,19 @@ export class ImageFile {
   }
 
   async refreshSize(): Promise<number> {
-    if (this.isBlockDevice) return this.currentSize;
+    if (this.isBlockDevice || !this.handle) return this.currentSize;
     this.currentSize = (await this.handle.stat()).size;
     return this.currentSize;
   }
 
   async mtime(): Promise<Date> {
+    if (!this.handle) return this.remote?.mtime ?? new Date(0);
     return (await this.handle.stat()).mtime;
   }
 
   /** Reads up to target.length bytes at pos; returns how many were read (less only at end of file). */
   async readInto(target: Uint8Array, pos: number): Promise<number> {
+    if (!this.handle) return this.remote!.read(pos, target);
     let done = 0;
     while (done < target.length) {
       const { bytesRead } = await this.handle.read(target, done, target.length - done, pos + done);
@@ -141,7 +163,7 @@ export class ImageFile {
     if (!this.writable) throw new DiskImageError(this.path, 'opened read-only', undefined, undefined, 'EREADONLY');
     let done = 0;
     while (done < data.length) {
-      const { bytesWritten } = await this.handle.write(data, done, data.length - done, pos + done);
+      const { bytesWritten } = await this.handle!.write(data, done, data.length - done, pos + done);
       done += bytesWritten;
     }
     if (pos + data.length > this.currentSize) this.currentSize = pos + data.length;
@@ -151,7 +173,7 @@ export class ImageFile {
   async writevAt(parts: Uint8Array[], pos: number): Promise<void> {
     if (!this.writable) throw new DiskImageError(this.path, 'opened read-only', undefined, undefined, 'EREADONLY');
     const total = parts.reduce((n, b) => n + b.length, 0);
-    const { bytesWritten } = await this.handle.writev(parts, pos);
+    const { bytesWritten } = await this.handle!.writev(parts, pos);
     if (bytesWritten < total) {
       // A short vectored write (rare on regular files): finish the rest with plain writes.
       let skip = bytesWritten;
@@ -167,17 +189,18 @@ export class ImageFile {
   }
 
   async truncate(length: number): Promise<void> {
-    await this.handle.truncate(length);
+    await this.handle!.truncate(length);
     this.currentSize = length;
   }
 
   async sync(): Promise<void> {
-    if (this.writable) await this.handle.sync();
+    if (this.writable) await this.handle!.sync();
   }
 
   async close(): Promise<void> {
     try {
-      await this.handle.close();
+      if (this.handle) await this.handle.close();
+      else await this.remote!.close();
     } finally {
       this.unlock();
     }

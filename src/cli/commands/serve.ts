@@ -1,3 +1,4 @@
+import { useParentCache } from '../../chain/chain';
 import { Command, Option } from 'commander';
 import * as nodePath from 'path';
 import { controlRequest } from '../../serve/control';
@@ -71,6 +72,8 @@ export function register(program: Command): void {
     }) => {
       // Queue-depth-32 clients keep many file reads in flight; libuv's default of 4 threads would cap them.
       process.env.UV_THREADPOOL_SIZE ??= '16';
+      // Many clients over one parent on a server: its bytes are fetched once and kept next to each child.
+      useParentCache(true);
       if (opts.onExit && !opts.session) throw new Error('--on-exit applies to an undo session: add --session');
       if (opts.keep !== undefined && opts.snapshotEvery === undefined) throw new Error('--keep goes with --snapshot-every');
       if (opts.socket && opts.listen) throw new Error('--socket and --listen are alternatives: give one');

@@ -52,7 +52,7 @@ export const rawFormat: DiskFormat = {
 
   summary(image) {
     const img = asRaw(image);
-    const kind = img.isBlockDevice ? 'block device' : 'raw file';
+    const kind = img.isBlockDevice ? 'block device' : img.remoteKind ? `raw on ${img.remoteKind}` : 'raw file';
     return {
       fields: { kind, device: img.isBlockDevice ? img.path : null, holes: 'not detected (Node has no SEEK_HOLE): every byte counts as data' },
       lines: [['kind', kind], ['blocks', `${img.blockCount} nominal ${bytesLabel(img.blockSize)} blocks, all data`]],

@@ -57,6 +57,11 @@ export class RawImage implements DiskImage {
     return this.file.isBlockDevice;
   }
 
+  /** `http`, `https`, `nbd`… when the bytes come from a server, else null. */
+  get remoteKind(): string | null {
+    return this.file.remote?.kind ?? null;
+  }
+
   get fileSize(): number {
     return this.file.size;
   }
