@@ -22,6 +22,15 @@ export interface ImageInfo {
     name: string;
     locators: Array<{ platform: string; path: string | null }>;
     resolvedPath: string | null;
+    /** A parent on a server: kind, URL, size, whether it could be opened, and the local cache's fill. */
+    remote?: {
+      kind: string;
+      url: string;
+      size: number | null;
+      reachable: boolean;
+      problem: string | null;
+      cache: { path: string; cachedBytes: number; size: number; fill: number } | null;
+    };
   };
   /**
    * Each layer. A layer that is not an image file of its own (a raw file, a block device) adds

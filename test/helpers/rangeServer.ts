@@ -61,6 +61,7 @@ export async function startRangeServer(dir: string, options: RangeServerOptions 
       const shown = fault === 'bad-range' ? `bytes ${start + 512}-${end + 512}/${size}` : `bytes ${start}-${end}/${size}`;
       const length = end - start + 1;
       res.writeHead(206, { 'Content-Range': shown, 'Content-Length': length, ETag: etag, 'Last-Modified': mtime.toUTCString(), 'Accept-Ranges': 'bytes' });
+      if (fault === 'short' && length < 2) { req.socket.destroy(); return; }
       const stream = createReadStream(file, { start, end: fault === 'short' ? start + Math.floor(length / 2) - 1 : end });
       if (fault === 'short') {
         // Half the body, then the connection ends: the client sees a short body.
