@@ -3,6 +3,7 @@ import { DiskImageError } from '../format/errors';
 import { blockDeviceSize, mountsOf } from './blockDevice';
 import { ByteSource, isRemoteLocation, remoteOptionsFor } from './byteSource';
 import { HttpSource } from './httpSource';
+import { NbdSource } from './nbdSource';
 import { CachedSource } from './parentCache';
 import { acquireWriteLock } from './lock';
 
@@ -28,6 +29,7 @@ export class ImageFile {
   private static async openRemote(location: string): Promise<ImageFile> {
     const open = (): Promise<ByteSource> => {
       if (/^https?:/i.test(location)) return HttpSource.open(location);
+      if (/^nbd(\+unix)?:/i.test(location)) return NbdSource.open(location);
       throw new DiskImageError(location, 'no client for this kind of URL', undefined, undefined, 'EREMOTE');
     };
     const { cachePath } = remoteOptionsFor(location);
