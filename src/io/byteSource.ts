@@ -20,9 +20,9 @@ export interface ByteSource {
   close(): Promise<void>;
 }
 
-const REMOTE = /^(https?|nbds?|nbd\+unix):\/\//i;
+const REMOTE = /^(https?|nbds?|nbds?\+unix):\/\//i;
 
-/** True for a parent given as a URL (`http://`, `https://`, `nbd://`, `nbds://`, `nbd+unix://`). */
+/** True for a parent given as a URL (`http://`, `https://`, `nbd://`, `nbds://`, `nbd+unix://`, `nbds+unix://`). */
 export function isRemoteLocation(path: string): boolean {
   return REMOTE.test(path);
 }

@@ -29,7 +29,7 @@ export class ImageFile {
   private static async openRemote(location: string): Promise<ImageFile> {
     const open = (): Promise<ByteSource> => {
       if (/^https?:/i.test(location)) return HttpSource.open(location);
-      if (/^nbd(\+unix)?:/i.test(location)) return NbdSource.open(location);
+      if (/^nbds?(\+unix)?:/i.test(location)) return NbdSource.open(location);
       throw new DiskImageError(location, 'no client for this kind of URL', undefined, undefined, 'EREMOTE');
     };
     const { cachePath } = remoteOptionsFor(location);

@@ -1,9 +1,11 @@
 // A parent image behind an NBD server (qemu-nbd, nbdkit, `diskimg serve`): a small read-only client.
+import { readFileSync } from 'fs';
 import * as net from 'net';
+import * as tls from 'tls';
 import { DiskImageError } from '../format/errors';
 import {
   IHAVEOPT, NBDMAGIC, NBD_CMD_DISC, NBD_CMD_READ, NBD_FLAG_C_FIXED_NEWSTYLE, NBD_FLAG_C_NO_ZEROES, NBD_FLAG_NO_ZEROES,
-  NBD_INFO_EXPORT, NBD_OPT_GO, NBD_REP_ACK, NBD_REP_INFO, NBD_REQUEST_MAGIC, NBD_SIMPLE_REPLY_MAGIC, OPTION_REPLY_MAGIC,
+  NBD_INFO_EXPORT, NBD_OPT_GO, NBD_OPT_STARTTLS, NBD_REP_ACK, NBD_REP_INFO, NBD_REQUEST_MAGIC, NBD_SIMPLE_REPLY_MAGIC, OPTION_REPLY_MAGIC,
 } from '../serve/nbdProtocol';
 import { ByteSource } from './byteSource';
 
@@ -19,15 +21,17 @@ function envNumber(name: string, fallback: number): number {
 }
 
 /** `nbd://host[:port]/export` or `nbd+unix:///export?socket=PATH`. */
-export function parseNbdUrl(location: string): { connect: net.NetConnectOpts; exportName: string } {
+export function parseNbdUrl(location: string): { connect: net.NetConnectOpts; exportName: string; tls: boolean; host: string } {
   const url = new URL(location);
   const exportName = decodeURIComponent(url.pathname.replace(/^\//, ''));
-  if (url.protocol === 'nbd+unix:') {
+  const secure = url.protocol.startsWith('nbds');
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  if (url.protocol === 'nbd+unix:' || url.protocol === 'nbds+unix:') {
     const socket = url.searchParams.get('socket');
     if (!socket) throw new DiskImageError(location, 'nbd+unix:// needs ?socket=PATH', undefined, undefined, 'EARG');
-    return { connect: { path: socket }, exportName };
+    return { connect: { path: socket }, exportName, tls: secure, host: 'localhost' };
   }
-  if (url.protocol === 'nbd:') return { connect: { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 10809) }, exportName };
+  if (url.protocol === 'nbd:' || url.protocol === 'nbds:') return { connect: { host, port: Number(url.port || 10809) }, exportName, tls: secure, host };
   throw new DiskImageError(location, `${url.protocol}// is not supported by this client (nbd://, nbd+unix://)`, undefined, undefined, 'EREMOTE');
 }
 
@@ -37,15 +41,25 @@ class Wire {
   private have = 0;
   private waiting: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | null = null;
   private failure: Error | null = null;
+  private readonly onData = (b: Buffer) => { this.parts.push(b); this.have += b.length; this.pump(); };
+  private readonly onEnd = (e?: Error) => {
+    this.failure ??= e ?? new Error('connection closed');
+    if (this.waiting) { const w = this.waiting; this.waiting = null; w.reject(this.failure); }
+  };
+  private readonly onClose = () => this.onEnd();
 
   constructor(readonly socket: net.Socket) {
-    socket.on('data', (b: Buffer) => { this.parts.push(b); this.have += b.length; this.pump(); });
-    const end = (e?: Error) => {
-      this.failure ??= e ?? new Error('connection closed');
-      if (this.waiting) { const w = this.waiting; this.waiting = null; w.reject(this.failure); }
-    };
-    socket.on('error', end);
-    socket.on('close', () => end());
+    socket.on('data', this.onData);
+    socket.on('error', this.onEnd);
+    socket.on('close', this.onClose);
+  }
+
+  /** Hands the socket over (to TLS); true when nothing unread was left behind. */
+  detach(): boolean {
+    this.socket.removeListener('data', this.onData);
+    this.socket.removeListener('error', this.onEnd);
+    this.socket.removeListener('close', this.onClose);
+    return this.have === 0;
   }
 
   read(n: number): Promise<Buffer> {
@@ -102,13 +116,13 @@ export class NbdSource implements ByteSource {
   }
 
   static async open(location: string): Promise<NbdSource> {
-    const { connect, exportName } = parseNbdUrl(location);
+    const { connect, exportName, tls: secure, host } = parseNbdUrl(location);
     const tries = envNumber('DISKIMG_HTTP_TRIES', TRIES);
     const backoff = envNumber('DISKIMG_HTTP_BACKOFF_MS', 100);
     let last = '';
     for (let i = 0; i < tries; i++) {
       try {
-        return await NbdSource.handshake(location, connect, exportName);
+        return await NbdSource.handshake(location, connect, exportName, secure, host);
       } catch (e) {
         if (!(e instanceof Transient)) throw e;
         last = e.message;
@@ -119,12 +133,12 @@ export class NbdSource implements ByteSource {
   }
 
   /** Fixed newstyle negotiation with NBD_OPT_GO; the export's size comes with NBD_INFO_EXPORT. */
-  private static async handshake(location: string, connect: net.NetConnectOpts, exportName: string): Promise<NbdSource> {
-    const socket = net.connect(connect);
+  private static async handshake(location: string, connect: net.NetConnectOpts, exportName: string, secure: boolean, host: string): Promise<NbdSource> {
+    let socket: net.Socket = net.connect(connect);
     socket.setNoDelay(true);
     const timeout = envNumber('DISKIMG_HTTP_TIMEOUT_MS', 15000);
     socket.setTimeout(timeout, () => socket.destroy(Object.assign(new Error(`no answer within ${timeout} ms`), { code: 'ETIMEDOUT' })));
-    const wire = new Wire(socket);
+    let wire = new Wire(socket);
     const fail = (what: string) => { socket.destroy(); return new DiskImageError(location, what, undefined, undefined, 'EREMOTE'); };
     try {
       await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject); });
@@ -136,6 +150,36 @@ export class NbdSource implements ByteSource {
       if (!hello.subarray(0, 8).equals(NBDMAGIC) || hello.readBigUInt64BE(8) !== IHAVEOPT) throw fail('not an NBD server (no fixed newstyle greeting)');
       const serverFlags = hello.readUInt16BE(16);
       socket.write(Buffer.from([0, 0, 0, NBD_FLAG_C_FIXED_NEWSTYLE | (serverFlags & NBD_FLAG_NO_ZEROES ? NBD_FLAG_C_NO_ZEROES : 0)]));
+      if (secure) {
+        // nbds://: STARTTLS, then the rest of the negotiation and all data inside TLS.
+        const start = Buffer.alloc(16);
+        start.writeBigUInt64BE(IHAVEOPT, 0);
+        start.writeUInt32BE(NBD_OPT_STARTTLS, 8);
+        socket.write(start);
+        const head = await wire.read(20);
+        const data = await wire.read(Math.min(head.readUInt32BE(16), 65536));
+        if (head.readBigUInt64BE(0) !== OPTION_REPLY_MAGIC || head.readUInt32BE(12) !== NBD_REP_ACK) {
+          throw fail(`the server does not offer TLS${data.length ? `: ${data.toString('utf8')}` : ''}`);
+        }
+        if (!wire.detach()) throw fail('server sent data before the TLS handshake');
+        const env = process.env;
+        const secured = tls.connect({
+          socket,
+          servername: net.isIP(host) ? undefined : host,
+          host,
+          ca: env.DISKIMG_CA_FILE ? readFileSync(env.DISKIMG_CA_FILE) : undefined,
+          cert: env.DISKIMG_TLS_CERT ? readFileSync(env.DISKIMG_TLS_CERT) : undefined,
+          key: env.DISKIMG_TLS_KEY ? readFileSync(env.DISKIMG_TLS_KEY) : undefined,
+          rejectUnauthorized: true,
+        });
+        try {
+          await new Promise<void>((resolve, reject) => { secured.once('secureConnect', resolve); secured.once('error', reject); });
+        } catch (e) {
+          throw fail(`TLS: ${(e as Error).message}`);
+        }
+        socket = secured;
+        wire = new Wire(secured);
+      }
       const name = Buffer.from(exportName, 'utf8');
       const opt = Buffer.alloc(16 + 4 + name.length + 2);
       opt.writeBigUInt64BE(IHAVEOPT, 0);
