@@ -40,6 +40,7 @@ export interface Qcow2Layout {
 }
 
 const ALL_BITS = 0xffffffff;
+const NIL_UUID = '00000000-0000-0000-0000-000000000000';
 
 export class Qcow2Image implements DiskImage {
   readonly format = 'qcow2' as const;
@@ -86,7 +87,8 @@ export class Qcow2Image implements DiskImage {
     this.l1 = Buffer.alloc(0);
     if (layout.backingFile !== null) {
       (this as { parent: ParentReference | null }).parent = {
-        uuid: '',
+        // The nil identity is how the chain layer knows the parent is raw (no signature to probe).
+        uuid: layout.extensions.backingFormat === 'raw' ? NIL_UUID : '',
         timestamp: null,
         name: layout.backingFile,
         locators: [{ platform: 'backing file', path: layout.backingFile }],
@@ -358,7 +360,7 @@ export class Qcow2Image implements DiskImage {
     h.backingFileSize = nameBytes.length;
     this.layout.backingFile = name;
     this.layout.extensions = parseHeaderExtensions(reread.subarray(headerLength, name === null ? reread.length : nameAt), headerLength, this.path);
-    (this as { parent: ParentReference | null }).parent = name === null ? null : { uuid: '', timestamp: null, name, locators: [{ platform: 'backing file', path: name }] };
+    (this as { parent: ParentReference | null }).parent = name === null ? null : { uuid: format === 'raw' ? NIL_UUID : '', timestamp: null, name, locators: [{ platform: 'backing file', path: name }] };
   }
 
   // ---- DiskImage: data ------------------------------------------------------------------------
