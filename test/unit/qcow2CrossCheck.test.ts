@@ -325,3 +325,69 @@ describe('qcow2: cross-check with qemu-img / qemu-io', function () {
     assert.ok(leaks >= 0);
   });
 });
+
+describe('qcow2: chains with raw and VHD members; merge, reparent, export', function () {
+  this.timeout(300000);
+  let dir: string;
+  let cleanup: () => void;
+  before(() => ({ dir, cleanup } = tempDir('diskimg-qcow2m-')));
+  after(() => cleanup());
+
+  it('a qcow2 overlay over a raw disk: backing_fmt=raw, qemu reads it identically, merge writes into the raw file', async () => {
+    const r = rng(31);
+    const disk = path.join(dir, 'disk.img');
+    const model = randomBytes(r, 4 * 1024 * 1024);
+    writeFileSync(disk, model);
+    const ov = path.join(dir, 'disk-ov.qcow2');
+    cliOk(['child', disk, ov]);
+    const qi = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', ov]).toString());
+    assert.equal(qi['backing-filename-format'], 'raw');
+    const w = randomBytes(r, 90000);
+    cliOk(['write', ov, '--offset', '4097'], w);
+    w.copy(model, 4097);
+    assertClean(ov);
+    assert.ok(qemuRaw(ov, dir).equals(model));
+    cliOk(['merge', ov]);
+    assert.ok(readFileSync(disk).equals(model));
+  });
+
+  it('merge into a qcow2 parent, reparent (rebase -u) and export to VHDX, VHD and qcow2 agree with qemu', async () => {
+    const base = path.join(dir, 'mb.qcow2');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=16384', base, '12M']);
+    qemuIo(base, ['write -P 0x31 0 5M', 'write -z 6M 1M']);
+    const top = path.join(dir, 'mt.qcow2');
+    cliOk(['child', base, top]);
+    const r = rng(32);
+    const w = randomBytes(r, 300000);
+    cliOk(['write', top, '--offset', '4000000'], w);
+    const expected = qemuRaw(top, dir);
+    // diff agrees with qemu-img compare
+    const d = runCli(['diff', top, base]);
+    const q = spawnSync('qemu-img', ['compare', top, base]);
+    assert.equal(d.code, q.status);
+    cliOk(['merge', top]);
+    assertClean(base);
+    assert.ok(qemuRaw(base, dir).equals(expected));
+    // reparent: the child of a moved parent
+    const c2 = path.join(dir, 'mc.qcow2');
+    cliOk(['child', base, c2]);
+    const moved = path.join(dir, 'moved.qcow2');
+    execFileSync('mv', [base, moved]);
+    cliOk(['reparent', c2, moved]);
+    const qi = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', c2]).toString());
+    assert.equal(qi['backing-filename'], 'moved.qcow2');
+    assertClean(c2);
+    for (const [fmt, ext, qfmt] of [['vhdx-dynamic', 'vhdx', 'vhdx'], ['vhd-dynamic', 'vhd', 'vpc'], ['qcow2-dynamic', 'qcow2', 'qcow2']]) {
+      const out = path.join(dir, `exp.${ext}`);
+      cliOk(['export', c2, out, '--format', fmt]);
+      const raw = path.join(dir, `exp-${ext}.raw`);
+      execFileSync('qemu-img', ['convert', '-f', qfmt, '-O', 'raw', out, raw]);
+      // qemu reads a VHD by its CHS size, which may end a little short of the virtual size.
+      const got = readFileSync(raw);
+      const n = Math.min(got.length, expected.length);
+      assert.ok(n > expected.length - 65536, fmt);
+      assert.ok(got.subarray(0, n).equals(expected.subarray(0, n)), fmt);
+    }
+    assertClean(path.join(dir, 'exp.qcow2'));
+  });
+});
