@@ -5,6 +5,7 @@ import * as path from 'path';
 import { buildBlockMap, NO_OWNER } from '../../src/chain/blockMap';
 import { openChain } from '../../src/chain/chain';
 import { DiskImageError } from '../../src/format/errors';
+import { getFormat } from '../../src/format/registry';
 import { ClusterKind, decodeL2Entry } from '../../src/format/qcow2/l2Table';
 import { getRefcount, setRefcount } from '../../src/format/qcow2/refcountTable';
 import { parseHeader, serializeHeader } from '../../src/format/qcow2/header';
@@ -149,5 +150,35 @@ describe('qcow2 structures', function () {
     let owned = 0;
     for (let i = 0; i < map.blockCount; i++) if (map.owner[i] !== NO_OWNER) owned++;
     assert.equal(owned, 3);
+  });
+});
+
+describe('qcow2 in the editor and info', function () {
+  this.timeout(60000);
+  it('header view lists header fields, extensions, backing name and snapshots through the format table', async () => {
+    const { dir, cleanup } = tempDir('diskimg-qcow2h-');
+    try {
+      const base = path.join(dir, 'hb.qcow2');
+      const img = path.join(dir, 'hv.qcow2');
+      execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', base, '8M']);
+      execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'hb.qcow2', '-F', 'qcow2', img]);
+      execFileSync('qemu-img', ['snapshot', '-c', 'first', img]);
+      const q = await Qcow2Image.open(img);
+      const d = getFormat('qcow2').headerFields(q);
+      const names = d.fields.map((f) => `${f.structure}/${f.name}`);
+      assert.ok(names.includes('qcow2 header/cluster bits'));
+      assert.ok(names.includes('header extension (backing file format name)/data'));
+      assert.ok(names.includes('header extension (feature name table)/data'));
+      assert.ok(d.fields.some((f) => f.structure === 'backing file name' && f.decoded === 'hb.qcow2'));
+      assert.ok(d.fields.some((f) => f.structure.startsWith('snapshot') && /first/.test(f.decoded)));
+      const size = d.fields.find((f) => f.name === 'size')!;
+      assert.equal(size.offset, 24);
+      assert.equal(size.hex, '00 00 00 00 00 80 00 00');
+      const summary = getFormat('qcow2').summary(q);
+      assert.equal((summary.fields.snapshots as unknown[]).length, 1);
+      await q.close();
+    } finally {
+      cleanup();
+    }
   });
 });
