@@ -40,6 +40,13 @@ export interface BlockMap {
    * owns the block, or when the owner's block size differs from the top's.
    */
   ownerSector: Uint32Array;
+  /**
+   * Top-image blocks per cell: 1 normally; more when the image has more blocks than MAX_CELLS (a
+   * 2 TiB qcow2 of 64 KiB clusters), so the map stays bounded; `blockSize` is then the cell's size.
+   */
+  blocksPerCell?: number;
+  /** 1 where the owning layer holds the cell as zeros without data (qcow2 zero clusters). */
+  zero?: Uint8Array;
 }
 
 export const NO_SECTOR = 0xffffffff;
@@ -51,15 +58,21 @@ export const NO_SECTOR = 0xffffffff;
  */
 export async function buildBlockMap(chain: Chain, options: OperationOptions = {}): Promise<BlockMap> {
   const top = chain.top;
-  const blockCount = Math.ceil(top.virtualSize / top.blockSize);
+  const topBlocks = Math.ceil(top.virtualSize / top.blockSize);
   // A damaged size far beyond what the BAT describes must not size the arrays (a 300 KB file
   // claiming 2 TiB in 4 KiB blocks would ask for 2 GiB). A real image that big has a BAT that big.
-  if (blockCount > MAX_CELLS && blockCount > top.blockCount) {
+  if (topBlocks > MAX_CELLS && topBlocks > top.blockCount) {
     const at = top.locate('blockCount');
-    throw new DiskImageError(top.path, `virtual size ${top.virtualSize} needs ${blockCount} blocks of ${top.blockSize} bytes but the BAT has ${top.blockCount} entries: too many to map`,
+    throw new DiskImageError(top.path, `virtual size ${top.virtualSize} needs ${topBlocks} blocks of ${top.blockSize} bytes but the BAT has ${top.blockCount} entries: too many to map`,
       at.structure, at.offset, 'ETOOBIG');
   }
+  // Aggregate: more blocks than MAX_CELLS share cells (a power of two of them).
+  let blocksPerCell = 1;
+  while (topBlocks / blocksPerCell > MAX_CELLS) blocksPerCell *= 2;
+  const cellSize = top.blockSize * blocksPerCell;
+  const blockCount = Math.ceil(top.virtualSize / cellSize);
   const allocated = new Uint8Array(blockCount);
+  const zero = new Uint8Array(blockCount);
   const fill = new Uint8Array(blockCount);
   const owner = new Uint16Array(blockCount).fill(NO_OWNER);
   const ownerSector = new Uint32Array(blockCount).fill(NO_SECTOR);
@@ -68,8 +81,10 @@ export async function buildBlockMap(chain: Chain, options: OperationOptions = {}
     throwIfCancelled(options.signal, top.path);
     const layer = layers[depth];
     const isTop = depth === 0;
-    if (layer.blockSize === top.blockSize) {
-      await scanSameGrid(layer, blockCount, isTop, depth, allocated, fill, owner, ownerSector);
+    if (blocksPerCell > 1) {
+      scanCoarse(layer, cellSize, blockCount, isTop, depth, allocated, fill, owner, zero);
+    } else if (layer.blockSize === top.blockSize) {
+      await scanSameGrid(layer, blockCount, isTop, depth, allocated, fill, owner, ownerSector, zero);
     } else {
       await scanOtherGrid(layer, top.blockSize, blockCount, depth, owner);
     }
@@ -77,15 +92,46 @@ export async function buildBlockMap(chain: Chain, options: OperationOptions = {}
   }
   return {
     virtualSize: top.virtualSize,
-    blockSize: top.blockSize,
+    blockSize: cellSize,
     blockCount,
-    sectorsPerBlock: top.blockSize / 512,
+    sectorsPerBlock: cellSize / 512,
     layerCount: layers.length,
     allocated,
     fill,
     owner,
     ownerSector,
+    blocksPerCell,
+    zero,
   };
+}
+
+/**
+ * Cells of several blocks: a cell's fill is the share of its blocks the top holds, its owner the
+ * first layer holding any of them (bitmaps are not read: the cell is coarse anyway).
+ */
+function scanCoarse(layer: DiskImage, cellSize: number, cells: number, isTop: boolean, depth: number,
+  allocated: Uint8Array, fill: Uint8Array, owner: Uint16Array, zero: Uint8Array): void {
+  const per = Math.max(1, cellSize / layer.blockSize);
+  const counts = isTop ? new Uint32Array(cells) : null;
+  const zeros = new Uint32Array(cells);
+  const held = new Uint8Array(cells);
+  const n = layer.blockCount;
+  for (let b = 0; b < n; b++) {
+    if (!layer.isBlockAllocated(b)) continue;
+    const cell = Math.floor((b * layer.blockSize) / cellSize);
+    if (cell >= cells) break;
+    held[cell] = 1;
+    if (counts) counts[cell]++;
+    if (layer.isBlockZero?.(b)) zeros[cell]++;
+  }
+  for (let c = 0; c < cells; c++) {
+    if (!held[c]) continue;
+    if (counts) { allocated[c] = 1; fill[c] = fillLevel(counts[c], per); }
+    if (owner[c] === NO_OWNER) {
+      owner[c] = depth;
+      if (zeros[c] > 0 && zeros[c] === (counts ? counts[c] : zeros[c])) zero[c] = 1;
+    }
+  }
 }
 
 /** Scales `set` of `total` sectors to 0..255, any non-zero count giving at least 1. */
@@ -96,7 +142,7 @@ export function fillLevel(set: number, total: number): number {
 }
 
 async function scanSameGrid(layer: DiskImage, blockCount: number, isTop: boolean, depth: number,
-  allocated: Uint8Array, fill: Uint8Array, owner: Uint16Array, ownerSector: Uint32Array): Promise<void> {
+  allocated: Uint8Array, fill: Uint8Array, owner: Uint16Array, ownerSector: Uint32Array, zero: Uint8Array): Promise<void> {
   const n = Math.min(blockCount, layer.blockCount);
   const spb = layer.blockSize / layer.sectorSize;
   const sparseBitmaps = layer.diskType === 'differencing';
@@ -115,6 +161,7 @@ async function scanSameGrid(layer: DiskImage, blockCount: number, isTop: boolean
     }
     if (level > 0 && owner[b] === NO_OWNER) {
       owner[b] = depth;
+      if (layer.isBlockZero?.(b)) zero[b] = 1;
       const at = layer.blockFileOffset(b);
       ownerSector[b] = at === null ? NO_SECTOR : at / 512;
     }

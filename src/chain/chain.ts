@@ -1,7 +1,9 @@
-import { realpathSync } from 'fs';
+import { existsSync, realpathSync } from 'fs';
+import { isRemoteLocation, setRemoteOptions } from '../io/byteSource';
+import { parentCachePath } from '../io/parentCache';
 import { DiskImage } from '../format/diskImage';
 import { DiskImageError } from '../format/errors';
-import { openImage } from '../format/registry';
+import { openImage, OpenOptions } from '../format/registry';
 import { ParentResolution, resolveParent } from './resolveParent';
 
 export const MAX_CHAIN_DEPTH = 256;
@@ -26,7 +28,25 @@ export interface OpenChainOptions {
    * Opens each ancestor (never the top) instead of opening it directly, e.g. to share one open
    * parent between several chains. Chain.close() calls close() on what it returns.
    */
-  openAncestor?: (path: string) => Promise<DiskImage>;
+  openAncestor?: (path: string, options?: OpenOptions) => Promise<DiskImage>;
+  /**
+   * Keep what is read from a parent on a server in `.<child>.parent-cache` next to the child that
+   * names it (default: as set by useParentCache; a cache that exists is always used).
+   */
+  cache?: boolean;
+}
+
+let cacheByDefault = false;
+
+/** `--cache`, and `serve` and the editor by default: remote parents are read through a local cache. */
+export function useParentCache(on: boolean): void {
+  cacheByDefault = on;
+}
+
+/** Rewrites a remote parent's failure as `<child>: parent <url>: …`, the one line the user sees. */
+function asParentError(child: DiskImage, e: unknown): unknown {
+  if (!(e instanceof DiskImageError) || !isRemoteLocation(e.file)) return e;
+  return new DiskImageError(child.path, `parent ${e.message}`, undefined, undefined, e.code);
 }
 
 /** One range of the virtual disk and the layer that supplies it (`data` false: reads as zeros). */
@@ -57,7 +77,21 @@ export class Chain {
   /** Fills `target` with the virtual disk's bytes at `offset`; past the end reads as zeros. */
   async read(offset: number, target: Buffer): Promise<void> {
     this.requireComplete();
-    await readThrough(this.layers, 0, offset, target);
+    try {
+      await readThrough(this.layers, 0, offset, target);
+    } catch (e) {
+      throw asParentError(this.top, e);
+    }
+  }
+
+  /** Reads the layers below the top (the top's parent as the child sees it): `cache --fill`. */
+  async readParent(offset: number, target: Buffer): Promise<void> {
+    this.requireComplete();
+    try {
+      await readThrough(this.layers, 1, offset, target);
+    } catch (e) {
+      throw asParentError(this.top, e);
+    }
   }
 
   async readRange(offset: number, length: number): Promise<Buffer> {
@@ -150,7 +184,7 @@ export async function openChain(path: string, options: OpenChainOptions = {}): P
   const links: ChainLink[] = [];
   const warnings: string[] = [...top.warnings];
   const seen = new Set<string>([safeRealpath(path)]);
-  const openAncestor = options.openAncestor ?? ((p: string) => openImage(p));
+  const openAncestor = options.openAncestor ?? ((p: string, o?: OpenOptions) => openImage(p, o));
   let complete = true;
   try {
     while (layers[layers.length - 1].diskType === 'differencing') {
@@ -181,11 +215,17 @@ export async function openChain(path: string, options: OpenChainOptions = {}): P
       }
       seen.add(real);
       let parent: DiskImage;
+      if (isRemoteLocation(resolution.resolvedPath)) {
+        const cachePath = parentCachePath(child.path);
+        const cache = (options.cache ?? cacheByDefault) || existsSync(cachePath);
+        setRemoteOptions(resolution.resolvedPath, { cachePath: cache ? cachePath : null });
+      }
       try {
-        parent = await openAncestor(resolution.resolvedPath);
+        parent = await openAncestor(resolution.resolvedPath, { rawFallback: recordsRawParent(child) });
       } catch (e) {
-        if (e instanceof DiskImageError) { fail(e); break; }
-        throw e;
+        const err = asParentError(child, e);
+        if (err instanceof DiskImageError) { fail(err); break; }
+        throw err;
       }
       let check: ReturnType<DiskImage['checkParent']>;
       try {
@@ -202,7 +242,8 @@ export async function openChain(path: string, options: OpenChainOptions = {}): P
       }
       link.timestampMatches = check.timestampMatches;
       if (check.timestampProblem) warnings.push(`${child.path}: ${check.timestampProblem}`);
-      if (parent.virtualSize !== child.virtualSize) {
+      // A raw parent's size may end mid-sector; its child has that size rounded up to a sector.
+      if (Math.ceil(parent.virtualSize / 512) * 512 !== child.virtualSize) {
         warnings.push(`${child.path}: virtual size ${child.virtualSize} differs from its parent's ${parent.virtualSize}`);
       }
       warnings.push(...parent.warnings.map((w) => `${parent.path}: ${w}`));
@@ -213,6 +254,11 @@ export async function openChain(path: string, options: OpenChainOptions = {}): P
     throw e;
   }
   return new Chain(layers, links, warnings, complete);
+}
+
+/** Xen vhd-util's convention: a child that records the nil UUID as its parent's identity has a raw parent. */
+export function recordsRawParent(child: DiskImage): boolean {
+  return child.parent !== null && /^[0-]+$/.test(child.parent.uuid);
 }
 
 function safeRealpath(p: string): string {

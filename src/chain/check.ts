@@ -80,7 +80,8 @@ async function checkParentLink(path: string, link: ParentLinkScan, p: ProblemLis
   }
   let parent: DiskImage;
   try {
-    parent = await openImage(resolution.resolvedPath);
+    // A parent no format recognises is read as raw: the identity check below then says whether the child expects one.
+    parent = await openImage(resolution.resolvedPath, { rawFallback: true });
   } catch (e) {
     p.error(at.structure, at.offset, `parent ${resolution.resolvedPath} (found via ${resolution.via}) cannot be opened: ${(e as Error).message}`);
     return;
@@ -91,7 +92,7 @@ async function checkParentLink(path: string, link: ParentLinkScan, p: ProblemLis
       p.error(c.idLocation.structure, c.idLocation.offset, `parent ${c.idName} ${c.expected} does not match ${resolution.resolvedPath} (${c.found})`);
     }
     if (c.timestampProblem) p.warning(c.timestampLocation.structure, c.timestampLocation.offset, c.timestampProblem);
-    if (parent.virtualSize !== link.virtualSize) {
+    if (Math.ceil(parent.virtualSize / 512) * 512 !== link.virtualSize) {
       p.warning(link.sizeLocation.structure, link.sizeLocation.offset, `virtual size ${link.virtualSize} differs from the parent's ${parent.virtualSize}`);
     }
   } finally {
@@ -117,7 +118,7 @@ async function findParentLoop(path: string, parentPath: string): Promise<string 
     seen.add(r);
     let img: DiskImage;
     try {
-      img = await openImage(current);
+      img = await openImage(current, { rawFallback: true });
     } catch {
       return null;
     }

@@ -102,7 +102,8 @@ export async function exportImage(imagePath: string, outPath: string, options: E
     const top = chain.top;
     await format.create(outPath, {
       size, type, exactSize: true, overwrite: true, template: top,
-      blockSize: type === 'dynamic' && top.diskType !== 'fixed' ? top.blockSize : undefined,
+      // Block sizes carry over within a format only (a qcow2 cluster is no VHDX block size).
+      blockSize: type === 'dynamic' && top.diskType !== 'fixed' && top.format === format.name ? top.blockSize : undefined,
     });
     const out = await format.open(outPath, { writable: true });
     try {

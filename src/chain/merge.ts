@@ -1,9 +1,10 @@
-import { closeSync, fsyncSync, openSync, readFileSync, unlinkSync, writeFileSync, renameSync, existsSync } from 'fs';
+import { closeSync, fsyncSync, openSync, readFileSync, unlinkSync, writeFileSync, renameSync, existsSync, statSync } from 'fs';
 import * as nodePath from 'path';
 import { DiskImage } from '../format/diskImage';
 import { DiskImageError } from '../format/errors';
-import { openImage } from '../format/registry';
+import { getFormat, openImage } from '../format/registry';
 import { acquireWriteLock } from '../io/lock';
+import { isRemoteLocation } from '../io/byteSource';
 import { Chain, MapExtent, openChain, readThrough } from './chain';
 import { findChildren, realPath } from './findChildren';
 import { OperationOptions, throwIfCancelled } from './progress';
@@ -94,8 +95,13 @@ async function makePlan(chain: Chain, options: MergeOptions): Promise<MergePlan>
   const layers = chain.layers;
   const merged = layers.slice(0, t).map((l) => l.path);
   const target = layers[t].path;
+  if (isRemoteLocation(target)) {
+    throw new DiskImageError(layers[0].path, `cannot merge into ${target}: writes never go to a parent on a server (other clients read it as it is); merge into a local copy (diskimg export the parent, then reparent), or export the chain`, undefined, undefined, 'EREMOTEWRITE');
+  }
   for (const l of layers.slice(1, t + 1)) {
-    if (l.virtualSize !== layers[0].virtualSize) {
+    // A raw target's size may end mid-sector; its child is that size rounded up to a sector.
+    const roundedRaw = l.format === 'raw' && Math.ceil(l.virtualSize / 512) * 512 === layers[0].virtualSize;
+    if (l.virtualSize !== layers[0].virtualSize && !roundedRaw) {
       throw new DiskImageError(layers[0].path, `virtual size ${layers[0].virtualSize} differs from ${l.path}'s ${l.virtualSize}: refusing to merge`, undefined, undefined, 'ESIZE');
     }
   }
@@ -161,7 +167,11 @@ export async function mergeChild(childPath: string, options: MergeOptions = {}):
       throw new DiskImageError(plan.child, `refusing to merge: ${plan.siblings.length} other image(s) use ${plan.kept.length ? 'a merged layer or ' : ''}the target as parent and would read differently: ${plan.siblings.join(', ')} (use --force)`, undefined, undefined, 'ESIBLINGS');
     }
     const t = plan.merged.length;
-    target = await openImage(plan.target, { writable: true });
+    if (statSync(plan.target).isBlockDevice() && !options.force) {
+      throw new DiskImageError(plan.child, `refusing to merge into the block device ${plan.target} without --force: its sectors are overwritten in place`, undefined, undefined, 'EDEVICE');
+    }
+    // The target opens as the format the chain found it to be (a raw parent has no signature).
+    target = await getFormat(chain.layers[t].format).open(plan.target, { writable: true });
     // A target whose identity changes on its first write (VHDX's DataWriteGuid) names the new one
     // now; the layer above it accepts both before the copy starts, so its link holds throughout.
     const nextIdentity = target.reserveNextIdentity?.() ?? null;
@@ -226,7 +236,7 @@ export async function mergeChild(childPath: string, options: MergeOptions = {}):
       writeDurably(journalPath(plan.child), JSON.stringify({ child: layers[0].uuid, target: plan.target, relinked: plan.relink } satisfies Journal));
       failpoint('journaled');
       // The target as it is now: its identity may have changed with the copy (VHDX).
-      const targetImage = await openImage(plan.target, { linkOnly: true });
+      const targetImage = await getFormat(layers[t].format).open(plan.target, { linkOnly: true });
       try {
         for (const c of plan.relink) {
           const img = await openImage(c, { writable: true });

@@ -1,5 +1,6 @@
 import { statSync } from 'fs';
 import { DiskImage, ParentCandidate, ParentCandidates } from '../format/diskImage';
+import { isRemoteLocation } from '../io/byteSource';
 
 export interface ParentResolution {
   /** The parent file found, or null. */
@@ -11,10 +12,13 @@ export interface ParentResolution {
 }
 
 function checkCandidate(candidate: string): string | null {
+  // A URL is reached when the parent is opened (its errors say why it could not be).
+  if (isRemoteLocation(candidate)) return null;
   try {
     const st = statSync(candidate);
     if (st.isDirectory()) return 'is a directory';
-    if (!st.isFile()) return 'is not a regular file';
+    // A block device is a raw parent (vhd-util's convention); other special files are not images.
+    if (!st.isFile() && !st.isBlockDevice()) return 'is not a regular file';
     return null;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;

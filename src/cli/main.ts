@@ -3,7 +3,7 @@ import { createReadStream, createWriteStream } from 'fs';
 import * as nodePath from 'path';
 import { DiskImageError } from '../format/errors';
 import { createImage } from '../format/registry';
-import { openChain } from '../chain/chain';
+import { openChain, useParentCache } from '../chain/chain';
 import { createChild } from '../chain/createChild';
 import { describeImageWithLines, ImageDescription } from '../chain/info';
 import { formatBytes, parseSize } from './units';
@@ -156,6 +156,13 @@ export function buildProgram(): Command {
     });
 
   for (const register of commandModules) register(program);
+  // Every command that reads a chain can keep a remote parent's bytes in a cache next to the child.
+  for (const c of program.commands) {
+    if (!c.options.some((o) => o.long === '--cache')) c.option('--cache', 'keep what is read from a parent on a server in .<child>.parent-cache');
+  }
+  program.hook('preAction', (_p, action) => {
+    if (action.opts().cache) useParentCache(true);
+  });
   return program;
 }
 

@@ -119,6 +119,11 @@ export interface DiskImage {
    * that store another order convert), or null when the block is not allocated (fixed: all ones).
    */
   readBlockBitmap(block: number): Promise<Uint8Array | null>;
+  /**
+   * True when this layer holds the whole block as zeros without data (qcow2 zero clusters), for the
+   * map's "zero" state. Absent: formats without such blocks.
+   */
+  isBlockZero?(block: number): boolean;
   /** File offset of the block's data (for the editor), or null when it is not allocated. */
   blockFileOffset(block: number): number | null;
   /** Splits [offset, offset+length) into ranges this layer holds or not, adjacent equal runs merged. */

@@ -11,6 +11,8 @@ import { DiskImageError } from './errors';
 import { HeaderDescription } from './headerFields';
 import { vhdFormat } from './vhd/vhdFormat';
 import { vhdxFormat } from './vhdx/vhdxFormat';
+import { qcow2Format } from './qcow2/qcow2Format';
+import { rawFormat } from './raw/rawFormat';
 
 export interface OpenOptions {
   writable?: boolean;
@@ -19,6 +21,12 @@ export interface OpenOptions {
    * read, so the image's blocks cannot be read or written.
    */
   linkOnly?: boolean;
+  /**
+   * Where a raw image may stand (a parent: `child disk.img …`, a VHD child's parent recorded with
+   * the nil UUID): content no format recognises opens as raw instead of being explained as a
+   * broken image of the default format. Block devices fall back to raw always.
+   */
+  rawFallback?: boolean;
 }
 
 export type CreatableType = 'fixed' | 'dynamic';
@@ -92,6 +100,11 @@ export interface DiskFormat {
   readonly name: string;
   /** File name extensions, lower case with the dot: for default names and the editor only, never to decide a format. */
   readonly extensions: string[];
+  /**
+   * True when this format's children may have a parent of another format (qcow2 over VHD or raw):
+   * `child parent.vhd x.qcow2` then makes this format's child because of the name.
+   */
+  readonly foreignParents?: boolean;
   /** Types `create` and `export --format <name>-<type>` make. */
   readonly creatableTypes: CreatableType[];
   /** True when the bytes are this format's: `head` is the file's first bytes, `tail` its last 512. */
@@ -99,8 +112,10 @@ export interface DiskFormat {
   open(path: string, options?: OpenOptions): Promise<DiskImage>;
   /** Creates a fixed or dynamic image; returns the virtual size used. */
   create(path: string, options: CreateImageOptions): Promise<number>;
-  /** Creates a differencing child of the open `parent`. */
-  createChild(parent: DiskImage, childPath: string, options?: CreateChildOptions): Promise<void>;
+  /** Creates a differencing child of the open `parent`; absent (raw): children are made in another format. */
+  createChild?(parent: DiskImage, childPath: string, options?: CreateChildOptions): Promise<void>;
+  /** Has no signature (raw): never probed; chosen only where a fallback is allowed (see OpenOptions.rawFallback). */
+  readonly fallback?: boolean;
   /** The file's own structures, read tolerantly; throws only when the file is not this format at all. */
   scan(path: string, file: ImageFile, options?: ScanOptions): Promise<FormatScan>;
   /** What repair would change, from a scan of this format, in a crash-safe order. */
@@ -111,7 +126,7 @@ export interface DiskFormat {
 }
 
 /** Every format, in probe order; the first is the default for new files with an unknown extension. */
-export const FORMATS: readonly DiskFormat[] = [vhdFormat, vhdxFormat];
+export const FORMATS: readonly DiskFormat[] = [vhdFormat, vhdxFormat, qcow2Format, rawFormat];
 
 const PROBE_HEAD = 4096;
 const PROBE_TAIL = 512;
@@ -138,7 +153,7 @@ export function formatByExtension(path: string): DiskFormat | null {
  * (else the default) is returned so that its open or scan explains, with structure and offset, why
  * the file is not one.
  */
-export async function detectFormat(path: string): Promise<DiskFormat> {
+export async function detectFormat(path: string, options: { rawFallback?: boolean } = {}): Promise<DiskFormat> {
   const file = await ImageFile.open(path);
   try {
     const size = file.size;
@@ -146,7 +161,11 @@ export async function detectFormat(path: string): Promise<DiskFormat> {
     await file.readInto(head, 0);
     const tail = Buffer.alloc(Math.min(PROBE_TAIL, size));
     await file.readInto(tail, size - tail.length);
-    return FORMATS.find((f) => f.probe(head, tail, size)) ?? formatByExtension(path) ?? FORMATS[0];
+    const found = FORMATS.find((f) => !f.fallback && f.probe(head, tail, size));
+    if (found) return found;
+    const fallback = FORMATS.find((f) => f.fallback);
+    if (fallback && (options.rawFallback || file.isBlockDevice)) return fallback;
+    return formatByExtension(path) ?? FORMATS[0];
   } finally {
     await file.close();
   }
@@ -154,7 +173,7 @@ export async function detectFormat(path: string): Promise<DiskFormat> {
 
 /** Opens an image of whatever format its content is. */
 export async function openImage(path: string, options: OpenOptions = {}): Promise<DiskImage> {
-  return (await detectFormat(path)).open(path, options);
+  return (await detectFormat(path, options)).open(path, options);
 }
 
 /** Creates a fixed or dynamic image in the format its name suggests (the default format otherwise). */
@@ -170,7 +189,7 @@ export function exportTargets(): string[] {
 
 /** What `export --format` accepts: `raw`, each target, and a bare format name (its dynamic type, as `vhdx`). */
 export function exportFormatChoices(): string[] {
-  return ['raw', ...exportTargets(), ...FORMATS.map((f) => f.name)];
+  return [...new Set(['raw', ...exportTargets(), ...FORMATS.filter((f) => f.creatableTypes.length > 0).map((f) => f.name)])];
 }
 
 /** Splits an export target into its format and type, or throws for an unknown one. */

@@ -1,5 +1,10 @@
 import { constants as fsc, promises as fsp, readSync, writeSync } from 'fs';
 import { DiskImageError } from '../format/errors';
+import { blockDeviceSize, mountsOf } from './blockDevice';
+import { ByteSource, isRemoteLocation, remoteOptionsFor } from './byteSource';
+import { HttpSource } from './httpSource';
+import { NbdSource } from './nbdSource';
+import { CachedSource } from './parentCache';
 import { acquireWriteLock } from './lock';
 
 let syncReadLimit = 0;
@@ -27,12 +32,28 @@ export function setSynchronousWriteLimit(bytes: number): void {
 export class ImageFile {
   private constructor(
     readonly path: string,
-    private readonly handle: fsp.FileHandle,
+    private readonly handle: fsp.FileHandle | null,
     readonly writable: boolean,
     private currentSize: number,
     /** Releases the advisory write lock (writable files only). */
     private readonly unlock: () => void = () => undefined,
+    /** A block device (a raw parent): its size comes from sysfs and never changes. */
+    readonly isBlockDevice = false,
+    /** A parent on a server (read-only, always): reads go to it (through its cache, if any). */
+    readonly remote: ByteSource | null = null,
   ) {}
+
+  /** A remote parent: `http(s)://` (or `nbd://` when a client is there), through its cache when the chain set one. */
+  private static async openRemote(location: string): Promise<ImageFile> {
+    const open = (): Promise<ByteSource> => {
+      if (/^https?:/i.test(location)) return HttpSource.open(location);
+      if (/^nbds?(\+unix)?:/i.test(location)) return NbdSource.open(location);
+      throw new DiskImageError(location, 'no client for this kind of URL', undefined, undefined, 'EREMOTE');
+    };
+    const { cachePath } = remoteOptionsFor(location);
+    const source = cachePath ? await CachedSource.open(cachePath, location, open) : await open();
+    return new ImageFile(location, null, false, source.size, () => undefined, false, source);
+  }
 
   /**
    * Opens an image. Writable opens first take the advisory write lock (see lock.ts): a second writer
@@ -40,6 +61,14 @@ export class ImageFile {
    * is refused instead of hanging.
    */
   static async open(path: string, writable = false): Promise<ImageFile> {
+    if (isRemoteLocation(path)) {
+      if (writable) throw new DiskImageError(path, 'a parent on a server is never written: merge into a local copy of it, or export the chain', undefined, undefined, 'EREMOTEWRITE');
+      return ImageFile.openRemote(path);
+    }
+    if (writable) {
+      const dev = await fsp.stat(path).catch(() => null);
+      if (dev?.isBlockDevice()) return ImageFile.openBlockDevice(path, true);
+    }
     if (writable) {
       // Refuse what cannot be an image before a lock file is made next to it (no lock in /dev).
       const st = await fsp.stat(path).catch((e) => {
@@ -60,12 +89,42 @@ export class ImageFile {
       unlock();
       throw new DiskImageError(path, `cannot open: ${describeFsError(e)}`, undefined, undefined, 'EOPEN');
     });
+    if (st.isBlockDevice() && !writable) {
+      const size = blockDeviceSize(Number(st.rdev));
+      if (size === null) {
+        await handle.close();
+        throw new DiskImageError(path, 'block device whose size cannot be read from /sys/dev/block', undefined, undefined, 'EOPEN');
+      }
+      return new ImageFile(path, handle, false, size, unlock, true);
+    }
     if (!st.isFile()) {
       await handle.close();
       unlock();
       throw new DiskImageError(path, st.isDirectory() ? 'is a directory' : 'is not a regular file', undefined, undefined, 'EOPEN');
     }
     return new ImageFile(path, handle, writable, st.size, unlock);
+  }
+
+  /**
+   * A block device for writing (merge into a raw parent device): refused while the device or a
+   * partition of it is mounted; O_EXCL makes the kernel refuse it too while anyone holds it
+   * exclusively (a mounted file system, device-mapper). No lock file is made in /dev.
+   */
+  private static async openBlockDevice(path: string, writable: boolean): Promise<ImageFile> {
+    const st = await fsp.stat(path);
+    const mounts = mountsOf(Number(st.rdev));
+    if (mounts.length > 0) {
+      throw new DiskImageError(path, `block device is mounted (${mounts.join(', ')}): refusing to write to it`, undefined, undefined, 'EMOUNTED');
+    }
+    const size = blockDeviceSize(Number(st.rdev));
+    if (size === null) throw new DiskImageError(path, 'block device whose size cannot be read from /sys/dev/block', undefined, undefined, 'EOPEN');
+    let handle: fsp.FileHandle;
+    try {
+      handle = await fsp.open(path, (writable ? fsc.O_RDWR | fsc.O_EXCL : fsc.O_RDONLY));
+    } catch (e) {
+      throw new DiskImageError(path, `cannot open: ${describeFsError(e)}`, undefined, undefined, 'EOPEN');
+    }
+    return new ImageFile(path, handle, writable, size, () => undefined, true);
   }
 
   /** Creates (or truncates) a file for writing, under the write lock (taken before any truncation). */
@@ -88,16 +147,19 @@ export class ImageFile {
   }
 
   async refreshSize(): Promise<number> {
+    if (this.isBlockDevice || !this.handle) return this.currentSize;
     this.currentSize = (await this.handle.stat()).size;
     return this.currentSize;
   }
 
   async mtime(): Promise<Date> {
+    if (!this.handle) return this.remote?.mtime ?? new Date(0);
     return (await this.handle.stat()).mtime;
   }
 
   /** Reads up to target.length bytes at pos; returns how many were read (less only at end of file). */
   async readInto(target: Uint8Array, pos: number): Promise<number> {
+    if (!this.handle) return this.remote!.read(pos, target);
     let done = 0;
     while (done < target.length) {
       const want = target.length - done;
@@ -126,8 +188,8 @@ export class ImageFile {
     while (done < data.length) {
       const want = data.length - done;
       done += want <= syncWriteLimit
-        ? writeSync(this.handle.fd, data, done, want, pos + done)
-        : (await this.handle.write(data, done, want, pos + done)).bytesWritten;
+        ? writeSync(this.handle!.fd, data, done, want, pos + done)
+        : (await this.handle!.write(data, done, want, pos + done)).bytesWritten;
     }
     if (pos + data.length > this.currentSize) this.currentSize = pos + data.length;
   }
@@ -136,7 +198,7 @@ export class ImageFile {
   async writevAt(parts: Uint8Array[], pos: number): Promise<void> {
     if (!this.writable) throw new DiskImageError(this.path, 'opened read-only', undefined, undefined, 'EREADONLY');
     const total = parts.reduce((n, b) => n + b.length, 0);
-    const { bytesWritten } = await this.handle.writev(parts, pos);
+    const { bytesWritten } = await this.handle!.writev(parts, pos);
     if (bytesWritten < total) {
       // A short vectored write (rare on regular files): finish the rest with plain writes.
       let skip = bytesWritten;
@@ -152,17 +214,18 @@ export class ImageFile {
   }
 
   async truncate(length: number): Promise<void> {
-    await this.handle.truncate(length);
+    await this.handle!.truncate(length);
     this.currentSize = length;
   }
 
   async sync(): Promise<void> {
-    if (this.writable) await this.handle.sync();
+    if (this.writable) await this.handle!.sync();
   }
 
   async close(): Promise<void> {
     try {
-      await this.handle.close();
+      if (this.handle) await this.handle.close();
+      else await this.remote!.close();
     } finally {
       this.unlock();
     }

@@ -18,14 +18,19 @@ export class ByteReader {
   private ended = false;
   private static readonly READ_AHEAD = 256 * 1024;
 
+  private readonly onData: (d: Buffer) => void;
+  private readonly onEnd: () => void;
+
   constructor(private readonly socket: Socket) {
-    socket.on('data', (d: Buffer) => {
+    this.onData = (d: Buffer) => {
       this.chunks.push(d);
       this.buffered += d.length;
       if (this.buffered >= Math.max(this.want, ByteReader.READ_AHEAD)) socket.pause();
       this.wake();
-    });
+    };
+    socket.on('data', this.onData);
     const end = () => { this.ended = true; this.wake(); };
+    this.onEnd = end;
     socket.on('end', end);
     socket.on('close', end);
     socket.on('error', end);
@@ -37,6 +42,18 @@ export class ByteReader {
       this.waiter = null;
       w();
     }
+  }
+
+  /**
+   * Stops reading the socket (STARTTLS: the TLS layer takes it over); returns bytes that arrived
+   * but were not read (a client that sends before the TLS reply breaks the protocol).
+   */
+  detach(): number {
+    this.socket.removeListener('data', this.onData);
+    this.socket.removeListener('end', this.onEnd);
+    this.socket.removeListener('close', this.onEnd);
+    this.socket.removeListener('error', this.onEnd);
+    return this.buffered;
   }
 
   /** Resolves with exactly n bytes, or rejects with StreamEnded. */

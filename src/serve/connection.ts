@@ -1,4 +1,5 @@
 import { Socket } from 'net';
+import * as tls from 'tls';
 import { isDiskImageError } from '../format/errors';
 import { ByteReader, StreamEnded } from './byteReader';
 import * as P from './nbdProtocol';
@@ -13,6 +14,8 @@ export interface ConnectionHost {
   trace: TraceLog | null;
   /** Called with a line for the server's log (bad clients). */
   log(message: string): void;
+  /** With TLS configured, every client must negotiate STARTTLS first; `verifyClient`: client certificates signed by the CA. */
+  tls?: { context: tls.SecureContext; verifyClient: boolean };
 }
 
 /** Read payloads in flight on one connection, at most: further requests wait for replies to go out. */
@@ -26,6 +29,9 @@ const MAX_DESCRIPTORS = 65536;
 
 interface Negotiated {
   exp: ServedExport;
+  /** The connection after negotiation (a TLS socket after STARTTLS). */
+  socket: Socket;
+  reader: ByteReader;
   structured: boolean;
   /** Meta context ids selected for this export. */
   contexts: number[];
@@ -42,14 +48,15 @@ export async function serveConnection(socket: Socket, host: ConnectionHost): Pro
     session = await negotiate(socket, reader, host);
     if (!session) return;
     session.exp.clients++;
-    await transmit(socket, reader, session, host);
+    await transmit(session.socket, session.reader, session, host);
   } catch (e) {
     if (!(e instanceof StreamEnded) && !(e instanceof ProtocolClose)) host.log(`connection closed: ${(e as Error).message}`);
     else if (e instanceof ProtocolClose) host.log(`connection closed: ${e.message}`);
   } finally {
     if (session) session.exp.clients--;
-    if (!socket.destroyed) socket.end();
-    setTimeout(() => socket.destroy(), 1000).unref();
+    const s = session?.socket ?? socket;
+    if (!s.destroyed) s.end();
+    setTimeout(() => { s.destroy(); socket.destroy(); }, 1000).unref();
   }
 }
 
@@ -63,7 +70,10 @@ function withMessage(text: string): Buffer {
   return Buffer.from(text, 'utf8');
 }
 
-async function negotiate(socket: Socket, reader: ByteReader, host: ConnectionHost): Promise<Negotiated | null> {
+async function negotiate(plainSocket: Socket, plainReader: ByteReader, host: ConnectionHost): Promise<Negotiated | null> {
+  let socket = plainSocket;
+  let reader = plainReader;
+  let secured = false;
   const greeting = Buffer.alloc(18);
   P.NBDMAGIC.copy(greeting, 0);
   greeting.writeBigUInt64BE(P.IHAVEOPT, 8);
@@ -91,6 +101,12 @@ async function negotiate(socket: Socket, reader: ByteReader, host: ConnectionHos
       continue;
     }
     const data = await reader.read(length);
+    // With TLS configured, nothing but STARTTLS (or ABORT) is answered in plaintext.
+    if (host.tls && !secured && option !== P.NBD_OPT_STARTTLS && option !== P.NBD_OPT_ABORT) {
+      if (option === P.NBD_OPT_EXPORT_NAME) throw new ProtocolClose('plaintext client refused: this server requires TLS');
+      reply(option, P.NBD_REP_ERR_TLS_REQD, withMessage('this server requires TLS: negotiate STARTTLS first'));
+      continue;
+    }
     switch (option) {
       case P.NBD_OPT_EXPORT_NAME: {
         const name = data.toString('utf8');
@@ -101,7 +117,7 @@ async function negotiate(socket: Socket, reader: ByteReader, host: ConnectionHos
         tail.writeBigUInt64BE(BigInt(exp.virtualSize), 0);
         tail.writeUInt16BE(transmissionFlags(exp), 8);
         socket.write(tail);
-        return { exp, structured, contexts: contextsFor === name ? contexts : [] };
+        return { exp, socket, reader, structured, contexts: contextsFor === name ? contexts : [] };
       }
       case P.NBD_OPT_ABORT:
         reply(option, P.NBD_REP_ACK);
@@ -136,7 +152,7 @@ async function negotiate(socket: Socket, reader: ByteReader, host: ConnectionHos
         sizes.writeUInt32BE(P.MAX_PAYLOAD, 10);
         reply(option, P.NBD_REP_INFO, sizes);
         reply(option, P.NBD_REP_ACK);
-        if (option === P.NBD_OPT_GO) return { exp, structured, contexts: contextsFor === parsed.name || (contextsFor !== null && host.findExport(contextsFor) === exp) ? contexts : [] };
+        if (option === P.NBD_OPT_GO) return { exp, socket, reader, structured, contexts: contextsFor === parsed.name || (contextsFor !== null && host.findExport(contextsFor) === exp) ? contexts : [] };
         break;
       }
       case P.NBD_OPT_STRUCTURED_REPLY:
@@ -164,9 +180,29 @@ async function negotiate(socket: Socket, reader: ByteReader, host: ConnectionHos
         reply(option, P.NBD_REP_ACK);
         break;
       }
-      case P.NBD_OPT_STARTTLS:
-        reply(option, P.NBD_REP_ERR_UNSUP, withMessage('TLS is not supported'));
+      case P.NBD_OPT_STARTTLS: {
+        if (!host.tls) { reply(option, P.NBD_REP_ERR_UNSUP, withMessage('TLS is not configured on this server')); break; }
+        if (secured) { reply(option, P.NBD_REP_ERR_INVALID, withMessage('TLS is already negotiated')); break; }
+        if (length !== 0) { reply(option, P.NBD_REP_ERR_INVALID, withMessage('STARTTLS takes no data')); break; }
+        reply(option, P.NBD_REP_ACK);
+        if (reader.detach() > 0) throw new ProtocolClose('client sent data before the TLS handshake');
+        const secure = new tls.TLSSocket(socket, {
+          isServer: true,
+          secureContext: host.tls.context,
+          requestCert: host.tls.verifyClient,
+          rejectUnauthorized: host.tls.verifyClient,
+        });
+        await new Promise<void>((resolve, reject) => {
+          secure.once('secure', () => resolve());
+          secure.once('error', (e) => reject(new ProtocolClose(`TLS handshake failed: ${e.message}`)));
+          secure.once('close', () => reject(new ProtocolClose('TLS handshake failed: connection closed')));
+        });
+        secure.on('error', () => undefined);
+        socket = secure;
+        reader = new ByteReader(secure);
+        secured = true;
         break;
+      }
       default:
         reply(option, P.NBD_REP_ERR_UNSUP, withMessage(`option ${option} is not supported`));
     }

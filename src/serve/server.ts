@@ -1,3 +1,5 @@
+import * as tls from 'tls';
+import { readFileSync as readTlsFile } from 'fs';
 import { existsSync, lstatSync, unlinkSync } from 'fs';
 import { createServer, Server, Socket } from 'net';
 import * as nodePath from 'path';
@@ -32,6 +34,8 @@ export interface ServeOptions {
   control?: string;
   /** Informational lines (what is written where, bad clients). */
   log?: (line: string) => void;
+  /** PEM files: with cert and key every client must negotiate STARTTLS; with ca, client certificates signed by it are required. */
+  tls?: { cert: string; key: string; ca?: string };
 }
 
 export interface StatusReply {
@@ -103,6 +107,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     exportNames: () => exports.map((e) => e.name),
     trace,
     log,
+    tls: options.tls ? {
+      context: tls.createSecureContext({
+        cert: readTlsFile(options.tls.cert),
+        key: readTlsFile(options.tls.key),
+        ca: options.tls.ca ? readTlsFile(options.tls.ca) : undefined,
+      }),
+      verifyClient: options.tls.ca !== undefined,
+    } : undefined,
   };
   const server: Server = createServer((socket) => {
     sockets.add(socket);
@@ -121,13 +133,15 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       await listen(server, { host: h, port: p });
       port = (server.address() as { port: number }).port;
       url = nbdUrl({ host: h, port });
-      if (!isLoopback(h)) log(`warning: listening on ${h}: NBD has no authentication without TLS; anyone who can reach this port can read and write the disk`);
+      if (!isLoopback(h) && !options.tls) log(`warning: listening on ${h}: NBD has no authentication without TLS; anyone who can reach this port can read and write the disk`);
     } else {
       socketPath = nodePath.resolve(options.socket ?? `${exports[0].image}.nbd.sock`);
       removeStaleSocket(socketPath);
       await listen(server, { path: socketPath });
       url = nbdUrl({ socket: socketPath });
     }
+    // With TLS the URL says so (nbds://): clients that speak plaintext are refused.
+    if (options.tls) url = url.replace(/^nbd/, 'nbds');
   } catch (e) {
     await closeAll();
     await trace?.close();

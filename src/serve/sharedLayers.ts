@@ -1,6 +1,6 @@
 import { realpathSync } from 'fs';
 import { DiskImage } from '../format/diskImage';
-import { openImage } from '../format/registry';
+import { openImage, OpenOptions } from '../format/registry';
 
 interface Entry {
   image: Promise<DiskImage>;
@@ -16,11 +16,11 @@ export class SharedLayers {
   private readonly entries = new Map<string, Entry>();
 
   /** For openChain's `openAncestor`. */
-  readonly open = async (path: string): Promise<DiskImage> => {
+  readonly open = async (path: string, options: OpenOptions = {}): Promise<DiskImage> => {
     const key = realKey(path);
     let entry = this.entries.get(key);
     if (!entry) {
-      entry = { image: openImage(path), refs: 0 };
+      entry = { image: openImage(path, { rawFallback: options.rawFallback }), refs: 0 };
       this.entries.set(key, entry);
       entry.image.catch(() => this.entries.delete(key));
     }

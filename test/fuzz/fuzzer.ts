@@ -121,6 +121,18 @@ export async function buildSeeds(work: string, withFixtures = true): Promise<See
   await writeThrough(vchild, [[1000, pattern(2000)], [3 * 1024 * 1024 + 7, pattern(5000)]]);
   seeds.push({ name: 'vhdx-differencing', fileName: 'child.avhdx', bytes: readFileSync(vchild), parent: { name: 'base.vhdx', bytes: readFileSync(vbase) } });
 
+  // qcow2 (ours: 4 KiB clusters so the file stays small) and an overlay over it.
+  const qbase = path.join(work, 'base.qcow2');
+  rmSync(qbase, { force: true });
+  await createAnyImage(qbase, { size: 6 * 1024 * 1024, blockSize: 4096 });
+  await writeThrough(qbase, [[0, mbrSector()], [2 * 1024 * 1024 + 100, pattern(70 * 1024)]]);
+  seeds.push({ name: 'qcow2-dynamic', fileName: 'base.qcow2', bytes: readFileSync(qbase) });
+  const qchild = path.join(work, 'child.qcow2');
+  rmSync(qchild, { force: true });
+  await createChild(qbase, qchild);
+  await writeThrough(qchild, [[1000, pattern(2000)], [3 * 1024 * 1024 + 7, pattern(5000)]]);
+  seeds.push({ name: 'qcow2-overlay', fileName: 'child.qcow2', bytes: readFileSync(qchild), parent: { name: 'base.qcow2', bytes: readFileSync(qbase) } });
+
   if (withFixtures && existsSync(FIXTURES)) {
     for (const name of ['plaso_image.vhd.gz', 'dfvfs_ext2.vhd.gz', 'dfvfs_fat-differential.vhd.gz', 'dfvfs_image-differential.vhd.gz',
       'freebsd-mkimg_img-1x1-512-bsd.vhd.gz', 'freebsd-mkimg_img-1x1-512-bsd.vhdf.gz', 'qemu_virtualpc-dynamic.vhd.bz2', 'qemu_hyperv2012r2-dynamic.vhd.bz2']) {

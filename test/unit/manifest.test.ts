@@ -9,11 +9,11 @@ const WRITES = ['createImage', 'createChild', 'snapshot', 'mergeIntoParent', 'me
   'startSession', 'sessionSnapshot', 'sessionRevert', 'endSession', 'launchQemu'];
 
 describe('extension manifest (package.json contributes)', () => {
-  it('registers the read-only custom editor for .vhd, .avhd, .vhdx and .avhdx at default priority', () => {
+  it('registers the read-only custom editor for .vhd, .avhd, .vhdx, .avhdx and .qcow2 at default priority', () => {
     const [editor] = pkg.contributes.customEditors;
     assert.equal(editor.viewType, 'diskImageInspector.imageEditor');
     assert.equal(editor.priority, 'default');
-    assert.deepEqual(editor.selector.map((s: { filenamePattern: string }) => s.filenamePattern).sort(), ['*.avhd', '*.avhdx', '*.vhd', '*.vhdx']);
+    assert.deepEqual(editor.selector.map((s: { filenamePattern: string }) => s.filenamePattern).sort(), ['*.avhd', '*.avhdx', '*.qcow2', '*.vhd', '*.vhdx']);
     assert.ok(pkg.activationEvents.includes('onCustomEditor:diskImageInspector.imageEditor'));
     assert.equal(pkg.main, './dist/extension.js');
   });

@@ -59,7 +59,7 @@ describe('format registry and the format-neutral DiskImage contract', () => {
   });
 
   it('export targets come from the registry; unknown ones are refused', () => {
-    assert.deepEqual(exportTargets(), ['vhd-dynamic', 'vhd-fixed', 'vhdx-dynamic', 'vhdx-fixed']);
+    assert.deepEqual(exportTargets(), ['vhd-dynamic', 'vhd-fixed', 'vhdx-dynamic', 'vhdx-fixed', 'qcow2-dynamic']);
     assert.equal(parseExportTarget('vhdx').format.name, 'vhdx');
     assert.equal(parseExportTarget('vhdx').type, 'dynamic');
     assert.equal(parseExportTarget('vhdx-fixed').format.name, 'vhdx');

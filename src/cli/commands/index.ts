@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { register as chainInspect } from './chainInspect';
 import { register as chainOps, registerExport } from './chainOps';
 import { register as serve } from './serve';
+import { register as cache } from './cache';
 
 /**
  * Commands beyond the basic ones register here, one file per command group, so that several
@@ -12,4 +13,5 @@ export const commandModules: Array<(program: Command) => void> = [
   chainOps,
   registerExport,
   serve,
+  cache,
 ];

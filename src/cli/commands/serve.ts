@@ -1,3 +1,4 @@
+import { useParentCache } from '../../chain/chain';
 import { Command, Option } from 'commander';
 import * as nodePath from 'path';
 import { setSynchronousReadLimit, setSynchronousWriteLimit } from '../../io/imageFile';
@@ -68,15 +69,23 @@ export function register(program: Command): void {
     .option('--keep <n>', 'automatic snapshots to keep; the oldest is merged into its parent beyond that')
     .option('--trace <file>', 'append one JSON line per request')
     .option('--control <path>', 'Unix socket for `diskimg ctl`')
+    .option('--tls-cert <file>', 'server certificate (PEM): clients must negotiate TLS (STARTTLS)')
+    .option('--tls-key <file>', 'the certificate\'s private key (PEM)')
+    .option('--tls-ca <file>', 'CA (PEM) whose client certificates are required')
     .description('serve a chain over NBD (qemu, nbd tools); prints "serving <exports> on <url>" when ready')
     .action(async (image: string | undefined, opts: {
       socket?: string; listen?: string; export: string[]; readOnly?: boolean; session?: boolean; onExit?: OnExit;
       snapshotEvery?: string; keep?: string; trace?: string; control?: string;
+      tlsCert?: string; tlsKey?: string; tlsCa?: string;
     }) => {
+      if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) throw new Error('--tls-cert and --tls-key go together');
+      if (opts.tlsCa !== undefined && opts.tlsCert === undefined) throw new Error('--tls-ca needs --tls-cert and --tls-key');
       // Queue-depth-32 clients keep many file reads in flight; libuv's default of 4 threads would cap them.
       process.env.UV_THREADPOOL_SIZE ??= '16';
       setSynchronousReadLimit(SYNC_READ_LIMIT);
       setSynchronousWriteLimit(SYNC_WRITE_LIMIT);
+      // Many clients over one parent on a server: its bytes are fetched once and kept next to each child.
+      useParentCache(true);
       if (opts.onExit && !opts.session) throw new Error('--on-exit applies to an undo session: add --session');
       if (opts.keep !== undefined && opts.snapshotEvery === undefined) throw new Error('--keep goes with --snapshot-every');
       if (opts.socket && opts.listen) throw new Error('--socket and --listen are alternatives: give one');
@@ -94,6 +103,7 @@ export function register(program: Command): void {
         trace: opts.trace,
         control: opts.control,
         log: note,
+        tls: opts.tlsCert && opts.tlsKey ? { cert: opts.tlsCert, key: opts.tlsKey, ca: opts.tlsCa } : undefined,
       });
       for (const e of server.exports) {
         const label = e.name;

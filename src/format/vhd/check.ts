@@ -364,7 +364,8 @@ export async function scanVhd(path: string, file: ImageFile, options: ScanOption
 
   // --- Parent link: what the chain layer needs to follow and judge it.
   if (isDiff) {
-    if (header.parentUniqueId.every((x) => x === 0)) p.error('dynamic header', ho + 40, 'parent UUID is all zeros');
+    // A nil parent UUID is Xen vhd-util's mark of a raw parent (a plain file or block device): the
+    // chain check opens the parent as raw then, and a VHD parent there is a UUID mismatch.
     const candidates: ParentCandidates = vhdParentCandidates(path, ho, locatorData, header.parentUnicodeName);
     const sizeLocation: FieldLocation = { structure: fstruct, offset: fo + 48 };
     scan.link = {

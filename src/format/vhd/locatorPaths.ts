@@ -1,5 +1,6 @@
 // Where a VHD child's parent may be: the paths its parent locators and unicode name lead to.
 import * as nodePath from 'path';
+import { isRemoteLocation } from '../../io/byteSource';
 import { ParentCandidate, ParentCandidates, ParentLocatorSource } from '../diskImage';
 import { LOCATOR_ENTRY_SIZE, ParentLocatorEntry } from './parentLocator';
 import { LOCATORS_OFFSET } from './dynamicHeader';
@@ -38,6 +39,8 @@ function absoluteCandidates(dir: string, via: string, raw: string): ParentCandid
 
 /** The paths one locator leads to: W2ru/Wi2r relative to the child's folder, the others absolute. */
 function locatorCandidates(dir: string, code: string, raw: string): ParentCandidate[] {
+  // A URL (a parent on a server, recorded in MacX) is tried as it is.
+  if (isRemoteLocation(raw)) return [{ via: code, raw, path: raw }];
   if (code === 'W2ru' || code === 'Wi2r') return [{ via: code, raw, path: nodePath.resolve(dir, fromWindowsRelative(raw)) }];
   if (LOCATOR_ORDER.includes(code)) return absoluteCandidates(dir, code, raw);
   return [];

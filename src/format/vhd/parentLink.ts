@@ -2,6 +2,7 @@
 import { statSync } from 'fs';
 import * as nodePath from 'path';
 import { DiskImage, FieldLocation, ParentLinkCheck } from '../diskImage';
+import { isRemoteLocation } from '../../io/byteSource';
 import { relativeLocatorPath } from './create';
 import { dateToVhdTimestamp, vhdTimestampToIso } from './timestamp';
 import { formatUuid, parseUuid } from './uuid';
@@ -26,10 +27,12 @@ function creationTimestamp(parent: DiskImage): number | null {
  */
 export function checkVhdParent(recorded: RecordedParent, parent: DiskImage): ParentLinkCheck {
   const expected = formatUuid(recorded.parentUniqueId);
-  const mtime = dateToVhdTimestamp(statSync(parent.path).mtime);
+  // A parent on a server has no file time here: only its creation time (VHD) can match.
+  const remote = isRemoteLocation(parent.path);
+  const mtime = remote ? -1 : dateToVhdTimestamp(statSync(parent.path).mtime);
   const created = creationTimestamp(parent);
   const stored = recorded.parentTimestamp;
-  const timestampMatches = stored === created || stored === mtime;
+  const timestampMatches = stored === created || stored === mtime || (remote && created === null);
   const createdText = created === null ? 'unknown' : vhdTimestampToIso(created);
   const idLocation: FieldLocation = { structure: 'dynamic header', offset: recorded.headerOffset + 40 };
   return {

@@ -1,0 +1,79 @@
+// L2 tables: one entry per guest cluster. Standard entries are one u64; extended entries (incompatible
+// bit 4) add a u64 subcluster bitmap: bits 0-31 "allocated", bits 32-63 "reads as zeros", 32
+// subclusters per cluster.
+
+export const L2E_OFFSET_MASK = 0x00fffffffffffe00n;
+export const COPIED = 1n << 63n;
+export const COMPRESSED = 1n << 62n;
+export const ZERO_FLAG = 1n;
+export const SUBCLUSTERS_PER_CLUSTER = 32;
+
+/** What one guest cluster (or subcluster) reads as. */
+export const enum ClusterKind {
+  Unallocated = 0,
+  /** Reads as zeros without data (zero flag, or all subclusters zero). */
+  Zero = 1,
+  Normal = 2,
+  Compressed = 3,
+  /** Extended L2 with subclusters in different states. */
+  Mixed = 4,
+}
+
+export interface L2Entry {
+  kind: ClusterKind;
+  /** Host offset of the cluster data (normal), or of the compressed data (compressed), or 0. */
+  hostOffset: number;
+  /** Compressed: bytes of compressed data the descriptor covers. */
+  compressedLength: number;
+  copied: boolean;
+  /** Extended L2: allocation bits (one per subcluster) and zero bits. Standard: all 32 set as the cluster is. */
+  allocBits: number;
+  zeroBits: number;
+  /** Bits that must be zero but are not (check reports them). */
+  reserved: bigint;
+}
+
+const ALL = 0xffffffff;
+
+/** Decodes one entry; `bitmap` is the extended entry's second word (null for standard L2). */
+export function decodeL2Entry(word: bigint, bitmap: bigint | null, clusterBits: number): L2Entry {
+  const copied = (word & COPIED) !== 0n;
+  if (word & COMPRESSED) {
+    // Offset in the low (62 - (cluster_bits - 8)) bits, then the count of extra 512-byte sectors.
+    const x = 62 - (clusterBits - 8);
+    const hostOffset = Number(word & ((1n << BigInt(x)) - 1n));
+    const sectors = Number((word >> BigInt(x)) & ((1n << BigInt(clusterBits - 8)) - 1n)) + 1;
+    return { kind: ClusterKind.Compressed, hostOffset, compressedLength: sectors * 512 - (hostOffset & 511), copied, allocBits: 0, zeroBits: 0, reserved: 0n };
+  }
+  const hostOffset = Number(word & L2E_OFFSET_MASK);
+  if (bitmap === null) {
+    const zero = (word & ZERO_FLAG) !== 0n;
+    const reserved = word & ~(L2E_OFFSET_MASK | COPIED | ZERO_FLAG);
+    if (zero) return { kind: ClusterKind.Zero, hostOffset, compressedLength: 0, copied, allocBits: 0, zeroBits: ALL, reserved };
+    if (hostOffset === 0) return { kind: ClusterKind.Unallocated, hostOffset, compressedLength: 0, copied, allocBits: 0, zeroBits: 0, reserved };
+    return { kind: ClusterKind.Normal, hostOffset, compressedLength: 0, copied, allocBits: ALL, zeroBits: 0, reserved };
+  }
+  const allocBits = Number(bitmap & 0xffffffffn) >>> 0;
+  const zeroBits = Number(bitmap >> 32n) >>> 0;
+  const reserved = word & ~(L2E_OFFSET_MASK | COPIED);
+  let kind: ClusterKind;
+  if (allocBits === 0 && zeroBits === 0) kind = ClusterKind.Unallocated;
+  else if (allocBits === 0 && zeroBits === ALL) kind = ClusterKind.Zero;
+  else if (allocBits === ALL && zeroBits === 0) kind = ClusterKind.Normal;
+  else kind = ClusterKind.Mixed;
+  return { kind, hostOffset, compressedLength: 0, copied, allocBits, zeroBits, reserved };
+}
+
+/** State of subcluster `i` of a decoded entry. */
+export function subclusterKind(e: L2Entry, i: number): ClusterKind {
+  if (e.kind === ClusterKind.Compressed) return ClusterKind.Compressed;
+  const bit = 1 << i;
+  if (e.zeroBits & bit) return ClusterKind.Zero;
+  if (e.allocBits & bit) return ClusterKind.Normal;
+  return ClusterKind.Unallocated;
+}
+
+/** The first word of a normal cluster's entry. */
+export function normalL2Word(hostOffset: number, copied = true): bigint {
+  return BigInt(hostOffset) | (copied ? COPIED : 0n);
+}

@@ -1,0 +1,798 @@
+import { DiskImage, DiskTypeName, FieldLocation, ImageField, LayerRun, ParentCandidates, ParentLinkCheck, ParentReference, ReadBelow } from '../diskImage';
+import { DiskImageError } from '../errors';
+import { ImageFile } from '../../io/imageFile';
+import { decompressCluster } from './compressedCluster';
+import { hasFeature, HEADER_OFFSETS, INCOMPAT, MAX_BACKING_FILE_NAME, parseHeader, Qcow2Header, V3_HEADER_LENGTH_WITH_COMPRESSION } from './header';
+import { EXTENSION, HeaderExtensions, parseHeaderExtensions, serializeHeaderExtension } from './headerExtension';
+import { COPIED_FLAG, L1_ENTRY_SIZE, l1Entry, l1EntriesNeeded, l1ReservedBits, l2OffsetOf, MAX_L1_BYTES } from './l1Table';
+import { ClusterKind, decodeL2Entry, L2Entry, normalL2Word, SUBCLUSTERS_PER_CLUSTER } from './l2Table';
+import { backingNameProblem, qcow2ParentCandidates } from './locatorPaths';
+import { backingFileName, checkQcow2Parent, qemuFormatName } from './parentLink';
+import { getRefcount, MAX_REFCOUNT_TABLE_BYTES, maxRefcount, REFCOUNT_TABLE_ENTRY_SIZE, refcountBlockEntries, refcountEntrySpan, REFT_OFFSET_MASK, setRefcount } from './refcountTable';
+import { MAX_SNAPSHOTS, MAX_SNAPSHOT_EXTRA, parseSnapshotTable, SNAPSHOT_FIXED_SIZE, SnapshotEntry } from './snapshotTable';
+
+export interface Qcow2OpenOptions {
+  writable?: boolean;
+  linkOnly?: boolean;
+}
+
+/** One L2 table's clusters as kept in memory: kind per cluster, host cluster index, subcluster bits. */
+interface L2Slot {
+  /** File offset of the table. */
+  offset: number;
+  copied: boolean;
+  kinds: Uint8Array;
+  /** Host offset / cluster size (normal, zero-with-data and mixed clusters); 0 otherwise. */
+  host: Float64Array;
+  /** Extended L2 only: allocation and zero bits per cluster. */
+  alloc: Uint32Array | null;
+  zero: Uint32Array | null;
+  /** Copied flag per cluster (refcount 1: writable in place). */
+  copiedBits: Uint8Array;
+}
+
+export interface Qcow2Layout {
+  header: Qcow2Header;
+  extensions: HeaderExtensions;
+  headerBytes: Buffer;
+  backingFile: string | null;
+  snapshots: SnapshotEntry[];
+}
+
+const ALL_BITS = 0xffffffff;
+const NIL_UUID = '00000000-0000-0000-0000-000000000000';
+
+export class Qcow2Image implements DiskImage {
+  readonly format = 'qcow2' as const;
+  readonly warnings: string[] = [];
+  readonly diskType: DiskTypeName;
+  readonly virtualSize: number;
+  readonly sectorSize = 512;
+  readonly blockSize: number;
+  readonly blockCount: number;
+  readonly uuid = '';
+  readonly parent: ParentReference | null = null;
+  readonly clusterBits: number;
+  readonly extendedL2: boolean;
+  readonly l2Entries: number;
+  readonly l2EntryBytes: number;
+  readonly subclusterSize: number;
+  readonly dirty: boolean;
+  readonly corrupt: boolean;
+  private l1: Buffer;
+  private slots: Array<L2Slot | null> = [];
+  private allocated = 0;
+  private refcountTable: Buffer = Buffer.alloc(0);
+  private readonly refcountBlocks = new Map<number, Buffer>();
+  private decompressed: { at: number; data: Buffer } | null = null;
+
+  private constructor(
+    readonly path: string,
+    readonly file: ImageFile,
+    readonly layout: Qcow2Layout,
+    readonly linkOnly: boolean,
+  ) {
+    const h = layout.header;
+    this.clusterBits = h.clusterBits;
+    this.blockSize = 2 ** h.clusterBits;
+    this.virtualSize = h.size;
+    this.blockCount = Math.ceil(h.size / this.blockSize);
+    this.extendedL2 = hasFeature(h.incompatibleFeatures, INCOMPAT.extendedL2);
+    this.l2EntryBytes = this.extendedL2 ? 16 : 8;
+    this.l2Entries = this.blockSize / this.l2EntryBytes;
+    this.subclusterSize = this.extendedL2 ? this.blockSize / SUBCLUSTERS_PER_CLUSTER : this.blockSize;
+    this.dirty = hasFeature(h.incompatibleFeatures, INCOMPAT.dirty);
+    this.corrupt = hasFeature(h.incompatibleFeatures, INCOMPAT.corrupt);
+    this.diskType = layout.backingFile !== null ? 'differencing' : 'dynamic';
+    this.l1 = Buffer.alloc(0);
+    if (layout.backingFile !== null) {
+      (this as { parent: ParentReference | null }).parent = {
+        // The nil identity is how the chain layer knows the parent is raw (no signature to probe).
+        uuid: layout.extensions.backingFormat === 'raw' ? NIL_UUID : '',
+        timestamp: null,
+        name: layout.backingFile,
+        locators: [{ platform: 'backing file', path: layout.backingFile }],
+      };
+    }
+  }
+
+  get header(): Qcow2Header { return this.layout.header; }
+  get writable(): boolean { return this.file.writable; }
+  get fileSize(): number { return this.file.size; }
+  get created(): string | null { return null; }
+  get backingFormat(): string | null { return this.layout.extensions.backingFormat; }
+  get snapshots(): SnapshotEntry[] { return this.layout.snapshots; }
+  get clusterSize(): number { return this.blockSize; }
+
+  static async open(path: string, options: Qcow2OpenOptions = {}): Promise<Qcow2Image> {
+    const file = await ImageFile.open(path, options.writable ?? false);
+    try {
+      const img = await Qcow2Image.load(path, file, options);
+      return img;
+    } catch (e) {
+      await file.close().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** For check: the image over a file already open (read tolerantly by the caller). */
+  static async fromOpenFile(path: string, file: ImageFile): Promise<Qcow2Image> {
+    return Qcow2Image.load(path, file, { writable: false });
+  }
+
+  /** Reads header, extensions, backing name, snapshots, L1 and (unless linkOnly) L2 and refcount tables. */
+  private static async load(path: string, file: ImageFile, options: Qcow2OpenOptions): Promise<Qcow2Image> {
+    const fileSize = file.size;
+    const first = Buffer.alloc(Math.min(fileSize, V3_HEADER_LENGTH_WITH_COMPRESSION));
+    await file.readInto(first, 0);
+    const header = parseHeader(first, path);
+    const clusterSize = 2 ** header.clusterBits;
+    const err = (what: string, structure: string, at: number, code = 'EHEADER') => new DiskImageError(path, what, structure, at, code);
+    if (header.cryptMethod !== 0) {
+      throw err(`encrypted qcow2 images are not supported (crypt method ${header.cryptMethod === 1 ? 'AES' : header.cryptMethod === 2 ? 'LUKS' : header.cryptMethod})`, 'qcow2 header', HEADER_OFFSETS.cryptMethod, 'EUNSUPPORTED');
+    }
+    if (hasFeature(header.incompatibleFeatures, INCOMPAT.externalDataFile)) {
+      throw err('images with an external data file are not supported', 'qcow2 header', HEADER_OFFSETS.incompatibleFeatures, 'EUNSUPPORTED');
+    }
+    if (hasFeature(header.incompatibleFeatures, INCOMPAT.extendedL2) && header.clusterBits < 14) {
+      throw err(`extended L2 entries need clusters of at least 16 KiB (cluster bits ${header.clusterBits})`, 'qcow2 header', HEADER_OFFSETS.clusterBits);
+    }
+    const headBytes = Buffer.alloc(Math.min(fileSize, clusterSize));
+    await file.readInto(headBytes, 0);
+    if (headBytes.length < header.headerLength) throw err(`file ends after ${headBytes.length} of ${header.headerLength} header bytes`, 'qcow2 header', 0, 'ETRUNC');
+    // Backing file name: inside the first cluster, as QEMU requires.
+    let backingFile: string | null = null;
+    if (header.backingFileOffset !== 0) {
+      if (header.backingFileOffset + header.backingFileSize > clusterSize) {
+        throw err(`backing file name (${header.backingFileSize} bytes at ${header.backingFileOffset}) is not inside the first cluster`, 'qcow2 header', HEADER_OFFSETS.backingFileOffset);
+      }
+      if (header.backingFileOffset + header.backingFileSize > headBytes.length) {
+        throw err('file ends inside the backing file name', 'backing file name', header.backingFileOffset, 'ETRUNC');
+      }
+      backingFile = headBytes.toString('utf8', header.backingFileOffset, header.backingFileOffset + header.backingFileSize);
+    }
+    const extEnd = header.backingFileOffset > header.headerLength ? header.backingFileOffset : headBytes.length;
+    const extensions = header.version === 3
+      ? parseHeaderExtensions(headBytes.subarray(header.headerLength, Math.max(header.headerLength, extEnd)), header.headerLength, path)
+      : parseHeaderExtensions(headBytes.subarray(header.headerLength, Math.max(header.headerLength, extEnd)), header.headerLength, path);
+    for (const x of extensions.list) {
+      if (x.type === EXTENSION.fullDiskEncryption) throw err('encrypted qcow2 images are not supported (full disk encryption header)', 'header extension', x.offset, 'EUNSUPPORTED');
+    }
+    const snapshots = await Qcow2Image.readSnapshots(path, file, header);
+    const layout: Qcow2Layout = { header, extensions, headerBytes: headBytes.subarray(0, Math.min(headBytes.length, extensions.endOffset + 8)), backingFile, snapshots };
+    const img = new Qcow2Image(path, file, layout, options.linkOnly ?? false);
+    if (img.corrupt) {
+      if (options.writable) throw err('image is marked corrupt: it is opened read-only (run diskimg check)', 'qcow2 header', HEADER_OFFSETS.incompatibleFeatures, 'ECORRUPT');
+      img.warnings.push('image is marked corrupt (incompatible feature bit 1): opened read-only');
+    }
+    if (img.dirty) img.warnings.push('image is marked dirty (lazy refcounts not written back): refcounts may be stale; diskimg repair rebuilds them');
+    if (backingFile !== null) {
+      const problem = backingNameProblem(backingFile);
+      if (problem) img.warnings.push(problem);
+      else if (backingFile.split(/[\\/]/).includes('..')) img.warnings.push(`backing file '${backingFile}' lies outside the image's folder ('..')`);
+    }
+    if (extensions.bitmapCount !== null) img.warnings.push(`${extensions.bitmapCount} persistent dirty bitmap(s) present (listed, not used)`);
+    await img.loadL1();
+    if (!img.linkOnly) {
+      await img.loadL2Tables();
+      await img.loadRefcountTable();
+    }
+    return img;
+  }
+
+  private static async readSnapshots(path: string, file: ImageFile, h: Qcow2Header): Promise<SnapshotEntry[]> {
+    if (h.nbSnapshots === 0) return [];
+    const at = h.snapshotsOffset;
+    const clusterSize = 2 ** h.clusterBits;
+    if (h.nbSnapshots > MAX_SNAPSHOTS) throw new DiskImageError(path, `${h.nbSnapshots} snapshots exceed ${MAX_SNAPSHOTS}`, 'qcow2 header', HEADER_OFFSETS.nbSnapshots, 'EHEADER');
+    if (at % clusterSize !== 0 || at === 0) throw new DiskImageError(path, `snapshot table offset ${at} is not cluster aligned`, 'qcow2 header', HEADER_OFFSETS.snapshotsOffset, 'EHEADER');
+    // Entries are at least 40 bytes and at most 40 + 1024 + 2 * 65535: read what the file holds of that.
+    const most = Math.min(file.size - at, h.nbSnapshots * (SNAPSHOT_FIXED_SIZE + MAX_SNAPSHOT_EXTRA + 2 * 65535 + 8));
+    if (most < h.nbSnapshots * SNAPSHOT_FIXED_SIZE) throw new DiskImageError(path, `snapshot table of ${h.nbSnapshots} entries runs past the end of the file`, 'snapshot table', at, 'ETRUNC');
+    const table = Buffer.alloc(most);
+    await file.readInto(table, at);
+    return parseSnapshotTable(table, at, h.nbSnapshots, path);
+  }
+
+  private async loadL1(): Promise<void> {
+    const h = this.header;
+    const needed = l1EntriesNeeded(h.size, h.clusterBits, this.l2EntryBytes);
+    if (h.l1Size * L1_ENTRY_SIZE > MAX_L1_BYTES) throw new DiskImageError(this.path, `L1 table of ${h.l1Size} entries exceeds ${MAX_L1_BYTES} bytes`, 'qcow2 header', HEADER_OFFSETS.l1Size, 'EHEADER');
+    if (h.l1Size < needed) throw new DiskImageError(this.path, `L1 table of ${h.l1Size} entries is too small for ${h.size} bytes (needs ${needed})`, 'qcow2 header', HEADER_OFFSETS.l1Size, 'EHEADER');
+    if (h.l1Size === 0) return;
+    if (h.l1TableOffset % this.blockSize !== 0 || h.l1TableOffset === 0) throw new DiskImageError(this.path, `L1 table offset ${h.l1TableOffset} is not cluster aligned`, 'qcow2 header', HEADER_OFFSETS.l1TableOffset, 'EHEADER');
+    if (h.l1TableOffset + h.l1Size * L1_ENTRY_SIZE > this.file.size) {
+      throw new DiskImageError(this.path, `L1 table of ${h.l1Size} entries at ${h.l1TableOffset} runs past the end of the file (${this.file.size} bytes)`, 'L1 table', h.l1TableOffset, 'ETRUNC');
+    }
+    // Only the entries the disk needs are used; qemu may keep more.
+    this.l1 = await this.file.readExact(h.l1TableOffset, h.l1Size * L1_ENTRY_SIZE, 'L1 table');
+  }
+
+  l1EntryAt(i: number): bigint {
+    return this.l1.readBigUInt64BE(i * L1_ENTRY_SIZE);
+  }
+
+  private l1Used(): number {
+    return Math.min(this.header.l1Size, l1EntriesNeeded(this.virtualSize, this.clusterBits, this.l2EntryBytes));
+  }
+
+  private async loadL2Tables(): Promise<void> {
+    const n = this.l1Used();
+    this.slots = new Array(n).fill(null);
+    for (let i = 0; i < n; i++) {
+      const e = this.l1EntryAt(i);
+      const at = this.header.l1TableOffset + i * L1_ENTRY_SIZE;
+      if (l1ReservedBits(e) !== 0n) throw new DiskImageError(this.path, `L1 entry ${i} has reserved bits set (0x${e.toString(16)})`, 'L1 table', at, 'EL1');
+      const off = l2OffsetOf(e);
+      if (off === 0) continue;
+      if (off % this.blockSize !== 0) throw new DiskImageError(this.path, `L1 entry ${i}: L2 table offset ${off} is not cluster aligned`, 'L1 table', at, 'EL1');
+      if (off < this.blockSize) throw new DiskImageError(this.path, `L1 entry ${i}: L2 table offset ${off} points into the header`, 'L1 table', at, 'EL1');
+      if (off + this.blockSize > this.file.size) throw new DiskImageError(this.path, `L1 entry ${i}: L2 table at ${off} runs past the end of the file`, 'L1 table', at, 'EL1');
+      const table = await this.file.readExact(off, this.blockSize, 'L2 table');
+      this.slots[i] = this.decodeL2Table(i, off, (e & COPIED_FLAG) !== 0n, table);
+    }
+  }
+
+  private newSlot(offset: number, copied: boolean): L2Slot {
+    const n = this.l2Entries;
+    return {
+      offset, copied,
+      kinds: new Uint8Array(n), host: new Float64Array(n), copiedBits: new Uint8Array(n),
+      alloc: this.extendedL2 ? new Uint32Array(n) : null, zero: this.extendedL2 ? new Uint32Array(n) : null,
+    };
+  }
+
+  private decodeL2Table(l1Index: number, offset: number, copied: boolean, table: Buffer): L2Slot {
+    const slot = this.newSlot(offset, copied);
+    const first = l1Index * this.l2Entries;
+    for (let j = 0; j < this.l2Entries && first + j < this.blockCount; j++) {
+      const at = j * this.l2EntryBytes;
+      const word = table.readBigUInt64BE(at);
+      const bitmap = this.extendedL2 ? table.readBigUInt64BE(at + 8) : null;
+      if (word === 0n && (bitmap === null || bitmap === 0n)) continue;
+      const e = decodeL2Entry(word, bitmap, this.clusterBits);
+      this.validateEntry(e, offset + at, first + j);
+      this.storeEntry(slot, j, e);
+    }
+    return slot;
+  }
+
+  private validateEntry(e: L2Entry, at: number, cluster: number): void {
+    const fail = (what: string) => new DiskImageError(this.path, `cluster ${cluster}: ${what}`, 'L2 table', at, 'EL2');
+    if (e.kind === ClusterKind.Compressed) {
+      if (this.extendedL2 && (e.allocBits || e.zeroBits)) throw fail('compressed cluster with a subcluster bitmap');
+      if (e.hostOffset < this.blockSize) throw fail(`compressed data at ${e.hostOffset} points into the header`);
+      return;
+    }
+    if (this.extendedL2 && (e.allocBits & e.zeroBits) !== 0) throw fail('subclusters both allocated and zero');
+    if (e.hostOffset !== 0) {
+      if (e.hostOffset % this.blockSize !== 0) throw fail(`data offset ${e.hostOffset} is not cluster aligned`);
+      if (e.hostOffset < this.blockSize) throw fail(`data offset ${e.hostOffset} points into the header`);
+    } else if (e.allocBits !== 0) {
+      throw fail('allocated subclusters without a data offset');
+    }
+  }
+
+  private storeEntry(slot: L2Slot, j: number, e: L2Entry): void {
+    const before = slot.kinds[j] !== ClusterKind.Unallocated;
+    slot.kinds[j] = e.kind;
+    slot.host[j] = e.kind === ClusterKind.Compressed ? 0 : e.hostOffset / this.blockSize;
+    slot.copiedBits[j] = e.copied ? 1 : 0;
+    if (slot.alloc && slot.zero) { slot.alloc[j] = e.allocBits; slot.zero[j] = e.zeroBits; }
+    const after = e.kind !== ClusterKind.Unallocated;
+    this.allocated += (after ? 1 : 0) - (before ? 1 : 0);
+  }
+
+  private async loadRefcountTable(): Promise<void> {
+    const h = this.header;
+    const bytes = h.refcountTableClusters * this.blockSize;
+    if (bytes > MAX_REFCOUNT_TABLE_BYTES) throw new DiskImageError(this.path, `refcount table of ${h.refcountTableClusters} clusters exceeds ${MAX_REFCOUNT_TABLE_BYTES} bytes`, 'qcow2 header', HEADER_OFFSETS.refcountTableClusters, 'EHEADER');
+    if (h.refcountTableOffset % this.blockSize !== 0) throw new DiskImageError(this.path, `refcount table offset ${h.refcountTableOffset} is not cluster aligned`, 'qcow2 header', HEADER_OFFSETS.refcountTableOffset, 'EHEADER');
+    if (h.refcountTableOffset + bytes > this.file.size) throw new DiskImageError(this.path, `refcount table at ${h.refcountTableOffset} runs past the end of the file`, 'refcount table', h.refcountTableOffset, 'ETRUNC');
+    // Read-only opens never need refcounts; keep the table only when writing.
+    if (this.writable) this.refcountTable = await this.file.readExact(h.refcountTableOffset, bytes, 'refcount table');
+  }
+
+  // ---- DiskImage: locating, parent link -------------------------------------------------------
+
+  locate(field: ImageField): FieldLocation {
+    switch (field) {
+      case 'diskType': return { structure: 'qcow2 header', offset: HEADER_OFFSETS.backingFileOffset };
+      case 'virtualSize': return { structure: 'qcow2 header', offset: HEADER_OFFSETS.size };
+      case 'blockCount': return { structure: 'qcow2 header', offset: HEADER_OFFSETS.l1Size };
+      case 'parentLink': return { structure: 'backing file name', offset: this.header.backingFileOffset || HEADER_OFFSETS.backingFileOffset };
+      case 'parentId': {
+        const x = this.layout.extensions.list.find((e) => e.type === EXTENSION.backingFileFormat);
+        return x ? { structure: 'backing file format extension', offset: x.offset } : { structure: 'qcow2 header', offset: HEADER_OFFSETS.backingFileOffset };
+      }
+    }
+  }
+
+  parentCandidates(): ParentCandidates {
+    if (this.diskType !== 'differencing') return { candidates: [], unreadable: [], sources: [] };
+    return qcow2ParentCandidates(this.path, this.layout.backingFile, this.header.backingFileOffset);
+  }
+
+  checkParent(parent: DiskImage): ParentLinkCheck {
+    if (this.diskType !== 'differencing') throw new DiskImageError(this.path, 'has no backing file', 'qcow2 header', HEADER_OFFSETS.backingFileOffset, 'ENOTDIFF');
+    return checkQcow2Parent(this.backingFormat, parent, this.locate('parentId'));
+  }
+
+  /**
+   * Re-links to `parent`: the backing file name and format extension are rewritten within the first
+   * cluster, in one write of the header's tail and one of the name area, ordered so that a crash
+   * leaves either link readable: the new name goes where no live field is, then one header write
+   * switches offset, length and extensions together.
+   */
+  async writeParentLink(parent: DiskImage): Promise<void> {
+    this.requireWritable();
+    const name = backingFileName(this.path, parent.path);
+    await this.rewriteBacking(name, qemuFormatName(parent.format));
+    await this.file.sync();
+  }
+
+  /** Writes extensions (backing format first, keeping the others) and the backing name in the first cluster. */
+  async rewriteBacking(name: string | null, format: string | null): Promise<void> {
+    const h = this.header;
+    const nameBytes = name === null ? Buffer.alloc(0) : Buffer.from(name, 'utf8');
+    if (nameBytes.length > MAX_BACKING_FILE_NAME) throw new DiskImageError(this.path, `backing file name of ${nameBytes.length} bytes is too long`, 'backing file name', h.backingFileOffset, 'EARG');
+    const parts: Buffer[] = [];
+    if (h.version === 3) {
+      if (format !== null) parts.push(serializeHeaderExtension(EXTENSION.backingFileFormat, Buffer.from(format, 'latin1')));
+      for (const x of this.layout.extensions.list) if (x.type !== EXTENSION.backingFileFormat) parts.push(serializeHeaderExtension(x.type, x.data));
+      parts.push(Buffer.alloc(8));
+    }
+    const ext = Buffer.concat(parts);
+    const headerLength = h.version === 3 ? h.headerLength : 72;
+    const nameAt = headerLength + ext.length;
+    if (nameAt + nameBytes.length > this.blockSize) throw new DiskImageError(this.path, 'header extensions and backing file name do not fit in the first cluster', 'header extension', headerLength, 'EARG');
+    // New layout as one buffer from the backing offset field to the end of the name: header fields 8..19
+    // and everything from the header's end. A kill between is impossible to observe half-done only if
+    // it is one write: build the whole first-cluster prefix and write it at once.
+    const head = Buffer.from(this.layout.headerBytes.subarray(0, headerLength));
+    head.writeBigUInt64BE(BigInt(name === null ? 0 : nameAt), 8);
+    head.writeUInt32BE(nameBytes.length, 16);
+    const whole = Buffer.concat([head, ext, nameBytes]);
+    await this.file.writeAt(whole, 0);
+    const reread = await this.file.readExact(0, Math.min(this.file.size, this.blockSize), 'qcow2 header');
+    this.layout.headerBytes = reread.subarray(0, whole.length);
+    h.backingFileOffset = name === null ? 0 : nameAt;
+    h.backingFileSize = nameBytes.length;
+    this.layout.backingFile = name;
+    this.layout.extensions = parseHeaderExtensions(reread.subarray(headerLength, name === null ? reread.length : nameAt), headerLength, this.path);
+    (this as { parent: ParentReference | null }).parent = name === null ? null : { uuid: format === 'raw' ? NIL_UUID : '', timestamp: null, name, locators: [{ platform: 'backing file', path: name }] };
+  }
+
+  // ---- DiskImage: data ------------------------------------------------------------------------
+
+  private requireBlocks(): void {
+    if (this.linkOnly) throw new DiskImageError(this.path, 'internal: clusters of an image opened for its backing link only', 'L1 table', this.header.l1TableOffset, 'EINTERNAL');
+  }
+
+  private requireWritable(): void {
+    if (!this.file.writable) throw new DiskImageError(this.path, 'image is opened read-only', undefined, undefined, 'EREADONLY');
+  }
+
+  private slotOf(cluster: number): L2Slot | null {
+    return this.slots[Math.floor(cluster / this.l2Entries)] ?? null;
+  }
+
+  /** Kind of guest cluster `cluster` in this layer. */
+  clusterKind(cluster: number): ClusterKind {
+    const s = this.slotOf(cluster);
+    return s ? s.kinds[cluster % this.l2Entries] as ClusterKind : ClusterKind.Unallocated;
+  }
+
+  isBlockAllocated(block: number): boolean {
+    this.requireBlocks();
+    return this.clusterKind(block) !== ClusterKind.Unallocated;
+  }
+
+  isBlockZero(block: number): boolean {
+    return this.clusterKind(block) === ClusterKind.Zero;
+  }
+
+  allocatedBlockCount(): number {
+    this.requireBlocks();
+    return this.allocated;
+  }
+
+  /** Clusters reading as zeros without data in this layer (counted for the map's "zero" state). */
+  zeroClusterCount(): number {
+    let n = 0;
+    for (const s of this.slots) if (s) for (let j = 0; j < s.kinds.length; j++) if (s.kinds[j] === ClusterKind.Zero) n++;
+    return n;
+  }
+
+  /** Subcluster allocation/zero bits of a cluster (standard L2: derived from its kind). */
+  private bitsOf(cluster: number): { alloc: number; zero: number } {
+    const s = this.slotOf(cluster);
+    if (!s) return { alloc: 0, zero: 0 };
+    const j = cluster % this.l2Entries;
+    if (s.alloc && s.zero) return { alloc: s.alloc[j], zero: s.zero[j] };
+    switch (s.kinds[j]) {
+      case ClusterKind.Normal: case ClusterKind.Compressed: return { alloc: ALL_BITS, zero: 0 };
+      case ClusterKind.Zero: return { alloc: 0, zero: ALL_BITS };
+      default: return { alloc: 0, zero: 0 };
+    }
+  }
+
+  async readBlockBitmap(block: number): Promise<Uint8Array | null> {
+    this.requireBlocks();
+    const kind = this.clusterKind(block);
+    if (kind === ClusterKind.Unallocated) return null;
+    const sectors = this.blockSize / 512;
+    const bitmap = new Uint8Array(Math.ceil(sectors / 8));
+    const { alloc, zero } = this.bitsOf(block);
+    const held = kind === ClusterKind.Compressed ? ALL_BITS : (alloc | zero) >>> 0;
+    const perSub = this.subclusterSize / 512;
+    for (let s = 0; s < sectors; s++) {
+      const sub = this.extendedL2 ? Math.floor(s / perSub) : 0;
+      if (this.extendedL2 ? (held >>> sub) & 1 : held !== 0) bitmap[s >> 3] |= 0x80 >> (s & 7);
+    }
+    return bitmap;
+  }
+
+  blockFileOffset(block: number): number | null {
+    this.requireBlocks();
+    const s = this.slotOf(block);
+    if (!s) return null;
+    const j = block % this.l2Entries;
+    const k = s.kinds[j];
+    if (k === ClusterKind.Unallocated || k === ClusterKind.Compressed || s.host[j] === 0) return null;
+    return s.host[j] * this.blockSize;
+  }
+
+  /** Whether the byte at guest offset `pos` is held by this layer, and until where that stays so within its cluster. */
+  private pieceAt(pos: number): { present: boolean; end: number } {
+    const cluster = Math.floor(pos / this.blockSize);
+    const clusterEnd = (cluster + 1) * this.blockSize;
+    const kind = this.clusterKind(cluster);
+    if (kind !== ClusterKind.Mixed) return { present: kind !== ClusterKind.Unallocated, end: clusterEnd };
+    const { alloc, zero } = this.bitsOf(cluster);
+    const held = (alloc | zero) >>> 0;
+    let sub = Math.floor((pos - cluster * this.blockSize) / this.subclusterSize);
+    const present = ((held >>> sub) & 1) === 1;
+    while (sub < SUBCLUSTERS_PER_CLUSTER && (((held >>> sub) & 1) === 1) === present) sub++;
+    return { present, end: cluster * this.blockSize + sub * this.subclusterSize };
+  }
+
+  async runs(offset: number, length: number): Promise<LayerRun[]> {
+    this.requireBlocks();
+    const out: LayerRun[] = [];
+    const end = offset + length;
+    let pos = offset;
+    while (pos < end) {
+      // Whole missing L2 tables are skipped in one step (a sparse 2 TiB disk has few).
+      const l1i = Math.floor(pos / (this.blockSize * this.l2Entries));
+      let piece: { present: boolean; end: number };
+      if (!this.slots[l1i]) piece = { present: false, end: (l1i + 1) * this.blockSize * this.l2Entries };
+      else piece = this.pieceAt(pos);
+      const stop = Math.min(piece.end, end);
+      const last = out[out.length - 1];
+      if (last && last.present === piece.present && last.offset + last.length === pos) last.length += stop - pos;
+      else out.push({ offset: pos, length: stop - pos, present: piece.present });
+      pos = stop;
+    }
+    return out;
+  }
+
+  async readOwn(offset: number, target: Buffer): Promise<void> {
+    this.requireBlocks();
+    let done = 0;
+    while (done < target.length) {
+      const pos = offset + done;
+      const cluster = Math.floor(pos / this.blockSize);
+      const inCluster = pos - cluster * this.blockSize;
+      const kind = this.clusterKind(cluster);
+      let n = Math.min(this.blockSize - inCluster, target.length - done);
+      const slice = () => target.subarray(done, done + n);
+      if (kind === ClusterKind.Compressed) {
+        const data = await this.readCompressed(cluster);
+        data.copy(target, done, inCluster, inCluster + n);
+      } else if (kind === ClusterKind.Zero) {
+        slice().fill(0);
+      } else if (kind === ClusterKind.Normal) {
+        // Clusters laid out back to back in the file are read in one call.
+        const host = this.blockFileOffset(cluster)!;
+        let next = cluster + 1;
+        while (done + n < target.length && this.clusterKind(next) === ClusterKind.Normal && this.blockFileOffset(next) === host + (next - cluster) * this.blockSize) {
+          n = Math.min(n + this.blockSize, target.length - done);
+          next++;
+        }
+        await this.readHost(cluster, inCluster, slice());
+      } else if (kind === ClusterKind.Mixed) {
+        const sub = Math.floor(inCluster / this.subclusterSize);
+        n = Math.min(n, (sub + 1) * this.subclusterSize - inCluster);
+        const { alloc, zero } = this.bitsOf(cluster);
+        if ((zero >>> sub) & 1) slice().fill(0);
+        else if ((alloc >>> sub) & 1) await this.readHost(cluster, inCluster, slice());
+        else throw new DiskImageError(this.path, `internal: read of unallocated subcluster ${sub} of cluster ${cluster}`, 'L2 table', 0, 'EINTERNAL');
+      } else {
+        throw new DiskImageError(this.path, `internal: read of unallocated cluster ${cluster}`, 'L2 table', 0, 'EINTERNAL');
+      }
+      done += n;
+    }
+  }
+
+  private l2EntryOffset(cluster: number): number {
+    const s = this.slotOf(cluster)!;
+    return s.offset + (cluster % this.l2Entries) * this.l2EntryBytes;
+  }
+
+  private async readHost(cluster: number, inCluster: number, target: Buffer): Promise<void> {
+    const host = this.blockFileOffset(cluster)!;
+    const got = await this.file.readInto(target, host + inCluster);
+    if (got < target.length) {
+      throw new DiskImageError(this.path, `cluster ${cluster}: data at ${host} runs past the end of the file`, 'L2 table', this.l2EntryOffset(cluster), 'ETRUNC');
+    }
+  }
+
+  private async readCompressed(cluster: number): Promise<Buffer> {
+    const at = this.l2EntryOffset(cluster);
+    if (this.decompressed?.at === at) return this.decompressed.data;
+    const word = (await this.file.readExact(at, 8, 'L2 table')).readBigUInt64BE(0);
+    const e = decodeL2Entry(word, null, this.clusterBits);
+    if (e.hostOffset >= this.file.size) {
+      throw new DiskImageError(this.path, `cluster ${cluster}: compressed data at ${e.hostOffset} lies past the end of the file`, 'compressed cluster descriptor', at, 'ECOMPRESSED');
+    }
+    const data = Buffer.alloc(e.compressedLength);
+    const got = await this.file.readInto(data, e.hostOffset);
+    // qemu does not pad the file after the last compressed cluster: its final sector may be short.
+    if (got < data.length && e.hostOffset + e.compressedLength - this.file.size >= 512) {
+      throw new DiskImageError(this.path, `cluster ${cluster}: compressed data (${e.compressedLength} bytes at ${e.hostOffset}) runs past the end of the file`, 'compressed cluster descriptor', at, 'ECOMPRESSED');
+    }
+    const out = decompressCluster(data.subarray(0, got), this.blockSize, this.header.compressionType, this.path, at);
+    this.decompressed = { at, data: out };
+    return out;
+  }
+
+  /** The range as this layer shows it: own bytes where present, else `below`. */
+  private async readView(offset: number, target: Buffer, below: ReadBelow): Promise<void> {
+    for (const run of await this.runs(offset, target.length)) {
+      const slice = target.subarray(run.offset - offset, run.offset - offset + run.length);
+      if (run.present) await this.readOwn(run.offset, slice);
+      else await below(run.offset, slice);
+    }
+  }
+
+  // ---- writing ----------------------------------------------------------------------------------
+
+  /**
+   * Writes guest data. A cluster that is normal with refcount 1 is written in place. Any other
+   * cluster gets a new host cluster holding its full content (its current view, from this layer or
+   * the backing chain, with the new bytes laid over), written before its refcount and before its
+   * L2 entry; a kill -9 at any point leaves at most a leaked cluster.
+   */
+  async write(offset: number, data: Buffer, below: ReadBelow): Promise<void> {
+    this.requireWritable();
+    this.requireBlocks();
+    if (offset < 0 || offset + data.length > this.virtualSize) {
+      throw new DiskImageError(this.path, `write of ${data.length} bytes at ${offset} goes past the virtual size ${this.virtualSize}`, undefined, undefined, 'ERANGE');
+    }
+    let done = 0;
+    while (done < data.length) {
+      const pos = offset + done;
+      const cluster = Math.floor(pos / this.blockSize);
+      const inCluster = pos - cluster * this.blockSize;
+      const n = Math.min(this.blockSize - inCluster, data.length - done);
+      const piece = data.subarray(done, done + n);
+      const s = this.slotOf(cluster);
+      const j = cluster % this.l2Entries;
+      if (s && s.copied && s.kinds[j] === ClusterKind.Normal && s.copiedBits[j]) {
+        await this.file.writeAt(piece, s.host[j] * this.blockSize + inCluster);
+      } else {
+        await this.rewriteCluster(cluster, inCluster, piece, below);
+      }
+      done += n;
+    }
+  }
+
+  private async rewriteCluster(cluster: number, inCluster: number, piece: Buffer, below: ReadBelow): Promise<void> {
+    const start = cluster * this.blockSize;
+    const full = Buffer.alloc(this.blockSize);
+    const valid = Math.min(this.blockSize, this.virtualSize - start);
+    if (inCluster > 0 || piece.length < valid) await this.readView(start, full.subarray(0, valid), below);
+    piece.copy(full, inCluster);
+    const s = this.slotOf(cluster);
+    const j = cluster % this.l2Entries;
+    const oldKind = s ? s.kinds[j] : ClusterKind.Unallocated;
+    const oldHost = s ? s.host[j] : 0;
+    const reusable = s !== null && s.copied && s.copiedBits[j] === 1 && oldHost !== 0 && oldKind !== ClusterKind.Compressed;
+    let host: number;
+    if (reusable) {
+      // Zero or partly allocated cluster with its own data cluster: fill it in place; the entry still
+      // says zero/unallocated for what is not yet valid until it is rewritten below.
+      host = oldHost * this.blockSize;
+      await this.file.writeAt(full, host);
+    } else {
+      host = await this.allocateClusters(1);
+      await this.file.writeAt(full, host);
+      await this.addRefcount(host, 1, 1);
+    }
+    const oldCompressed = oldKind === ClusterKind.Compressed ? await this.compressedSpan(cluster) : null;
+    await this.setL2Entry(cluster, { kind: ClusterKind.Normal, hostOffset: host, compressedLength: 0, copied: true, allocBits: ALL_BITS, zeroBits: 0, reserved: 0n });
+    // The old data is no longer referenced from here: release it (a kill before this only leaks).
+    if (!reusable && oldHost !== 0) await this.addRefcount(oldHost * this.blockSize, 1, -1);
+    if (oldCompressed) await this.addRefcount(oldCompressed.start, oldCompressed.clusters, -1);
+  }
+
+  private async compressedSpan(cluster: number): Promise<{ start: number; clusters: number }> {
+    const word = (await this.file.readExact(this.l2EntryOffset(cluster), 8, 'L2 table')).readBigUInt64BE(0);
+    const e = decodeL2Entry(word, null, this.clusterBits);
+    const first = Math.floor(e.hostOffset / this.blockSize);
+    const last = Math.floor((e.hostOffset + e.compressedLength - 1) / this.blockSize);
+    return { start: first * this.blockSize, clusters: last - first + 1 };
+  }
+
+  /** Encodes and writes one L2 entry; allocates (or copies a shared) L2 table first when needed. */
+  private async setL2Entry(cluster: number, e: L2Entry): Promise<void> {
+    const l1i = Math.floor(cluster / this.l2Entries);
+    let s = this.slots[l1i];
+    if (!s || !s.copied) s = await this.newL2Table(l1i);
+    const j = cluster % this.l2Entries;
+    const b = Buffer.alloc(this.l2EntryBytes);
+    b.writeBigUInt64BE(e.kind === ClusterKind.Zero && !this.extendedL2 ? 1n | (e.hostOffset ? normalL2Word(e.hostOffset, e.copied) : 0n) : (e.hostOffset ? normalL2Word(e.hostOffset, e.copied) : 0n), 0);
+    if (this.extendedL2) b.writeBigUInt64BE((BigInt(e.zeroBits >>> 0) << 32n) | BigInt(e.allocBits >>> 0), 8);
+    await this.file.writeAt(b, s.offset + j * this.l2EntryBytes);
+    this.storeEntry(s, j, e);
+  }
+
+  /**
+   * Gives L1 entry `l1i` a table of its own: a new cluster holding the old table's entries (a
+   * shared one's, from a snapshot) or zeros, counted, then linked from L1; the old one released.
+   */
+  private async newL2Table(l1i: number): Promise<L2Slot> {
+    const old = this.slots[l1i];
+    const table = old ? await this.file.readExact(old.offset, this.blockSize, 'L2 table') : Buffer.alloc(this.blockSize);
+    const at = await this.allocateClusters(1);
+    await this.file.writeAt(table, at);
+    await this.addRefcount(at, 1, 1);
+    const entry = Buffer.alloc(8);
+    entry.writeBigUInt64BE(l1Entry(at, true), 0);
+    await this.file.writeAt(entry, this.header.l1TableOffset + l1i * L1_ENTRY_SIZE);
+    entry.copy(this.l1, l1i * L1_ENTRY_SIZE);
+    if (old) await this.addRefcount(old.offset, 1, -1);
+    const slot = old ? { ...old, offset: at, copied: true } : this.newSlot(at, true);
+    this.slots[l1i] = slot;
+    return slot;
+  }
+
+  // ---- refcounts ----------------------------------------------------------------------------------
+
+  private get refcountOrder(): number { return this.header.refcountOrder; }
+
+  /** Appends `count` clusters' worth of space at the cluster-aligned end of the file; returns their offset. */
+  private async allocateClusters(count: number): Promise<number> {
+    const at = Math.ceil(this.file.size / this.blockSize) * this.blockSize;
+    await this.file.truncate(at + count * this.blockSize);
+    return at;
+  }
+
+  private async refcountBlock(offset: number): Promise<Buffer> {
+    let b = this.refcountBlocks.get(offset);
+    if (!b) {
+      b = await this.file.readExact(offset, this.blockSize, 'refcount block');
+      if (this.refcountBlocks.size >= 64) this.refcountBlocks.delete(this.refcountBlocks.keys().next().value!);
+      this.refcountBlocks.set(offset, b);
+    }
+    return b;
+  }
+
+  /** Adds `delta` to the refcounts of `clusters` host clusters from `start`, creating refcount blocks as needed. */
+  async addRefcount(start: number, clusters: number, delta: number): Promise<void> {
+    const perBlock = refcountBlockEntries(this.clusterBits, this.refcountOrder);
+    for (let c = 0; c < clusters; c++) {
+      const index = start / this.blockSize + c;
+      const ti = Math.floor(index / perBlock);
+      let blockAt = this.refcountBlockOffset(ti);
+      if (blockAt === 0) {
+        if (delta < 0) continue;
+        blockAt = await this.newRefcountBlock(ti);
+      }
+      const block = await this.refcountBlock(blockAt);
+      const i = index % perBlock;
+      const now = getRefcount(block, i, this.refcountOrder);
+      const next = now + delta;
+      if (next < 0 || next > maxRefcount(this.refcountOrder)) {
+        throw new DiskImageError(this.path, `refcount of host cluster ${index} would become ${next}`, 'refcount block', blockAt, 'EREFCOUNT');
+      }
+      setRefcount(block, i, this.refcountOrder, next);
+      const span = refcountEntrySpan(i, this.refcountOrder);
+      await this.file.writeAt(block.subarray(span.start, span.start + span.length), blockAt + span.start);
+    }
+  }
+
+  private refcountBlockOffset(ti: number): number {
+    if ((ti + 1) * REFCOUNT_TABLE_ENTRY_SIZE > this.refcountTable.length) return 0;
+    return Number(this.refcountTable.readBigUInt64BE(ti * REFCOUNT_TABLE_ENTRY_SIZE) & REFT_OFFSET_MASK);
+  }
+
+  /**
+   * A refcount block for table entry `ti`, appended at the end of the file and counting itself
+   * when it lies in its own range; the table grows (to a new place) when it is full. The block is
+   * written before the table entry that links it.
+   */
+  private async newRefcountBlock(ti: number): Promise<number> {
+    if ((ti + 1) * REFCOUNT_TABLE_ENTRY_SIZE > this.refcountTable.length) {
+      await this.growRefcountTable(ti + 1);
+      // Growing may have made this very block (when the new table lies in its range).
+      const made = this.refcountBlockOffset(ti);
+      if (made !== 0) return made;
+    }
+    const perBlock = refcountBlockEntries(this.clusterBits, this.refcountOrder);
+    const at = await this.allocateClusters(1);
+    const block = Buffer.alloc(this.blockSize);
+    const own = at / this.blockSize;
+    if (Math.floor(own / perBlock) === ti) setRefcount(block, own % perBlock, this.refcountOrder, 1);
+    await this.file.writeAt(block, at);
+    this.refcountBlocks.set(at, block);
+    const entry = Buffer.alloc(8);
+    entry.writeBigUInt64BE(BigInt(at), 0);
+    await this.file.writeAt(entry, this.header.refcountTableOffset + ti * REFCOUNT_TABLE_ENTRY_SIZE);
+    entry.copy(this.refcountTable, ti * REFCOUNT_TABLE_ENTRY_SIZE);
+    // A block outside its own range is counted by whichever block covers it.
+    if (Math.floor(own / perBlock) !== ti) await this.addRefcount(at, 1, 1);
+    return at;
+  }
+
+  /**
+   * Moves the refcount table to a bigger place at the end of the file: the new table (with a
+   * refcount block for its own range when none covers it) is written and counted first, then one
+   * header write switches to it, then the old table's clusters are released.
+   */
+  private async growRefcountTable(minEntries: number): Promise<void> {
+    const perBlock = refcountBlockEntries(this.clusterBits, this.refcountOrder);
+    const entriesPerCluster = this.blockSize / REFCOUNT_TABLE_ENTRY_SIZE;
+    const start = Math.ceil(this.file.size / this.blockSize);
+    const hasBlock = (ti: number) => this.refcountBlockOffset(ti) !== 0;
+    // Table clusters k, then m new refcount blocks, for the ranges [start, start + k + m) falls in
+    // that have no block yet; settle k and m together.
+    let k = Math.max(this.header.refcountTableClusters * 2, Math.ceil(minEntries / entriesPerCluster));
+    let ranges: number[] = [];
+    for (;;) {
+      const end = start + k + ranges.length;
+      const need: number[] = [];
+      for (let ti = Math.floor(start / perBlock); ti <= Math.floor((end - 1) / perBlock); ti++) if (!hasBlock(ti)) need.push(ti);
+      const kNeeded = Math.max(k, Math.ceil((Math.floor((end + need.length) / perBlock) + 1) / entriesPerCluster));
+      if (need.length === ranges.length && kNeeded === k) break;
+      ranges = need;
+      k = kNeeded;
+    }
+    if (k * this.blockSize > MAX_REFCOUNT_TABLE_BYTES) throw new DiskImageError(this.path, 'refcount table would exceed its 8 MiB limit', 'refcount table', this.header.refcountTableOffset, 'ETOOBIG');
+    const tableAt = await this.allocateClusters(k + ranges.length);
+    const table = Buffer.alloc(k * this.blockSize);
+    this.refcountTable.copy(table);
+    const blocks = ranges.map((ti, n) => ({ ti, at: tableAt + (k + n) * this.blockSize, block: Buffer.alloc(this.blockSize) }));
+    for (const x of blocks) table.writeBigUInt64BE(BigInt(x.at), x.ti * REFCOUNT_TABLE_ENTRY_SIZE);
+    // Count every new cluster: in a new block, or in an existing one (the old table already reaches those).
+    const first = tableAt / this.blockSize;
+    for (let c = first; c < first + k + ranges.length; c++) {
+      const nb = blocks.find((x) => x.ti === Math.floor(c / perBlock));
+      if (nb) setRefcount(nb.block, c % perBlock, this.refcountOrder, 1);
+      else await this.addRefcount(c * this.blockSize, 1, 1);
+    }
+    for (const x of blocks) { await this.file.writeAt(x.block, x.at); this.refcountBlocks.set(x.at, x.block); }
+    await this.file.writeAt(table, tableAt);
+    await this.file.sync();
+    const old = { at: this.header.refcountTableOffset, clusters: this.header.refcountTableClusters };
+    const hdr = Buffer.alloc(12);
+    hdr.writeBigUInt64BE(BigInt(tableAt), 0);
+    hdr.writeUInt32BE(k, 8);
+    await this.file.writeAt(hdr, HEADER_OFFSETS.refcountTableOffset);
+    hdr.copy(this.layout.headerBytes, HEADER_OFFSETS.refcountTableOffset);
+    this.header.refcountTableOffset = tableAt;
+    this.header.refcountTableClusters = k;
+    this.refcountTable = table;
+    await this.addRefcount(old.at, old.clusters, -1);
+  }
+
+  async flush(): Promise<void> {
+    await this.file.sync();
+  }
+
+  async close(): Promise<void> {
+    await this.file.close();
+  }
+}
+

@@ -1,0 +1,57 @@
+// The refcount table (u64 offsets of refcount blocks) and refcount blocks (one 2^refcount_order-bit
+// count per host cluster; counts under 8 bits are packed least significant bit first, wider ones
+// big-endian).
+
+export const REFCOUNT_TABLE_ENTRY_SIZE = 8;
+export const REFT_OFFSET_MASK = 0xfffffffffffffe00n;
+/** QEMU's limit on the refcount table (8 MiB). */
+export const MAX_REFCOUNT_TABLE_BYTES = 8 * 1024 * 1024;
+
+/** Counts per refcount block. */
+export function refcountBlockEntries(clusterBits: number, refcountOrder: number): number {
+  return 2 ** (clusterBits + 3 - refcountOrder);
+}
+
+export function getRefcount(block: Buffer, index: number, refcountOrder: number): number {
+  const bits = 1 << refcountOrder;
+  switch (bits) {
+    case 8: return block[index];
+    case 16: return block.readUInt16BE(index * 2);
+    case 32: return block.readUInt32BE(index * 4);
+    case 64: {
+      const v = block.readBigUInt64BE(index * 8);
+      return v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v);
+    }
+    default: {
+      const bit = index * bits;
+      return (block[bit >> 3] >> (bit & 7)) & ((1 << bits) - 1);
+    }
+  }
+}
+
+/** The largest count an entry holds. */
+export function maxRefcount(refcountOrder: number): number {
+  return refcountOrder >= 6 ? Number.MAX_SAFE_INTEGER : 2 ** (1 << refcountOrder) - 1;
+}
+
+export function setRefcount(block: Buffer, index: number, refcountOrder: number, value: number): void {
+  const bits = 1 << refcountOrder;
+  switch (bits) {
+    case 8: block[index] = value; return;
+    case 16: block.writeUInt16BE(value, index * 2); return;
+    case 32: block.writeUInt32BE(value, index * 4); return;
+    case 64: block.writeBigUInt64BE(BigInt(value), index * 8); return;
+    default: {
+      const bit = index * bits;
+      const mask = ((1 << bits) - 1) << (bit & 7);
+      block[bit >> 3] = (block[bit >> 3] & ~mask) | ((value << (bit & 7)) & mask);
+    }
+  }
+}
+
+/** Byte range within a block holding entry `index` (sub-byte entries: their byte). */
+export function refcountEntrySpan(index: number, refcountOrder: number): { start: number; length: number } {
+  const bits = 1 << refcountOrder;
+  if (bits < 8) return { start: (index * bits) >> 3, length: 1 };
+  return { start: index * (bits / 8), length: bits / 8 };
+}

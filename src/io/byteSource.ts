@@ -1,0 +1,48 @@
+/**
+ * Where an image's bytes come from when they are not a local file: a server. A format reads through
+ * ImageFile, which reads through a ByteSource for a URL, so no format knows whether its bytes come
+ * from a file, a device or a server. Remote sources are read-only, always.
+ */
+export interface ByteSource {
+  /** The URL as given (shown in messages). */
+  readonly location: string;
+  /** `http`, `https`, `nbd`… */
+  readonly kind: string;
+  readonly size: number;
+  /** What says the bytes are still the same ones (ETag or Last-Modified; empty when the server gives none). */
+  readonly validator: string;
+  /** Modification time the server reports, or null. */
+  readonly mtime: Date | null;
+  /** Fills `target` from `offset` (never past `size`); returns the bytes read. */
+  read(offset: number, target: Uint8Array): Promise<number>;
+  /** Requests made to the server so far (the cache's tests and the bench count them). */
+  readonly requests: number;
+  close(): Promise<void>;
+}
+
+const REMOTE = /^(https?|nbds?|nbds?\+unix):\/\//i;
+
+/** True for a parent given as a URL (`http://`, `https://`, `nbd://`, `nbds://`, `nbd+unix://`, `nbds+unix://`). */
+export function isRemoteLocation(path: string): boolean {
+  return REMOTE.test(path);
+}
+
+/** Per-location options for remote opens, set by the chain layer before it opens a remote parent. */
+export interface RemoteOpenOptions {
+  /** Sparse cache file next to the child (`.<child>.parent-cache`), or null for none. */
+  cachePath: string | null;
+}
+
+const remoteOptions = new Map<string, RemoteOpenOptions>();
+
+/**
+ * Formats open files by path only; the chain layer says here, before opening a remote parent, which
+ * cache file its reads go through.
+ */
+export function setRemoteOptions(location: string, options: RemoteOpenOptions): void {
+  remoteOptions.set(location, options);
+}
+
+export function remoteOptionsFor(location: string): RemoteOpenOptions {
+  return remoteOptions.get(location) ?? { cachePath: null };
+}
