@@ -9,6 +9,7 @@ import { findChildren, realPath } from './findChildren';
 import { OperationOptions, throwIfCancelled } from './progress';
 
 const READ_AHEAD = 3;
+const MIN_WINDOW = 8 * 1024 * 1024;
 
 export interface MergeOptions extends OperationOptions {
   /** Merge down to this ancestor (default: the child's parent). */
@@ -177,7 +178,9 @@ export async function mergeChild(childPath: string, options: MergeOptions = {}):
     const layers = chain.layers;
     const below = (o: number, buf: Buffer) => readThrough(layers, t + 1, o, buf);
     const size = layers[0].virtualSize;
-    const window = Math.max(...layers.slice(0, t).map((l) => l.blockSize));
+    // At least 8 MiB a window, so that a VHD's 2 MiB blocks lying back to back in the child are
+    // read in one request (see VhdImage.readOwn), as export reads them.
+    const window = Math.max(MIN_WINDOW, ...layers.slice(0, t).map((l) => l.blockSize));
     let bytesWritten = 0;
     // Window buffers are reused, not allocated per extent: fresh memory costs a page fault per 4 KiB
     // (system time on every byte copied). Read-ahead is bounded to 64 MiB of buffers (VHDX's 32 MiB
