@@ -29,7 +29,7 @@ export default async function ({ root }) {
   if (!existsSync(qTopT)) {
     rmSync(qBaseT, { force: true });
     sh(`qemu-img create -q -f qcow2 "${qBaseT}" 1G`);
-    sh(`qemu-img create -q -f qcow2 -b commit-base.qcow2 -F qcow2 "${qTopT}"`);
+    sh(`qemu-img create -q -f qcow2 -u -b commit-base.qcow2 -F qcow2 "${qTopT}" 1G`);
     // The overlay names its base relatively: write through a working copy pair, then keep the overlay.
     copyFileSync(qBaseT, join(d, 'commit-base.qcow2'));
     sh(`qemu-io -f qcow2 -c "write -s ${raw} 256M 512M" "${qTopT}" >/dev/null`);
