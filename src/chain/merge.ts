@@ -180,7 +180,9 @@ export async function mergeChild(childPath: string, options: MergeOptions = {}):
     const size = layers[0].virtualSize;
     // At least 8 MiB a window, so that a VHD's 2 MiB blocks lying back to back in the child are
     // read in one request (see VhdImage.readOwn), as export reads them.
-    const window = Math.max(MIN_WINDOW, ...layers.slice(0, t).map((l) => l.blockSize));
+    // Small disks keep at least 16 windows, so progress (and cancellation) still comes in steps.
+    const block = Math.max(...layers.slice(0, t).map((l) => l.blockSize));
+    const window = Math.max(block, Math.floor(Math.min(MIN_WINDOW, layers[0].virtualSize / 16) / block) * block);
     let bytesWritten = 0;
     // Window buffers are reused, not allocated per extent: fresh memory costs a page fault per 4 KiB
     // (system time on every byte copied). Read-ahead is bounded to 64 MiB of buffers (VHDX's 32 MiB
