@@ -1,6 +1,6 @@
 import { ImageFile } from '../io/imageFile';
 import { parseExportTarget } from '../format/registry';
-import { Chain, openChain } from './chain';
+import { Chain, MapExtent, openChain } from './chain';
 import { OperationOptions, throwIfCancelled } from './progress';
 
 const CHUNK = 4 * 1024 * 1024;
@@ -20,7 +20,9 @@ export function isAllZero(b: Buffer): boolean {
  * no layer holds. A few chunks are in flight at once so reads and writes overlap in the I/O threads;
  * memory stays at IN_FLIGHT chunks whatever the disk size.
  */
-const IN_FLIGHT = 4;
+// Six requests in flight keep both cores and the (8-thread, see cli/entry.ts) pool busy: a read,
+// a zero check and a write can each be under way for different chunks at once.
+const IN_FLIGHT = 6;
 export async function streamChain(
   chain: Chain,
   writeChunk: (offset: number, data: Buffer) => Promise<void>,
@@ -33,10 +35,19 @@ export async function streamChain(
   const running = new Set<Promise<void>>();
   let failure: unknown = null;
   let done = 0;
+  // The chain is mapped a window of 64 chunks at a time, not once per chunk.
+  let windowMap: MapExtent[] = [];
+  let windowEnd = 0;
+  const cursor = { i: 0 };
   for (let pos = 0; pos < size && failure === null; pos += chunkSize) {
     throwIfCancelled(options.signal, chain.top.path);
     const len = Math.min(chunkSize, size - pos);
-    const map = await chain.map(pos, len);
+    if (pos >= windowEnd) {
+      windowEnd = Math.min(size, pos + 64 * chunkSize);
+      windowMap = await chain.map(pos, windowEnd - pos);
+      cursor.i = 0;
+    }
+    const map = clipExtents(windowMap, pos, len, cursor);
     if (map.every((e) => !e.data)) {
       done += len;
       options.onProgress?.(done, size);
@@ -61,6 +72,21 @@ export async function streamChain(
   }
   await Promise.all(running);
   if (failure !== null) throw failure;
+}
+
+/** The extents of a window's map that fall in [start, start+length), cut to it. */
+function clipExtents(map: MapExtent[], start: number, length: number, cursor: { i: number }): MapExtent[] {
+  const end = start + length;
+  const out: MapExtent[] = [];
+  // Chunks come in order: extents wholly before this one are never looked at again.
+  while (cursor.i < map.length && map[cursor.i].start + map[cursor.i].length <= start) cursor.i++;
+  for (let i = cursor.i; i < map.length; i++) {
+    const e = map[i];
+    if (e.start >= end) break;
+    const s = Math.max(start, e.start);
+    out.push({ ...e, start: s, length: Math.min(end, e.start + e.length) - s });
+  }
+  return out;
 }
 
 /** Flattens the chain into a raw file of exactly the virtual size (holes where the disk is zero). */

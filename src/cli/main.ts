@@ -11,6 +11,8 @@ import { progressReporter } from './progress';
 import { commandModules } from './commands';
 
 /** Thrown for a result that is not an error but needs a non-zero exit (diff: 1 = different). */
+declare const DISKIMG_VERSION: string | undefined;
+
 export class ExitCode extends Error {
   constructor(readonly code: number) { super(`exit ${code}`); }
 }
@@ -45,6 +47,7 @@ export function buildProgram(): Command {
   program
     .name('diskimg')
     .description('Inspect and manage virtual disk images (VHD) and their differencing chains')
+    .version(typeof DISKIMG_VERSION === 'string' ? DISKIMG_VERSION : 'dev')
     .showHelpAfterError(false)
     .configureOutput({ writeErr: (s) => process.stderr.write(`diskimg: ${s.replace(/^error: /, '')}`) })
     .exitOverride();
@@ -188,7 +191,10 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-if (require.main === module) {
+/** Runs one command line and sets the exit status (called by entry.ts, the executable). */
+export function run(args: string[]): void {
   process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(0); });
-  main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
+  main(args).then((code) => { process.exitCode = code; });
 }
+
+if (require.main === module) run(process.argv.slice(2));

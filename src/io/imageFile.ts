@@ -172,6 +172,28 @@ export class ImageFile {
     return done;
   }
 
+  /**
+   * Reads back-to-back file bytes into several buffers in one call (preadv: one request for
+   * blocks that lie one after another, gaps going to a scratch buffer); returns the bytes read.
+   */
+  async readvInto(parts: Uint8Array[], pos: number): Promise<number> {
+    const total = parts.reduce((n, b) => n + b.length, 0);
+    let { bytesRead } = await this.handle.readv(parts, pos);
+    if (bytesRead < total && bytesRead > 0) {
+      // A short vectored read (a signal, or the end of the file): finish part by part.
+      let skip = bytesRead;
+      for (const b of parts) {
+        if (skip >= b.length) { skip -= b.length; continue; }
+        const want = b.length - skip;
+        const got = await this.readInto(b.subarray(skip), pos + bytesRead);
+        bytesRead += got;
+        if (got < want) break;
+        skip = 0;
+      }
+    }
+    return bytesRead;
+  }
+
   /** Reads exactly `length` bytes or throws an error naming the structure being read. */
   async readExact(pos: number, length: number, structure: string): Promise<Buffer> {
     const b = Buffer.alloc(length);

@@ -13,8 +13,11 @@ export class Bat {
   }
 
   static parse(bytes: Buffer, count: number): Bat {
+    // One native copy and byte swap instead of a million readUInt32BE calls (2 TiB: 1,048,576 entries).
     const entries = new Uint32Array(count);
-    for (let i = 0; i < count; i++) entries[i] = bytes.readUInt32BE(i * 4);
+    const view = Buffer.from(entries.buffer, 0, count * 4);
+    bytes.copy(view, 0, 0, count * 4);
+    if (new Uint8Array(new Uint32Array([1]).buffer)[0] === 1) view.swap32();
     return new Bat(entries);
   }
 

@@ -393,6 +393,16 @@ export class VhdImage implements DiskImage {
       if (n < target.length) target.fill(0, n);
       return;
     }
+    // Blocks that follow each other in the file (only their sector bitmaps between them, as writers
+    // append them) are read in one preadv, the bitmaps into a scratch buffer: one request per run.
+    let run: { file: number; end: number; parts: Buffer[]; blocks: number[] } | null = null;
+    const flush = async (r: NonNullable<typeof run>) => {
+      const want = r.end - r.file;
+      const got = r.parts.length === 1 ? await this.file.readInto(r.parts[0], r.file) : await this.file.readvInto(r.parts, r.file);
+      if (got < want) {
+        throw new DiskImageError(this.path, `block ${r.blocks[0]} data ends early at file offset ${r.file + got}`, 'block data', r.file, 'ETRUNC');
+      }
+    };
     let done = 0;
     while (done < target.length) {
       const pos = offset + done;
@@ -404,12 +414,26 @@ export class VhdImage implements DiskImage {
       }
       const fileOffset = (await this.blockDataOffset(block)) + inBlock;
       const slice = target.subarray(done, done + n);
-      const got = await this.file.readInto(slice, fileOffset);
-      if (got < n) {
-        throw new DiskImageError(this.path, `block ${block} data ends early at file offset ${fileOffset + got}`, 'block data', fileOffset, 'ETRUNC');
+      const gap = run ? fileOffset - run.end : -1;
+      if (run && gap === 0) {
+        run.parts.push(slice);
+      } else if (run && gap === this.bitmapSize && inBlock === 0 && run.parts.length < 64) {
+        run.parts.push(this.gapScratch(), slice);
+      } else {
+        if (run) await flush(run);
+        run = { file: fileOffset, end: fileOffset, parts: [slice], blocks: [block] };
       }
+      run.end = fileOffset + n;
       done += n;
     }
+    if (run) await flush(run);
+  }
+
+  private scratch: Buffer | null = null;
+
+  /** Where the sector bitmaps between coalesced blocks are read to (never looked at, so shared). */
+  private gapScratch(): Buffer {
+    return this.scratch ??= Buffer.allocUnsafe(this.bitmapSize);
   }
 
   async write(offset: number, data: Buffer, below: ReadBelow): Promise<void> {

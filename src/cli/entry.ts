@@ -1,0 +1,66 @@
+// The `diskimg` executable (dist/cli.js): a few hundred bytes that size the I/O thread pool, answer
+// --version without loading anything, and load the command line (dist/cliMain.js) through a V8 code
+// cache so that every later run skips compiling it.
+import * as fs from 'fs';
+import * as nodeModule from 'module';
+import * as os from 'os';
+import * as path from 'path';
+import * as vm from 'vm';
+
+declare const DISKIMG_VERSION: string;
+
+// Reads, zero checks and writes overlap in libuv's pool; it is sized once, before its first use.
+// Four threads (libuv's default) starve the pipeline when two files are read and one written.
+process.env.UV_THREADPOOL_SIZE ??= '8';
+
+const args = process.argv.slice(2);
+if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
+  process.stdout.write(`${DISKIMG_VERSION}\n`);
+} else {
+  loadMain().run(args);
+}
+
+interface CliMain { run(args: string[]): void }
+
+/**
+ * Requires dist/cliMain.js, compiled from a code cache in the temporary folder when one matches
+ * (Node 22's module.enableCompileCache does the same; Node 20 lacks it). Any problem with the cache
+ * falls back to a plain require: the cache is only ever a speed-up.
+ */
+function loadMain(): CliMain {
+  const file = path.join(__dirname, 'cliMain.js');
+  const enable = (nodeModule as unknown as { enableCompileCache?: (dir?: string) => unknown }).enableCompileCache;
+  if (typeof enable === 'function' || process.env.DISKIMG_NO_CODE_CACHE) {
+    try { enable?.(); } catch { /* the cache is optional */ }
+    return require(file) as CliMain;
+  }
+  let source: string;
+  let cacheFile: string;
+  try {
+    const st = fs.statSync(file);
+    source = fs.readFileSync(file, 'utf8');
+    const uid = typeof process.getuid === 'function' ? process.getuid() : 0;
+    cacheFile = path.join(os.tmpdir(), `diskimg-code-cache-${uid}`, `${process.version}-${st.size}-${Math.floor(st.mtimeMs)}.bin`);
+  } catch {
+    return require(file) as CliMain;
+  }
+  let cachedData: Buffer | undefined;
+  try { cachedData = fs.readFileSync(cacheFile); } catch { cachedData = undefined; }
+  const wrapper = `(function (exports, require, module, __filename, __dirname) {${source}\n})`;
+  const script = new vm.Script(wrapper, { filename: file, cachedData });
+  const mod = { exports: {} as CliMain };
+  const fn = script.runInThisContext() as (e: unknown, r: NodeRequire, m: unknown, f: string, d: string) => void;
+  fn.call(mod.exports, mod.exports, nodeModule.createRequire(file), mod, file, path.dirname(file));
+  if (cachedData === undefined || script.cachedDataRejected) {
+    // Written after the run starts, so it holds the functions this run compiled too; atomic rename.
+    setImmediate(() => {
+      try {
+        fs.mkdirSync(path.dirname(cacheFile), { recursive: true, mode: 0o700 });
+        const tmp = `${cacheFile}.${process.pid}`;
+        fs.writeFileSync(tmp, script.createCachedData());
+        fs.renameSync(tmp, cacheFile);
+      } catch { /* a read-only or full temp folder only costs the speed-up */ }
+    });
+  }
+  return mod.exports;
+}
