@@ -178,6 +178,16 @@ export class ImageFile {
    */
   async readvInto(parts: Uint8Array[], pos: number): Promise<number> {
     const total = parts.reduce((n, b) => n + b.length, 0);
+    if (!this.handle) {
+      // A remote source has no vectored read: part by part (its own read-ahead coalesces them).
+      let done = 0;
+      for (const b of parts) {
+        const got = await this.readInto(b, pos + done);
+        done += got;
+        if (got < b.length) break;
+      }
+      return done;
+    }
     let { bytesRead } = await this.handle.readv(parts, pos);
     if (bytesRead < total && bytesRead > 0) {
       // A short vectored read (a signal, or the end of the file): finish part by part.
