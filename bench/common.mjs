@@ -86,11 +86,6 @@ export function fullDynamic1G(root, name = 'full-1g.vhd') {
   return img;
 }
 
-export function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
 /**
  * The project's reporting rule for side-by-side benchmarks: n pairs run interleaved (ours, then
