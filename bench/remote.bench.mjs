@@ -19,7 +19,8 @@ export default async function ({ root }) {
   rmSync(d, { recursive: true, force: true });
   execFileSync('mkdir', ['-p', join(d, 'server'), join(d, 'client'), join(d, 'local')]);
   const parent = join(d, 'server', 'parent.img');
-  execFileSync('sh', ['-c', `head -c ${256 * MiB} /dev/urandom > ${parent}`]);
+  const mib = Number(process.env.REMOTE_BENCH_MIB ?? 256);
+  execFileSync('sh', ['-c', `head -c ${mib * MiB} /dev/urandom > ${parent}`]);
   const { p, port } = await startServer(root, join(d, 'server'));
   const cli = join(root, 'dist', 'cli.js');
   const url = `http://127.0.0.1:${port}/parent.img`;
@@ -42,10 +43,10 @@ export default async function ({ root }) {
       () => timed(process.execPath, [cli, 'read', localChild, '--output', '/dev/null']),
     ]);
     const requests = count() - before;
-    console.log(`remote 256 MiB parent, 20 ms latency: first read ${first.seconds.toFixed(3)} s vs curl ${curl.seconds.toFixed(3)} s; second read ${second.seconds.toFixed(3)} s (${requests} requests) vs local parent ${local.seconds.toFixed(3)} s`);
+    console.log(`remote ${mib} MiB parent, 20 ms latency: first read ${first.seconds.toFixed(3)} s vs curl ${curl.seconds.toFixed(3)} s; second read ${second.seconds.toFixed(3)} s (${requests} requests) vs local parent ${local.seconds.toFixed(3)} s`);
     return [
       {
-        name: 'first full read, 256 MiB parent over HTTP (20 ms/request), through the cache',
+        name: `first full read, ${mib} MiB parent over HTTP (20 ms/request), through the cache`,
         ours: first, reference: curl, referenceName: 'curl downloading the parent', ...pairRatios(first, curl),
         goal: '<= 1.3x', note: load(),
       },
