@@ -14,6 +14,10 @@ command -v nbdinfo >/dev/null && command -v nbdcopy >/dev/null || need+=(libnbd-
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v debugfs >/dev/null || need+=(e2fsprogs)
+# Remote and raw parents: test certificates, the curl peer of the remote bench, loop devices.
+command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
+command -v losetup >/dev/null || need+=(mount)
 # The editor's end-to-end tests: Chromium, and what code-server's native modules need to build.
 command -v chromium >/dev/null || need+=(chromium)
 command -v rg >/dev/null || need+=(ripgrep)

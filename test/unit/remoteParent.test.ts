@@ -11,6 +11,10 @@ import { DiskImageError } from '../../src/format/errors';
 import { createImage } from '../../src/format/registry';
 import { cacheStatus, parentCachePath } from '../../src/io/parentCache';
 import { CLI, randomBytes, readChain, rng, tempDir } from '../helpers/util';
+import { snapshot } from '../../src/chain/snapshot';
+import { discardChild } from '../../src/chain/discard';
+import { diffImages } from '../../src/chain/diff';
+import { startServe } from '../serve/helpers';
 import { Fault, RangeServer, startRangeServer } from '../helpers/rangeServer';
 
 const MiB = 1024 * 1024;
@@ -195,6 +199,56 @@ describe('remote parents over HTTP', function () {
     } finally {
       await again.close();
     }
+  });
+
+  it('random chains whose bottom is remote (VHD or raw) match a flat model through snapshot, diff, discard and merge between local layers', async () => {
+    const s = await serve({ latencyMs: 1 });
+    for (const [name, seed] of [['base.vhd', 31], ['disk.img', 32]] as Array<[string, number]>) {
+      const d = sub();
+      const rand = rng(seed);
+      let top = path.join(d, 'l0.vhd');
+      await createChild(s.url(name), top);
+      const model = await readChain(top);
+      const depth = 2 + Math.floor(rand() * 3);
+      let previous: Buffer = Buffer.from(model);
+      let previousTop = top;
+      for (let k = 0; k < depth; k++) {
+        await writeAll(top, model, seed * 10 + k, 15);
+        assert.ok((await readChain(top)).equals(model), `${name}: depth ${k}`);
+        previous = Buffer.from(model);
+        previousTop = top;
+        top = await snapshot(top);
+      }
+      // A last layer written, diffed against its parent, then discarded: the parent reads as before.
+      await writeAll(top, model, seed * 100, 10);
+      const diff = await diffImages(top, previousTop);
+      assert.equal(diff.identical, previous.equals(model));
+      await discardChild(top);
+      assert.ok((await readChain(previousTop)).equals(previous));
+      // Merging local layers into each other (never into the server's file) keeps the view.
+      await mergeChild(previousTop);
+      const parentOfTop = (await describeImage(path.join(d, 'l0.vhd'))).path;
+      assert.ok(existsSync(parentOfTop));
+    }
+  });
+
+  it('serve over a chain whose parent is on a server: a client reads the right bytes; the cache is on by default', async () => {
+    const s = await serve({ latencyMs: 1 });
+    const d = sub();
+    const child = path.join(d, 'served.vhd');
+    await createChild(s.url('base.vhd'), child);
+    const model = Buffer.from(baseBytes);
+    await writeAll(child, model, 41, 20);
+    const srv = await startServe([child, '--read-only', '--socket', path.join(d, 'served.sock')]);
+    try {
+      const over = path.join(d, 'client-of-serve.vhd');
+      await createChild(srv.url, over);
+      assert.ok((await readChain(over)).equals(model));
+    } finally {
+      await srv.stop();
+    }
+    const cache = cacheStatus(parentCachePath(child));
+    assert.ok(cache && cache.cachedBytes > 0, 'serve read the parent through its cache');
   });
 
   describe('faults', () => {
