@@ -661,6 +661,8 @@ const scenarios: Record<string, Scenario> = {
   },
 };
 
+export const scenarioNames = Object.keys(scenarios);
+
 // Heavier cases are drawn less often so a few thousand fit in the time budget.
 const WEIGHTS: Record<string, number> = { 'pipelined reads, never read back': 0.05, 'oversized option length': 0.5, 'disconnect mid-write': 1.5 };
 
