@@ -329,8 +329,13 @@ async function handle(socket: Socket, s: Negotiated, req: Request, host: Connect
       case P.NBD_CMD_READ: {
         if (req.length > P.MAX_PAYLOAD) throw new NbdError(P.NBD_EINVAL, `read of ${req.length} bytes is over the maximum ${P.MAX_PAYLOAD}`);
         checkRange(exp, req);
-        const data = Buffer.allocUnsafe(req.length);
-        await exp.read(req.offset, data);
+        const data = takeBuffer(req.length);
+        try {
+          await exp.read(req.offset, data);
+        } catch (e) {
+          giveBack(data);
+          throw e;
+        }
         trace?.record(exp.name, 'read', req.offset, req.length, exp.topName);
         sendRead(socket, s, req, data);
         return;
@@ -393,8 +398,8 @@ const corked = new WeakSet<Socket>();
  * Queues a reply. Replies finished in the same turn of the event loop leave in one writev: the
  * socket is corked at the first and uncorked once the turn's other completions have queued theirs.
  */
-function write(socket: Socket, parts: Buffer[]): void {
-  if (socket.destroyed) return;
+function write(socket: Socket, parts: Buffer[], done?: () => void): void {
+  if (socket.destroyed) { done?.(); return; }
   if (!corked.has(socket)) {
     corked.add(socket);
     socket.cork();
@@ -403,7 +408,36 @@ function write(socket: Socket, parts: Buffer[]): void {
       socket.uncork();
     });
   }
-  for (const p of parts) socket.write(p);
+  parts.forEach((p, i) => socket.write(p, i === parts.length - 1 && done ? () => done() : undefined));
+}
+
+/**
+ * Read buffers of the sizes clients use over and over (nbdcopy's 256 KiB, qemu's 2 MiB) are reused
+ * once their reply has left, instead of allocated per request: large allocations and their garbage
+ * were a tenth of the time of a sequential read.
+ */
+const POOLED_MIN = 64 * 1024;
+const POOL_PER_SIZE = 64;
+const pool = new Map<number, Buffer[]>();
+
+function takeBuffer(length: number): Buffer {
+  if (length >= POOLED_MIN) {
+    const free = pool.get(length);
+    const b = free?.pop();
+    if (b) return b;
+  }
+  return Buffer.allocUnsafe(length);
+}
+
+function giveBack(b: Buffer): void {
+  if (b.length < POOLED_MIN || b.length > P.MAX_PAYLOAD) return;
+  let free = pool.get(b.length);
+  if (!free) {
+    if (pool.size >= 16) return; // a client cycling through odd sizes gets no pool
+    free = [];
+    pool.set(b.length, free);
+  }
+  if (free.length < POOL_PER_SIZE) free.push(b);
 }
 
 function sendSimple(socket: Socket, req: Request, error: number): void {
@@ -411,8 +445,9 @@ function sendSimple(socket: Socket, req: Request, error: number): void {
 }
 
 function sendRead(socket: Socket, s: Negotiated, req: Request, data: Buffer): void {
+  const release = () => giveBack(data);
   if (!s.structured) {
-    write(socket, [P.simpleReplyHeader(0, req.handle), data]);
+    write(socket, [P.simpleReplyHeader(0, req.handle), data], release);
     return;
   }
   if (data.length === 0) {
@@ -421,7 +456,7 @@ function sendRead(socket: Socket, s: Negotiated, req: Request, data: Buffer): vo
   }
   const offset = Buffer.allocUnsafe(8);
   offset.writeBigUInt64BE(BigInt(req.offset));
-  write(socket, [P.structuredReplyHeader(P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_OFFSET_DATA, req.handle, 8 + data.length), offset, data]);
+  write(socket, [P.structuredReplyHeader(P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_OFFSET_DATA, req.handle, 8 + data.length), offset, data], release);
 }
 
 function sendError(socket: Socket, s: Negotiated, req: Request, errno: number, message: string): void {

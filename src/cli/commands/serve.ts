@@ -1,10 +1,13 @@
 import { Command, Option } from 'commander';
 import * as nodePath from 'path';
+import { setSynchronousReadLimit } from '../../io/imageFile';
 import { controlRequest } from '../../serve/control';
 import { ExitOutcome, OnExit } from '../../serve/servedExport';
 import { ExportSpec, startServer } from '../../serve/server';
 
 const out = (s: string) => process.stdout.write(s);
+/** Reads up to this long are synchronous in the server (see setSynchronousReadLimit). */
+const SYNC_READ_LIMIT = 1024 * 1024;
 const note = (s: string) => process.stderr.write(`${s}\n`);
 
 /** `30m`, `10s`, `500ms`, `1.5h` -> milliseconds. */
@@ -71,6 +74,7 @@ export function register(program: Command): void {
     }) => {
       // Queue-depth-32 clients keep many file reads in flight; libuv's default of 4 threads would cap them.
       process.env.UV_THREADPOOL_SIZE ??= '16';
+      setSynchronousReadLimit(SYNC_READ_LIMIT);
       if (opts.onExit && !opts.session) throw new Error('--on-exit applies to an undo session: add --session');
       if (opts.keep !== undefined && opts.snapshotEvery === undefined) throw new Error('--keep goes with --snapshot-every');
       if (opts.socket && opts.listen) throw new Error('--socket and --listen are alternatives: give one');
