@@ -466,25 +466,28 @@ function write(socket: Socket, parts: Buffer[], done?: () => void): void {
 const POOLED_MIN = 64 * 1024;
 const POOL_PER_SIZE = 64;
 const pool = new Map<number, Buffer[]>();
+/** All pooled buffers together, at most: a pool is for reuse, not a store of every size ever read. */
+const POOL_MAX_BYTES = 48 * 1024 * 1024;
+let pooledBytes = 0;
 
 function takeBuffer(length: number): Buffer {
   if (length >= POOLED_MIN) {
     const free = pool.get(length);
     const b = free?.pop();
-    if (b) return b;
+    if (b) { pooledBytes -= b.length; return b; }
   }
   return Buffer.allocUnsafe(length);
 }
 
 function giveBack(b: Buffer): void {
-  if (b.length < POOLED_MIN || b.length > P.MAX_PAYLOAD) return;
+  if (b.length < POOLED_MIN || b.length > P.MAX_PAYLOAD || pooledBytes + b.length > POOL_MAX_BYTES) return;
   let free = pool.get(b.length);
   if (!free) {
     if (pool.size >= 16) return; // a client cycling through odd sizes gets no pool
     free = [];
     pool.set(b.length, free);
   }
-  if (free.length < POOL_PER_SIZE) free.push(b);
+  if (free.length < POOL_PER_SIZE) { free.push(b); pooledBytes += b.length; }
 }
 
 function sendSimple(socket: Socket, req: Request, error: number): void {
