@@ -18,11 +18,20 @@ export interface ConnectionHost {
   tls?: { context: tls.SecureContext; verifyClient: boolean };
 }
 
-/** Read payloads in flight on one connection, at most: further requests wait for replies to go out. */
-const MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
+/**
+ * Backpressure, as qemu's server does it: a connection's reply bytes not yet handed to the kernel
+ * (requests being served plus replies queued in the socket) stay under about one maximum request;
+ * past that no further request is read until the socket drains. A client that never reads its
+ * replies thus holds at most this much of the server's memory, and no disk read is started for it.
+ */
+const MAX_BUFFERED_REPLY_BYTES = 32 * 1024 * 1024;
 const MAX_IN_FLIGHT = 128;
-/** Replies queued in the socket, at most, before reading more requests. */
-const MAX_QUEUED_REPLY_BYTES = 64 * 1024 * 1024;
+/**
+ * Reads long enough to go through the thread pool, at most, per connection: the pool has 4 threads
+ * and is shared by every connection, so one client's long reads must leave room for the others'.
+ */
+const MAX_POOLED_READS = 2;
+const POOLED_READ_MIN = 1024 * 1024;
 /** A BLOCK_STATUS reply covers at most this much of the disk (clients ask again for the rest). */
 const BLOCK_STATUS_SPAN = 1024 * 1024 * 1024;
 const MAX_DESCRIPTORS = 65536;
@@ -280,56 +289,85 @@ class NbdError extends Error {
 async function transmit(socket: Socket, reader: ByteReader, s: Negotiated, host: ConnectionHost): Promise<void> {
   let inFlight = 0;
   let inFlightBytes = 0;
-  let slotFreed: (() => void) | null = null;
+  let waiter: (() => void) | null = null;
   const pending = new Set<Promise<void>>();
-  const freeSlot = () => { const f = slotFreed; slotFreed = null; if (f) f(); };
+  const wake = () => { const f = waiter; waiter = null; if (f) f(); };
+  socket.on('drain', wake);
+  socket.on('close', wake);
+  const longReads = new Semaphore(MAX_POOLED_READS);
+  // Room for a request costing `cost` reply bytes: always when nothing is outstanding (one request
+  // up to the maximum is served), else only within the budget.
+  // Output under the socket's high-water mark counts as none: no 'drain' would announce its going.
+  const unsent = () => (socket.writableLength >= socket.writableHighWaterMark ? socket.writableLength : 0);
+  const blocked = (cost: number) => inFlight >= MAX_IN_FLIGHT
+    || ((inFlight > 0 || unsent() > 0) && inFlightBytes + unsent() + cost > MAX_BUFFERED_REPLY_BYTES);
 
-  for (;;) {
-    // Bounded memory: wait while many replies are pending or queued in the socket.
-    while (inFlight >= MAX_IN_FLIGHT || inFlightBytes >= MAX_IN_FLIGHT_BYTES) await new Promise<void>((r) => { slotFreed = r; });
-    if (socket.writableLength > MAX_QUEUED_REPLY_BYTES && !socket.destroyed) {
-      await new Promise<void>((r) => { socket.once('drain', r); socket.once('close', r); });
-    }
-    let head: Buffer;
-    try {
-      head = await reader.read(P.REQUEST_HEADER_SIZE);
-    } catch (e) {
-      if (e instanceof StreamEnded) break;
-      throw e;
-    }
-    if (head.readUInt32BE(0) !== P.NBD_REQUEST_MAGIC) throw new ProtocolClose('request without the request magic: the stream is out of step');
-    const big = head.readBigUInt64BE(16);
-    const req: Request = {
-      flags: head.readUInt16BE(4),
-      type: head.readUInt16BE(6),
-      handle: Buffer.from(head.subarray(8, 16)),
-      offset: big > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(big),
-      length: head.readUInt32BE(24),
-      payload: null,
-    };
-    if (req.type === P.NBD_CMD_WRITE) {
-      if (req.length > P.MAX_PAYLOAD) {
+  try {
+    for (;;) {
+      while (socket.writable && blocked(0)) await new Promise<void>((r) => { waiter = r; });
+      // Replies have nowhere to go: read no more requests, start no more disk reads.
+      if (!socket.writable) break;
+      let head: Buffer;
+      try {
+        head = await reader.read(P.REQUEST_HEADER_SIZE);
+      } catch (e) {
+        if (e instanceof StreamEnded) break;
+        throw e;
+      }
+      if (head.readUInt32BE(0) !== P.NBD_REQUEST_MAGIC) throw new ProtocolClose('request without the request magic: the stream is out of step');
+      const big = head.readBigUInt64BE(16);
+      const req: Request = {
+        flags: head.readUInt16BE(4),
+        type: head.readUInt16BE(6),
+        handle: Buffer.from(head.subarray(8, 16)),
+        offset: big > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(big),
+        length: head.readUInt32BE(24),
+        payload: null,
+      };
+      if (req.type === P.NBD_CMD_WRITE && req.length > P.MAX_PAYLOAD) {
         // Keep the stream in step without holding the payload, then refuse the request.
         await reader.skip(req.length);
         sendError(socket, s, req, P.NBD_EINVAL, `write of ${req.length} bytes is over the maximum ${P.MAX_PAYLOAD}`);
         continue;
       }
-      req.payload = await reader.read(req.length);
+      const cost = req.type === P.NBD_CMD_READ && req.length <= P.MAX_PAYLOAD ? req.length
+        : req.type === P.NBD_CMD_WRITE ? req.length : 0;
+      // Wait for room before taking in a write's payload or starting a read.
+      while (socket.writable && blocked(cost)) await new Promise<void>((r) => { waiter = r; });
+      if (req.type === P.NBD_CMD_WRITE) req.payload = await reader.read(req.length);
+      if (req.type === P.NBD_CMD_DISC) break;
+      if (!socket.writable) break;
+      inFlight++;
+      inFlightBytes += cost;
+      const p = handle(socket, s, req, host, longReads).catch((e) => host.log(`request failed: ${(e as Error).message}`)).finally(() => {
+        inFlight--;
+        inFlightBytes -= cost;
+        pending.delete(p);
+        wake();
+      });
+      pending.add(p);
     }
-    if (req.type === P.NBD_CMD_DISC) break;
-    const cost = req.type === P.NBD_CMD_READ ? Math.min(req.length, P.MAX_PAYLOAD) : (req.payload?.length ?? 0);
-    inFlight++;
-    inFlightBytes += cost;
-    const p = handle(socket, s, req, host).catch((e) => host.log(`request failed: ${(e as Error).message}`)).finally(() => {
-      inFlight--;
-      inFlightBytes -= cost;
-      pending.delete(p);
-      freeSlot();
-    });
-    pending.add(p);
+    // DISC or EOF: let the requests already read finish (and reply) before closing.
+    await Promise.all([...pending]);
+  } finally {
+    socket.off('drain', wake);
+    socket.off('close', wake);
   }
-  // DISC or EOF: let the requests already read finish (and reply) before closing.
-  await Promise.all([...pending]);
+}
+
+/** Counts permits; waiters are served in order. */
+class Semaphore {
+  private queue: Array<() => void> = [];
+  constructor(private free: number) {}
+  async acquire(): Promise<void> {
+    if (this.free > 0) { this.free--; return; }
+    await new Promise<void>((r) => this.queue.push(r));
+  }
+  release(): void {
+    const next = this.queue.shift();
+    if (next) next();
+    else this.free++;
+  }
 }
 
 function errnoOf(e: unknown): number {
@@ -357,7 +395,7 @@ function checkWritable(exp: ServedExport, req: Request): void {
   if (exp.readOnly) throw new NbdError(P.NBD_EPERM, `${P.commandName(req.type)} on a read-only export`);
 }
 
-async function handle(socket: Socket, s: Negotiated, req: Request, host: ConnectionHost): Promise<void> {
+async function handle(socket: Socket, s: Negotiated, req: Request, host: ConnectionHost, longReads: Semaphore): Promise<void> {
   const exp = s.exp;
   const trace = host.trace;
   try {
@@ -365,12 +403,21 @@ async function handle(socket: Socket, s: Negotiated, req: Request, host: Connect
       case P.NBD_CMD_READ: {
         if (req.length > P.MAX_PAYLOAD) throw new NbdError(P.NBD_EINVAL, `read of ${req.length} bytes is over the maximum ${P.MAX_PAYLOAD}`);
         checkRange(exp, req);
-        const data = takeBuffer(req.length);
+        const long = req.length > POOLED_READ_MIN;
+        if (long) await longReads.acquire();
+        let data: Buffer;
         try {
-          await exp.read(req.offset, data);
-        } catch (e) {
-          giveBack(data);
-          throw e;
+          // The client may have gone while this read waited: then there is nothing to read for.
+          if (!socket.writable) return;
+          data = takeBuffer(req.length);
+          try {
+            await exp.read(req.offset, data);
+          } catch (e) {
+            giveBack(data);
+            throw e;
+          }
+        } finally {
+          if (long) longReads.release();
         }
         trace?.record(exp.name, 'read', req.offset, req.length, exp.topName);
         sendRead(socket, s, req, data);
@@ -435,7 +482,7 @@ const corked = new WeakSet<Socket>();
  * socket is corked at the first and uncorked once the turn's other completions have queued theirs.
  */
 function write(socket: Socket, parts: Buffer[], done?: () => void): void {
-  if (socket.destroyed) { done?.(); return; }
+  if (!socket.writable) { done?.(); return; }
   if (!corked.has(socket)) {
     corked.add(socket);
     socket.cork();
@@ -455,25 +502,28 @@ function write(socket: Socket, parts: Buffer[], done?: () => void): void {
 const POOLED_MIN = 64 * 1024;
 const POOL_PER_SIZE = 64;
 const pool = new Map<number, Buffer[]>();
+/** All pooled buffers together, at most: a pool is for reuse, not a store of every size ever read. */
+const POOL_MAX_BYTES = 48 * 1024 * 1024;
+let pooledBytes = 0;
 
 function takeBuffer(length: number): Buffer {
   if (length >= POOLED_MIN) {
     const free = pool.get(length);
     const b = free?.pop();
-    if (b) return b;
+    if (b) { pooledBytes -= b.length; return b; }
   }
   return Buffer.allocUnsafe(length);
 }
 
 function giveBack(b: Buffer): void {
-  if (b.length < POOLED_MIN || b.length > P.MAX_PAYLOAD) return;
+  if (b.length < POOLED_MIN || b.length > P.MAX_PAYLOAD || pooledBytes + b.length > POOL_MAX_BYTES) return;
   let free = pool.get(b.length);
   if (!free) {
     if (pool.size >= 16) return; // a client cycling through odd sizes gets no pool
     free = [];
     pool.set(b.length, free);
   }
-  if (free.length < POOL_PER_SIZE) free.push(b);
+  if (free.length < POOL_PER_SIZE) { free.push(b); pooledBytes += b.length; }
 }
 
 function sendSimple(socket: Socket, req: Request, error: number): void {

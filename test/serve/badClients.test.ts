@@ -236,4 +236,33 @@ print(hashlib.sha256(h.pread(h.get_size(), 0)).hexdigest())
     await verify();
     assert.equal(server.status().exports[0].clients, 0);
   });
+  it('a client that pipelines reads and never reads the replies holds about one maximum request; others keep being served', async () => {
+    const exp = () => server.status().exports[0];
+    const c = await Raw.open(sock);
+    const size = await handshake(c);
+    c.s.pause(); // from here on it never reads a reply
+    const before = exp().bytesRead;
+    const reqs: Buffer[] = [];
+    for (let i = 0; i < 64; i++) reqs.push(request(P.NBD_CMD_READ, 100 + i, 0, size));
+    c.write(Buffer.concat(reqs));
+    // Let the server go as far as it will (until its read count stops moving; a hang guard bounds it).
+    let last = -1;
+    for (let stable = 0, i = 0; stable < 3 && i < 100; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const now = exp().bytesRead;
+      stable = now === last ? stable + 1 : 0;
+      last = now;
+    }
+    // Another client is served in full meanwhile.
+    await verify();
+    const readForFlood = exp().bytesRead - before - size; // minus verify's one pass over the disk
+    // 64 replies were asked for; at most the 32 MiB budget, one more request and what the kernel's
+    // socket buffers took were read for them.
+    assert.ok(readForFlood < 64 * size, `the server read all ${readForFlood} bytes for a client that reads nothing`);
+    assert.ok(readForFlood <= P.MAX_PAYLOAD + size + 4 * 1024 * 1024, `read ${readForFlood} bytes for a client that reads nothing`);
+    c.end();
+    for (let i = 0; i < 100 && exp().clients > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(exp().clients, 0);
+    await verify();
+  });
 });

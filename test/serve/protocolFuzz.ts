@@ -157,12 +157,13 @@ async function readOptReply(w: Wire): Promise<OptReply> {
 }
 
 /** Reads the greeting and sends client flags; returns the handshake flags. */
-async function greet(w: Wire, clientFlags = FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES): Promise<number> {
+async function greet(w: Wire, clientFlags?: number): Promise<number> {
   const g = await w.read(18, T, 'the greeting');
   if (g.readBigUInt64BE(0) !== NBDMAGIC || g.readBigUInt64BE(8) !== IHAVEOPT) throw new Error('bad greeting');
   const flags = g.readUInt16BE(16);
   if (!(flags & FLAG_FIXED_NEWSTYLE)) throw new Error('server is not fixed newstyle');
-  w.write(u32(clientFlags));
+  // By default the flags the server offers (NO_ZEROES only when advertised).
+  w.write(u32(clientFlags ?? (FLAG_FIXED_NEWSTYLE | (flags & FLAG_NO_ZEROES))));
   return flags;
 }
 
@@ -660,6 +661,8 @@ const scenarios: Record<string, Scenario> = {
     s.w.destroy();
   },
 };
+
+export const scenarioNames = Object.keys(scenarios);
 
 // Heavier cases are drawn less often so a few thousand fit in the time budget.
 const WEIGHTS: Record<string, number> = { 'pipelined reads, never read back': 0.05, 'oversized option length': 0.5, 'disconnect mid-write': 1.5 };
