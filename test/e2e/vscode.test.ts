@@ -239,9 +239,9 @@ describe('end to end: the packaged extension in code-server, driven in Chromium'
     let seen = '';
     await until(`the suggested path (${newChild})`, async () => { seen = await input.inputValue(); return seen === newChild; }).catch((e) => { throw new Error(`${(e as Error).message}; the box shows '${seen}'`); });
     await page.keyboard.press('Enter');
-    await until('the child file', async () => existsSync(newChild));
+    // The file appears before its footer is written: wait until it opens as a whole image.
+    const child = await until('the child file', async () => (existsSync(newChild) ? VhdImage.open(newChild).catch(() => null) : null));
     const parent = await VhdImage.open(demo.child2);
-    const child = await VhdImage.open(newChild);
     assert.equal(child.diskType, 'differencing');
     assert.equal(formatUuid(child.header!.parentUniqueId), parent.uuid);
     assert.equal(child.allocatedBlockCount(), 0);
