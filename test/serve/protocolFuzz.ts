@@ -9,6 +9,7 @@
 // The server must stay up and its RSS (from /proc) bounded.
 import * as net from 'net';
 import { readFileSync } from 'fs';
+import { rng } from '../helpers/util';
 
 const NBDMAGIC = 0x4e42444d41474943n;
 const IHAVEOPT = 0x49484156454f5054n;
@@ -265,16 +266,6 @@ export interface FuzzResult {
   rssMaxMb: number;
 }
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function bytes(r: () => number, n: number): Buffer {
   const b = Buffer.alloc(n);
