@@ -6,6 +6,8 @@ import * as nodePath from 'path';
 import { discardChild } from '../chain/discard';
 import { mergeChild } from '../chain/merge';
 import { OperationOptions, throwIfCancelled } from '../chain/progress';
+import { parseDuration } from '../serve/duration';
+import type { ExportStatus } from '../serve/servedExport';
 
 export type SessionMode = 'undo' | 'persistent';
 export type UndoChoice = 'keep' | 'discard' | 'merge';
@@ -25,28 +27,13 @@ export interface SessionRecord {
 }
 
 /** One export as `diskimg ctl status` reports it. */
-export interface ExportStatusView {
-  name: string;
-  top: string;
-  chain: string[];
-  clients: number;
-  bytesRead: number;
-  bytesWritten: number;
-  snapshots: Array<{ path: string; created: string }>;
-  image: string;
-  session: string | null;
-  readOnly: boolean;
-}
+export type ExportStatusView = ExportStatus;
 
 /** `60m`, `30s`, `1.5h`, `500ms` -> milliseconds; null for empty; throws on anything else. */
 export function parseDurationSetting(text: string, what: string): number | null {
   const s = text.trim();
   if (!s) return null;
-  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/.exec(s);
-  if (!m) throw new Error(`${what}: '${text}' is not a duration (use a number followed by ms, s, m or h, e.g. 60m)`);
-  const ms = parseFloat(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
-  if (!(ms >= 1) || ms > 2 ** 31 - 1) throw new Error(`${what}: '${text}' is out of range (1 ms to 24 days)`);
-  return Math.round(ms);
+  return parseDuration(s, what);
 }
 
 /** The arguments of `diskimg serve` for a session. */

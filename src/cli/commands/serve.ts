@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import * as nodePath from 'path';
 import { setSynchronousReadLimit, setSynchronousWriteLimit } from '../../io/imageFile';
 import { controlRequest } from '../../serve/control';
+import { parseDuration } from '../../serve/duration';
 import { ExitOutcome, OnExit } from '../../serve/servedExport';
 import { ExportSpec, startServer } from '../../serve/server';
 
@@ -12,14 +13,7 @@ const SYNC_READ_LIMIT = 1024 * 1024;
 const SYNC_WRITE_LIMIT = 256 * 1024;
 const note = (s: string) => process.stderr.write(`${s}\n`);
 
-/** `30m`, `10s`, `500ms`, `1.5h` -> milliseconds. */
-export function parseDuration(text: string, what: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$/.exec(text);
-  if (!m) throw new Error(`${what}: '${text}' is not a duration (use N followed by ms, s, m or h)`);
-  const ms = parseFloat(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
-  if (!(ms >= 1) || ms > 2 ** 31 - 1) throw new Error(`${what}: '${text}' is out of range (1 ms to 24 days)`);
-  return Math.round(ms);
-}
+export { parseDuration } from '../../serve/duration';
 
 /** `HOST:PORT`, `:PORT`, `PORT`, `[::1]:PORT`; the host defaults to 127.0.0.1. */
 export function parseListen(text: string): { host: string; port: number } {
