@@ -114,13 +114,13 @@ function scanCoarse(layer: DiskImage, cellSize: number, cells: number, isTop: bo
   const per = Math.max(1, cellSize / layer.blockSize);
   const counts = isTop ? new Uint32Array(cells) : null;
   const zeros = new Uint32Array(cells);
-  const held = new Uint8Array(cells);
+  const held = new Uint32Array(cells);
   const n = layer.blockCount;
   for (let b = 0; b < n; b++) {
     if (!layer.isBlockAllocated(b)) continue;
     const cell = Math.floor((b * layer.blockSize) / cellSize);
     if (cell >= cells) break;
-    held[cell] = 1;
+    held[cell]++;
     if (counts) counts[cell]++;
     if (layer.isBlockZero?.(b)) zeros[cell]++;
   }
@@ -129,7 +129,8 @@ function scanCoarse(layer: DiskImage, cellSize: number, cells: number, isTop: bo
     if (counts) { allocated[c] = 1; fill[c] = fillLevel(counts[c], per); }
     if (owner[c] === NO_OWNER) {
       owner[c] = depth;
-      if (zeros[c] > 0 && zeros[c] === (counts ? counts[c] : zeros[c])) zero[c] = 1;
+      // Zero only when every block this layer holds in the cell is a zero block.
+      if (zeros[c] > 0 && zeros[c] === held[c]) zero[c] = 1;
     }
   }
 }

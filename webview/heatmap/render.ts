@@ -10,6 +10,8 @@ export interface HeatmapData {
   allocated: Uint8Array;
   fill: Uint8Array;
   owner: Uint16Array;
+  /** 1 where the owning layer holds the block as zeros without data (qcow2 zero clusters); absent: none. */
+  zero?: Uint8Array | null;
   /** 1 where a diff found the block different; null before any diff. */
   changed: Uint8Array | null;
   /** Timeline mode: per block, when it was last written in the brushed range, 0 (oldest) to 1 (newest); -1 not written. */
@@ -23,6 +25,7 @@ export function cellColor(d: HeatmapData, mode: Mode, first: number, end: number
     case 'allocated': {
       let count = 0;
       for (let i = first; i < end; i++) count += d.allocated[i];
+      if (count > 0 && allZero(d, first, end, (i) => d.allocated[i] === 1 && d.owner[i] === 0)) return pack(p.zero);
       return pack(count === 0 ? p.empty : mix(p.empty, p.allocated, 0.45 + (0.55 * count) / n));
     }
     case 'fill': {
@@ -35,6 +38,7 @@ export function cellColor(d: HeatmapData, mode: Mode, first: number, end: number
     case 'owner': {
       let best = NO_OWNER;
       for (let i = first; i < end; i++) if (d.owner[i] < best) best = d.owner[i];
+      if (best !== NO_OWNER && allZero(d, first, end, (i) => d.owner[i] === best)) return pack(p.zero);
       return pack(best === NO_OWNER ? p.empty : ownerColor(p, best));
     }
     case 'timeline': {
@@ -48,6 +52,27 @@ export function cellColor(d: HeatmapData, mode: Mode, first: number, end: number
       return pack(p.empty);
     }
   }
+}
+
+/** Blocks whose owning layer holds them as zeros without data (the legend's "zero" count). */
+export function zeroBlockCount(d: { blockCount: number; owner: Uint16Array; zero?: Uint8Array | null }): number {
+  if (!d.zero) return 0;
+  let n = 0;
+  for (let i = 0; i < d.blockCount; i++) if (d.zero[i] && d.owner[i] !== NO_OWNER) n++;
+  return n;
+}
+
+/** True when every block of [first, end) that `counts` is a zero block (and there is one). */
+function allZero(d: HeatmapData, first: number, end: number, counts: (i: number) => boolean): boolean {
+  const z = d.zero;
+  if (!z) return false;
+  let any = false;
+  for (let i = first; i < end; i++) {
+    if (!counts(i)) continue;
+    if (!z[i]) return false;
+    any = true;
+  }
+  return any;
 }
 
 /**

@@ -388,8 +388,13 @@ export class Qcow2Image implements DiskImage {
     return this.clusterKind(block) !== ClusterKind.Unallocated;
   }
 
+  /** Zero cluster, or (extended L2) some subclusters zero and none with data: this layer adds only zeros. */
   isBlockZero(block: number): boolean {
-    return this.clusterKind(block) === ClusterKind.Zero;
+    const kind = this.clusterKind(block);
+    if (kind === ClusterKind.Zero) return true;
+    if (kind !== ClusterKind.Mixed) return false;
+    const { alloc, zero } = this.bitsOf(block);
+    return alloc === 0 && zero !== 0;
   }
 
   allocatedBlockCount(): number {
