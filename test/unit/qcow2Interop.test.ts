@@ -7,7 +7,7 @@ import { readFileSync, renameSync, writeFileSync } from 'fs';
 import * as path from 'path';
 import { openChain } from '../../src/chain/chain';
 import { Qcow2Image } from '../../src/format/qcow2/qcow2Image';
-import { cliJson, cliOk, readChain, rng, randomBytes, tempDir } from '../helpers/util';
+import { cliJson, cliOk, readChain, rng, randomBytes, runCli, tempDir } from '../helpers/util';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -164,6 +164,20 @@ describe('qcow2 interop: backing format probing, snapshots in merge targets, ran
     assert.ok(now.subarray(100, 5100).every((x) => x === 0xee) && now[0] === 0x5a && now[5100] === 0x5a);
     // Our write gave cluster 0 and its L2 table copies of their own: the wrong flags are gone with them.
     assertClean(img, 'after the write');
+  });
+
+  it('a refcount table entry pointing past the file (the table moved onto the L1 table) stops a write with a one-line error, nothing written', async () => {
+    const img = path.join(dir, 'reft.qcow2');
+    cliOk(['create', img, '--size', '6M', '--block-size', '4096']);
+    cliOk(['write', img, '--offset', '0'], Buffer.alloc(8192, 1));
+    const b = readFileSync(img);
+    const l1At = Number(b.readBigUInt64BE(40));
+    b.writeBigUInt64BE(BigInt(l1At), 48); // refcount table offset := the L1 table (entries with bit 63 set)
+    writeFileSync(img, b);
+    const r = runCli(['write', img, '--offset', String(5 * MiB)], Buffer.alloc(4096, 2));
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /^diskimg: [^\n]*refcount table entry 0 \(0x8[0-9a-f]+\) is not a cluster-aligned refcount block inside the file.*\(refcount table at offset \d+\)\n$/);
+    assert.ok(readFileSync(img).subarray(0, b.length).equals(b), 'nothing written');
   });
 
   const layouts = [

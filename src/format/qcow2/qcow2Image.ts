@@ -745,9 +745,17 @@ export class Qcow2Image implements DiskImage {
     }
   }
 
+  /** Offset of refcount block `ti` (0: none); a damaged entry stops the write before anything is written through it. */
   private refcountBlockOffset(ti: number): number {
     if ((ti + 1) * REFCOUNT_TABLE_ENTRY_SIZE > this.refcountTable.length) return 0;
-    return Number(this.refcountTable.readBigUInt64BE(ti * REFCOUNT_TABLE_ENTRY_SIZE) & REFT_OFFSET_MASK);
+    const raw = this.refcountTable.readBigUInt64BE(ti * REFCOUNT_TABLE_ENTRY_SIZE);
+    const at = raw & REFT_OFFSET_MASK;
+    if (at === 0n) return 0;
+    if (raw !== at || at % BigInt(this.blockSize) !== 0n || at < BigInt(this.blockSize) || at + BigInt(this.blockSize) > BigInt(this.file.size)) {
+      throw new DiskImageError(this.path, `refcount table entry ${ti} (0x${raw.toString(16)}) is not a cluster-aligned refcount block inside the file: run diskimg check`,
+        'refcount table', this.header.refcountTableOffset + ti * REFCOUNT_TABLE_ENTRY_SIZE, 'EREFCOUNT');
+    }
+    return Number(at);
   }
 
   /**
