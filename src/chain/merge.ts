@@ -1,6 +1,6 @@
 import { closeSync, fsyncSync, openSync, readFileSync, unlinkSync, writeFileSync, renameSync, existsSync, statSync } from 'fs';
 import * as nodePath from 'path';
-import { DiskImage } from '../format/diskImage';
+import { CommitStaged, DiskImage } from '../format/diskImage';
 import { DiskImageError } from '../format/errors';
 import { getFormat, openImage } from '../format/registry';
 import { acquireWriteLock } from '../io/lock';
@@ -11,6 +11,8 @@ import { OperationOptions, throwIfCancelled } from './progress';
 
 const READ_AHEAD = 3;
 const MIN_WINDOW = 8 * 1024 * 1024;
+/** Staged data between two barriers (one flush, then the metadata of everything before it). */
+const BARRIER_BYTES = 128 * 1024 * 1024;
 
 export interface MergeOptions extends OperationOptions {
   /** Merge down to this ancestor (default: the child's parent). */
@@ -228,18 +230,54 @@ export async function mergeChild(childPath: string, options: MergeOptions = {}):
         nextPos += window;
       }
     };
+    // Formats with a bulk path write each window's data where nothing points at it yet and record
+    // the metadata (BAT, L2, bitmaps) only after a flush made that data durable: one barrier per
+    // BARRIER_BYTES instead of one per block, and it runs while the next windows are copied (the
+    // early flush also starts writeback while the copy goes on). Commits go in order.
+    const tgt = target;
+    let staged: CommitStaged[] = [];
+    let stagedBytes = 0;
+    let inFlight: { barrier: Promise<void>; commits: CommitStaged[] } | null = null;
+    const settle = async () => {
+      if (!inFlight) return;
+      const f = inFlight;
+      inFlight = null;
+      await f.barrier;
+      for (const commit of f.commits) await commit();
+    };
+    const barrier = async () => {
+      if (staged.length === 0) return;
+      const f = { barrier: tgt.flush(), commits: staged };
+      f.barrier.catch(() => undefined);
+      staged = [];
+      stagedBytes = 0;
+      await settle();
+      inFlight = f;
+    };
     for (let pos = 0; pos < size; pos += window) {
       throwIfCancelled(options.signal, plan.child);
       fill();
       const current = await queue.shift()!;
       fill();
-      for (const p of current.pieces) {
-        await target.write(p.start, p.data, below);
-        bytesWritten += p.data.length;
+      const pieces = current.pieces.map((p) => ({ offset: p.start, data: p.data }));
+      const bytes = pieces.reduce((n, p) => n + p.data.length, 0);
+      const commit = pieces.length > 0 && target.stageWrites ? await target.stageWrites(pieces, below) : null;
+      if (commit) {
+        staged.push(commit);
+        stagedBytes += bytes;
+        if (stagedBytes >= BARRIER_BYTES) await barrier();
+      } else if (pieces.length > 0) {
+        // Plain writes see the target as committed: everything staged goes in first.
+        await barrier();
+        await settle();
+        for (const p of pieces) await target.write(p.offset, p.data, below);
       }
+      bytesWritten += bytes;
       if (current.buffer) free.push(current.buffer);
       options.onProgress?.(Math.min(pos + window, size), size);
     }
+    await barrier();
+    await settle();
     // The target must be durable before anything points at it or anything is deleted.
     await target.flush();
     failpoint('flushed');
