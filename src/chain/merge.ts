@@ -243,7 +243,8 @@ export async function mergeChild(childPath: string, options: MergeOptions = {}):
       const f = inFlight;
       inFlight = null;
       await f.barrier;
-      for (const commit of f.commits) await commit();
+      // The newest stage's commit records the earlier ones with it (one log entry for VHDX).
+      await f.commits[f.commits.length - 1]();
     };
     const barrier = async () => {
       if (staged.length === 0) return;

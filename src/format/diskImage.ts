@@ -147,8 +147,9 @@ export interface DiskImage {
    * of the file sees it yet (new blocks not yet in the BAT/L2) or in place where this layer already
    * holds those bytes, and returns the step that records the metadata pointing at the new data.
    * The caller makes the data durable (flush) before calling it, so one barrier serves many blocks;
-   * later stages may run before an earlier commit, commits go in stage order. Returns null, having
-   * written nothing, when it cannot take the batch as a whole (then use write()). Absent: write().
+   * later stages may run before an earlier commit, and a stage's commit also records every earlier
+   * stage not yet committed (call the newest one per barrier). Returns null, having written
+   * nothing, when it cannot take the batch as a whole (then use write()). Absent: write().
    */
   stageWrites?(pieces: WritePiece[], below: ReadBelow): Promise<CommitStaged | null>;
   close(): Promise<void>;

@@ -1,6 +1,7 @@
 import { CommitStaged, DiskImage, DiskTypeName, FieldLocation, ImageField, LayerRun, ParentCandidates, ParentLinkCheck, ParentReference, ReadBelow, WritePiece } from '../diskImage';
 import { DiskImageError } from '../errors';
 import { ImageFile } from '../../io/imageFile';
+import { StagedCommits } from '../stagedCommits';
 import { decompressCluster } from './compressedCluster';
 import { hasFeature, HEADER_OFFSETS, INCOMPAT, MAX_BACKING_FILE_NAME, parseHeader, Qcow2Header, V3_HEADER_LENGTH_WITH_COMPRESSION } from './header';
 import { EXTENSION, HeaderExtensions, parseHeaderExtensions, serializeHeaderExtension } from './headerExtension';
@@ -686,10 +687,21 @@ export class Qcow2Image implements DiskImage {
       if (last && last.at + last.bytes.length * this.l2EntryBytes === at) last.bytes.push(b);
       else l2Runs.push({ at, bytes: [b] });
     }
-    return async () => {
-      for (const r of l2Runs) await this.file.writeAt(Buffer.concat(r.bytes), r.at);
-    };
+    return this.stagedL2.add(l2Runs);
   }
+
+  /** L2 entries of staged clusters, written at commit (entries next to each other across stages in one write). */
+  private readonly stagedL2 = new StagedCommits<Array<{ at: number; bytes: Buffer[] }>>(async (stages) => {
+    const runs = stages.flat().sort((a, b) => a.at - b.at);
+    for (let i = 0; i < runs.length;) {
+      const bytes = [...runs[i].bytes];
+      const at = runs[i].at;
+      let j = i + 1;
+      while (j < runs.length && runs[j].at === at + bytes.length * this.l2EntryBytes) bytes.push(...runs[j++].bytes);
+      await this.file.writeAt(Buffer.concat(bytes), at);
+      i = j;
+    }
+  });
 
   /** Adds one to the refcounts of `count` host clusters from `start`: one write per refcount block touched. */
   private async countClusters(start: number, count: number): Promise<void> {

@@ -12,6 +12,7 @@ import { LocatorData, vhdParentCandidates } from './locatorPaths';
 import { checkVhdParent, writeVhdParentLink } from './parentLink';
 import { vhdTimestampToIso } from './timestamp';
 import { readLayerView } from '../layerView';
+import { StagedCommits } from '../stagedCommits';
 
 export type { LocatorData } from './locatorPaths';
 
@@ -571,10 +572,21 @@ export class VhdImage implements DiskImage {
       if (run && run.block + run.bytes.length === plan.block) run.bytes.push(Bat.entryBytes(sectorOffset));
       else runs.push({ block: plan.block, bytes: [Bat.entryBytes(sectorOffset)] });
     });
-    return async () => {
-      for (const run of runs) await this.file.writeAt(Buffer.concat(run.bytes), this.layout.tableOffset! + run.block * 4);
-    };
+    return this.stagedBat.add(runs);
   }
+
+  /** BAT entries of staged blocks, written at commit (entries next to each other across stages in one write). */
+  private readonly stagedBat = new StagedCommits<Array<{ block: number; bytes: Buffer[] }>>(async (stages) => {
+    const runs = stages.flat().sort((a, b) => a.block - b.block);
+    for (let i = 0; i < runs.length;) {
+      const first = runs[i];
+      const bytes = [...first.bytes];
+      let j = i + 1;
+      while (j < runs.length && runs[j].block === first.block + bytes.length) bytes.push(...runs[j++].bytes);
+      await this.file.writeAt(Buffer.concat(bytes), this.layout.tableOffset! + first.block * 4);
+      i = j;
+    }
+  });
 
   private unsafe: { reason: Uint8Array; other: Uint32Array; regions: Array<{ name: string; start: number; end: number }>; fileSize: number } | null = null;
 

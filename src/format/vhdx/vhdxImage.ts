@@ -25,6 +25,7 @@ import { bitRunLength, SECTOR_BITMAP_BLOCK_SIZE, setBitRange, testBit } from './
 import { isValidSectorSize, parseSectorSize, SECTOR_SIZE_ITEM_SIZE } from './sectorSize';
 import { MAX_VHDX_VIRTUAL_SIZE, parseVirtualDiskSize, VIRTUAL_DISK_SIZE_SIZE } from './virtualDiskSize';
 import { readLayerView } from '../layerView';
+import { StagedCommits } from '../stagedCommits';
 
 /** Entries we hold in memory at most (two 32-bit words each): 64 TiB at 4 MiB blocks. */
 export const MAX_BAT_ENTRIES = 1 << 24;
@@ -930,11 +931,21 @@ export class VhdxImage implements DiskImage {
     }
     await flushRun();
     for (const [at, sector] of pending) this.unsettled.set(at, sector);
-    return async () => {
-      await this.commitMetadata(pending, true);
-      for (const [at, sector] of pending) if (this.unsettled.get(at) === sector) this.unsettled.delete(at);
-    };
+    return this.stagedMetadata.add(pending);
   }
+
+  /**
+   * Metadata sectors of staged writes: every stage waiting goes into one log entry (a later stage's
+   * copy of a sector includes the earlier changes), split only where the log would overflow.
+   */
+  private readonly stagedMetadata = new StagedCommits<Map<number, Buffer>>(async (stages) => {
+    const all = new Map<number, Buffer>();
+    for (const pending of stages) for (const [at, sector] of pending) all.set(at, sector);
+    const limit = Math.max(1, this.maxSectorsPerEntry - 24);
+    const entries = [...all.entries()];
+    for (let i = 0; i < entries.length; i += limit) await this.commitMetadata(new Map(entries.slice(i, i + limit)), true);
+    for (const [at, sector] of all) if (this.unsettled.get(at) === sector) this.unsettled.delete(at);
+  });
 
   /** Sets the block's sectors in its chunk's bitmap (allocating the bitmap block first if needed). */
   private async markSectors(block: number, s0: number, count: number, pending: Map<number, Buffer>): Promise<void> {
