@@ -668,7 +668,7 @@ export class Qcow2Image implements DiskImage {
     }
     for (let i = 0; i < fresh.length; i++) await put(first + i * cs, fresh[i].data);
     await flushRun();
-    if (fresh.length === 0) return async () => undefined;
+    if (fresh.length === 0) return this.stagedL2.add([]); // still queued: committing it commits the stages before it
     await this.countClusters(first, fresh.length);
     // The entries as they will be, kept in memory now (later stages see these clusters as ours).
     const l2Runs: Array<{ at: number; bytes: Buffer[] }> = [];

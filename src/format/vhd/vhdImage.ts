@@ -544,7 +544,7 @@ export class VhdImage implements DiskImage {
       for (const part of plan.parts) await this.file.writeAt(part.data, dataOffset + part.inBlock);
     }
     const fresh = plans.filter((x) => x.fresh);
-    if (fresh.length === 0) return async () => undefined;
+    if (fresh.length === 0) return this.stagedBat.add([]); // still queued: committing it commits the stages before it
     const vector: Buffer[] = [];
     const bitmaps: Buffer[] = [];
     for (const plan of fresh) {

@@ -906,14 +906,14 @@ export class VhdxImage implements DiskImage {
     const fresh = plans.filter((x) => x.fresh);
     // Every new block's BAT entry must fit one log entry (with room to spare, as write() keeps).
     if (fresh.length > this.maxSectorsPerEntry - 24) return null;
-    if (plans.length === 0) return async () => undefined;
+    if (plans.length === 0) return this.stagedMetadata.add(new Map()); // still queued: committing it commits the stages before it
     await this.beginSession();
     for (const plan of plans) {
       if (plan.fresh) continue;
       const at = this.dataOffset(plan.block);
       for (const part of plan.parts) await this.file.writeAt(part.data, at + part.inBlock);
     }
-    if (fresh.length === 0) return async () => undefined;
+    if (fresh.length === 0) return this.stagedMetadata.add(new Map());
     // The new space is a hole (zeros) until written: only the parts go in, runs of them in one writev.
     const start = await this.appendSpace(fresh.length * this.blockSize);
     let run: { at: number; end: number; parts: Buffer[] } | null = null;
