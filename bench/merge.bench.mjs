@@ -1,8 +1,9 @@
-// Merge of a child holding 512 MiB into its dynamic parent (VHD and VHDX), side by side with the
-// tool that does the same job: `qemu-img commit` of a qcow2 overlay holding the same 512 MiB over a
-// qcow2 base. Both are durable (our merge fsyncs the target before the child goes; qemu-img flushes
-// on close), both leave the data in the base. Working copies are made outside the timing.
-import { execFileSync } from 'node:child_process';
+// Merge of a child holding 512 MiB into its dynamic parent (VHD, VHDX and qcow2), side by side with
+// the tool that does the same job: `qemu-img commit` of a qcow2 overlay holding the same 512 MiB over
+// a qcow2 base (for qcow2, `diskimg merge` of a copy of that very overlay). Both are durable (our
+// merge fsyncs the target before the child goes; qemu-img flushes on close), both leave the data in
+// the base. Working copies are made outside the timing.
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, rmSync, copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { benchDir, compare, load, pairRatios, sh, timed } from './common.mjs';
@@ -36,25 +37,34 @@ export default async function ({ root }) {
   }
   const qBase = join(d, 'commit-base.qcow2');
   const qTop = join(d, 'commit-top.qcow2');
-  // The working copies keep the template names' relative link: re-link each copy to its own base.
-  const prepare = () => {
-    for (const t of Object.values(templates)) {
-      copyFileSync(t.tBase, t.base);
-      copyFileSync(t.tChild, t.child);
-      execFileSync(process.execPath, [cli, 'reparent', t.child, t.base]);
-    }
-    copyFileSync(qBaseT, qBase);
-    copyFileSync(qTopT, qTop);
+  // diskimg's copy of the same qcow2 pair, its overlay re-pointed at its own base (no sibling).
+  const mBase = join(d, 'merge-qbase.qcow2');
+  const mTop = join(d, 'merge-qtop.qcow2');
+  // Working copies, made outside the timing, each contender only its own (then a sync, so their
+  // writeback does not land on the timed run). The VHD/VHDX copies keep the template's relative
+  // link: re-link each to its own base; diskimg's qcow2 overlay is re-pointed at its own base.
+  const fresh = (run) => () => { run(); spawnSync('sync'); };
+  const prepare = {
+    vhd: fresh(() => { const t = templates.vhd; copyFileSync(t.tBase, t.base); copyFileSync(t.tChild, t.child); execFileSync(process.execPath, [cli, 'reparent', t.child, t.base]); }),
+    vhdx: fresh(() => { const t = templates.vhdx; copyFileSync(t.tBase, t.base); copyFileSync(t.tChild, t.child); execFileSync(process.execPath, [cli, 'reparent', t.child, t.base]); }),
+    qcow2: fresh(() => { copyFileSync(qBaseT, mBase); copyFileSync(qTopT, mTop); execFileSync('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-b', 'merge-qbase.qcow2', '-F', 'qcow2', mTop]); }),
+    qemu: fresh(() => { copyFileSync(qBaseT, qBase); copyFileSync(qTopT, qTop); }),
   };
-  const [vhd, vhdx, qemu] = compare(7, [
-    () => timed(process.execPath, [cli, 'merge', templates.vhd.child]),
-    () => timed(process.execPath, [cli, 'merge', templates.vhdx.child]),
-    () => timed('qemu-img', ['commit', '-q', '-f', 'qcow2', qTop]),
-  ], prepare);
-  for (const f of [qBase, qTop, ...Object.values(templates).flatMap((t) => [t.base, t.child])]) rmSync(f, { force: true });
-  console.log(`merge 512 MiB: diskimg VHD ${vhd.seconds.toFixed(3)} s (peak ${vhd.maxRss.toFixed(0)} MB), VHDX ${vhdx.seconds.toFixed(3)} s (peak ${vhdx.maxRss.toFixed(0)} MB), qemu-img commit ${qemu.seconds.toFixed(3)} s`);
+  const commit = () => { prepare.qemu(); return timed('qemu-img', ['commit', '-q', '-f', 'qcow2', qTop]); };
+  // Each of ours is paired with a qemu-img commit run right after it (interleaved, same machine state).
+  const [vhd, qemuA, vhdx, qemuB, qcow2, qemuC] = compare(7, [
+    () => { prepare.vhd(); return timed(process.execPath, [cli, 'merge', templates.vhd.child]); },
+    commit,
+    () => { prepare.vhdx(); return timed(process.execPath, [cli, 'merge', templates.vhdx.child]); },
+    commit,
+    () => { prepare.qcow2(); return timed(process.execPath, [cli, 'merge', mTop]); },
+    commit,
+  ]);
+  for (const f of [qBase, qTop, mBase, mTop, ...Object.values(templates).flatMap((t) => [t.base, t.child])]) rmSync(f, { force: true });
+  console.log(`merge 512 MiB: diskimg VHD ${vhd.seconds.toFixed(3)} s (peak ${vhd.maxRss.toFixed(0)} MB), VHDX ${vhdx.seconds.toFixed(3)} s (peak ${vhdx.maxRss.toFixed(0)} MB), qcow2 ${qcow2.seconds.toFixed(3)} s (peak ${qcow2.maxRss.toFixed(0)} MB), qemu-img commit ${qemuA.seconds.toFixed(3)} / ${qemuB.seconds.toFixed(3)} / ${qemuC.seconds.toFixed(3)} s`);
   return [
-    { name: 'merge a VHD child holding 512 MiB into its dynamic parent (durable)', ours: vhd, reference: qemu, referenceName: 'qemu-img commit of a qcow2 overlay holding 512 MiB', ...pairRatios(vhd, qemu), goal: '<= 1.0x', note: `peak RSS ${vhd.maxRss.toFixed(0)} MB; ${load()}` },
-    { name: 'merge a VHDX child holding 512 MiB into its dynamic parent (durable)', ours: vhdx, reference: qemu, referenceName: 'qemu-img commit of a qcow2 overlay holding 512 MiB', ...pairRatios(vhdx, qemu), goal: '<= 1.0x', note: `peak RSS ${vhdx.maxRss.toFixed(0)} MB; ${load()}` },
+    { name: 'merge a VHD child holding 512 MiB into its dynamic parent (durable)', ours: vhd, reference: qemuA, referenceName: 'qemu-img commit of a qcow2 overlay holding 512 MiB', ...pairRatios(vhd, qemuA), goal: '<= 1.0x', note: `peak RSS ${vhd.maxRss.toFixed(0)} MB; ${load()}` },
+    { name: 'merge a VHDX child holding 512 MiB into its dynamic parent (durable)', ours: vhdx, reference: qemuB, referenceName: 'qemu-img commit of a qcow2 overlay holding 512 MiB', ...pairRatios(vhdx, qemuB), goal: '<= 1.0x', note: `peak RSS ${vhdx.maxRss.toFixed(0)} MB; ${load()}` },
+    { name: 'merge a qcow2 overlay holding 512 MiB into its qcow2 base (durable)', ours: qcow2, reference: qemuC, referenceName: 'qemu-img commit of the same overlay', ...pairRatios(qcow2, qemuC), goal: '<= 1.0x', note: `peak RSS ${qcow2.maxRss.toFixed(0)} MB; ${load()}` },
   ];
 }

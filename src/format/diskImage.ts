@@ -93,6 +93,15 @@ export interface ParentLinkCheck {
 /** Reads the virtual disk as the layers below this one see it (used for partial-sector writes). */
 export type ReadBelow = (offset: number, target: Buffer) => Promise<void>;
 
+/** Bytes for one place of the virtual disk (a bulk write's unit). */
+export interface WritePiece {
+  offset: number;
+  data: Buffer;
+}
+
+/** Records the metadata of staged writes (see DiskImage.stageWrites); call only once their data is durable. */
+export type CommitStaged = () => Promise<void>;
+
 export interface DiskImage {
   readonly path: string;
   /** The registry name of the format (`vhd`, `vhdx`, …). */
@@ -133,6 +142,16 @@ export interface DiskImage {
   /** Writes into this layer; partial sectors not held here are completed from `below`. */
   write(offset: number, data: Buffer, below: ReadBelow): Promise<void>;
   flush(): Promise<void>;
+  /**
+   * Bulk writes (merge): writes the data of `pieces` (in order, not overlapping) where no reader
+   * of the file sees it yet (new blocks not yet in the BAT/L2) or in place where this layer already
+   * holds those bytes, and returns the step that records the metadata pointing at the new data.
+   * The caller makes the data durable (flush) before calling it, so one barrier serves many blocks;
+   * later stages may run before an earlier commit, and a stage's commit also records every earlier
+   * stage not yet committed (call the newest one per barrier). Returns null, having written
+   * nothing, when it cannot take the batch as a whole (then use write()). Absent: write().
+   */
+  stageWrites?(pieces: WritePiece[], below: ReadBelow): Promise<CommitStaged | null>;
   close(): Promise<void>;
 
   /** Where `field` is stored, for errors that name the structure and offset. */

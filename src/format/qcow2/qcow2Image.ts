@@ -1,6 +1,7 @@
-import { DiskImage, DiskTypeName, FieldLocation, ImageField, LayerRun, ParentCandidates, ParentLinkCheck, ParentReference, ReadBelow } from '../diskImage';
+import { CommitStaged, DiskImage, DiskTypeName, FieldLocation, ImageField, LayerRun, ParentCandidates, ParentLinkCheck, ParentReference, ReadBelow, WritePiece } from '../diskImage';
 import { DiskImageError } from '../errors';
 import { ImageFile } from '../../io/imageFile';
+import { StagedCommits } from '../stagedCommits';
 import { decompressCluster } from './compressedCluster';
 import { hasFeature, HEADER_OFFSETS, INCOMPAT, MAX_BACKING_FILE_NAME, parseHeader, Qcow2Header, V3_HEADER_LENGTH_WITH_COMPRESSION } from './header';
 import { EXTENSION, HeaderExtensions, parseHeaderExtensions, serializeHeaderExtension } from './headerExtension';
@@ -630,6 +631,115 @@ export class Qcow2Image implements DiskImage {
     // The old data is no longer referenced from here: release it (a kill before this only leaks).
     if (!reusable && oldHost !== 0) await this.addRefcount(oldHost * this.blockSize, 1, -1);
     if (oldCompressed) await this.addRefcount(oldCompressed.start, oldCompressed.clusters, -1);
+  }
+
+  /**
+   * Merge's bulk path (see DiskImage.stageWrites), for whole clusters: the batch's new clusters are
+   * allocated together at the end of the file, their data written in as few vectored writes as
+   * lie back to back, and counted at once (a refcount with no L2 entry is only a leak, which a kill
+   * may leave); their L2 entries are written at commit, once the caller has made the data durable.
+   * Clusters this layer owns (copied, normal) are written in place. Anything else (partial,
+   * compressed, shared or subcluster-mixed clusters) goes to write().
+   */
+  async stageWrites(pieces: WritePiece[], _below: ReadBelow): Promise<CommitStaged | null> {
+    this.requireWritable();
+    this.requireBlocks();
+    const cs = this.blockSize;
+    const plans: Array<{ cluster: number; fresh: boolean; data: Buffer }> = [];
+    for (const p of pieces) {
+      if (p.offset % cs !== 0 || p.data.length % cs !== 0 || p.offset < 0 || p.offset + p.data.length > this.virtualSize) return null;
+      for (let done = 0; done < p.data.length; done += cs) {
+        const cluster = (p.offset + done) / cs;
+        const slot = this.slotOf(cluster);
+        const j = cluster % this.l2Entries;
+        const kind = slot ? slot.kinds[j] : ClusterKind.Unallocated;
+        const inPlace = slot !== null && slot.copied && kind === ClusterKind.Normal && slot.copiedBits[j] === 1;
+        const fresh = kind === ClusterKind.Unallocated || (kind === ClusterKind.Zero && slot!.host[j] === 0);
+        if (!inPlace && !fresh) return null;
+        if (plans.length > 0 && plans[plans.length - 1].cluster >= cluster) return null;
+        plans.push({ cluster, fresh, data: p.data.subarray(done, done + cs) });
+      }
+    }
+    const fresh = plans.filter((x) => x.fresh);
+    // L2 tables first (a new, empty table changes no view), so the data clusters lie together after them.
+    for (const x of fresh) {
+      const l1i = Math.floor(x.cluster / this.l2Entries);
+      const slot = this.slots[l1i];
+      if (!slot || !slot.copied) await this.newL2Table(l1i);
+    }
+    const first = fresh.length > 0 ? await this.allocateClusters(fresh.length) : 0;
+    // Writes in file order, runs of adjacent clusters in one writev.
+    let run: { at: number; end: number; parts: Buffer[] } | null = null;
+    const flushRun = async () => { if (run) await this.file.writevAt(run.parts, run.at); run = null; };
+    const put = async (at: number, data: Buffer) => {
+      if (run && run.end === at && run.parts.length < 512) run.parts.push(data);
+      else { await flushRun(); run = { at, end: at, parts: [data] }; }
+      run.end = at + data.length;
+    };
+    for (const x of plans) {
+      if (x.fresh) continue;
+      const slot = this.slotOf(x.cluster)!;
+      await put(slot.host[x.cluster % this.l2Entries] * cs, x.data);
+    }
+    for (let i = 0; i < fresh.length; i++) await put(first + i * cs, fresh[i].data);
+    await flushRun();
+    if (fresh.length === 0) return this.stagedL2.add([]); // still queued: committing it commits the stages before it
+    await this.countClusters(first, fresh.length);
+    // The entries as they will be, kept in memory now (later stages see these clusters as ours).
+    const l2Runs: Array<{ at: number; bytes: Buffer[] }> = [];
+    for (let i = 0; i < fresh.length; i++) {
+      const cluster = fresh[i].cluster;
+      const slot = this.slotOf(cluster)!;
+      const j = cluster % this.l2Entries;
+      const host = first + i * cs;
+      const e: L2Entry = { kind: ClusterKind.Normal, hostOffset: host, compressedLength: 0, copied: true, allocBits: ALL_BITS, zeroBits: 0, reserved: 0n };
+      const b = Buffer.alloc(this.l2EntryBytes);
+      b.writeBigUInt64BE(normalL2Word(host, true), 0);
+      if (this.extendedL2) b.writeBigUInt64BE(BigInt(ALL_BITS >>> 0), 8);
+      this.storeEntry(slot, j, e);
+      const at = slot.offset + j * this.l2EntryBytes;
+      const last = l2Runs[l2Runs.length - 1];
+      if (last && last.at + last.bytes.length * this.l2EntryBytes === at) last.bytes.push(b);
+      else l2Runs.push({ at, bytes: [b] });
+    }
+    return this.stagedL2.add(l2Runs);
+  }
+
+  /** L2 entries of staged clusters, written at commit (entries next to each other across stages in one write). */
+  private readonly stagedL2 = new StagedCommits<Array<{ at: number; bytes: Buffer[] }>>(async (stages) => {
+    const runs = stages.flat().sort((a, b) => a.at - b.at);
+    for (let i = 0; i < runs.length;) {
+      const bytes = [...runs[i].bytes];
+      const at = runs[i].at;
+      let j = i + 1;
+      while (j < runs.length && runs[j].at === at + bytes.length * this.l2EntryBytes) bytes.push(...runs[j++].bytes);
+      await this.file.writeAt(Buffer.concat(bytes), at);
+      i = j;
+    }
+  });
+
+  /** Adds one to the refcounts of `count` host clusters from `start`: one write per refcount block touched. */
+  private async countClusters(start: number, count: number): Promise<void> {
+    const perBlock = refcountBlockEntries(this.clusterBits, this.refcountOrder);
+    let index = start / this.blockSize;
+    const end = index + count;
+    while (index < end) {
+      const ti = Math.floor(index / perBlock);
+      const upto = Math.min(end, (ti + 1) * perBlock);
+      let blockAt = this.refcountBlockOffset(ti);
+      if (blockAt === 0) blockAt = await this.newRefcountBlock(ti);
+      const block = await this.refcountBlock(blockAt);
+      const max = maxRefcount(this.refcountOrder);
+      for (let c = index; c < upto; c++) {
+        const next = getRefcount(block, c % perBlock, this.refcountOrder) + 1;
+        if (next > max) throw new DiskImageError(this.path, `refcount of host cluster ${c} would become ${next}`, 'refcount block', blockAt, 'EREFCOUNT');
+      }
+      for (let c = index; c < upto; c++) setRefcount(block, c % perBlock, this.refcountOrder, getRefcount(block, c % perBlock, this.refcountOrder) + 1);
+      const a = refcountEntrySpan(index % perBlock, this.refcountOrder);
+      const b = refcountEntrySpan((upto - 1) % perBlock, this.refcountOrder);
+      await this.file.writeAt(block.subarray(a.start, b.start + b.length), blockAt + a.start);
+      index = upto;
+    }
   }
 
   private async compressedSpan(cluster: number): Promise<{ start: number; clusters: number }> {

@@ -1,4 +1,4 @@
-import { DiskImage, DiskTypeName, FieldLocation, ImageField, LayerRun, ParentCandidates, ParentLinkCheck, ParentReference, ReadBelow } from '../diskImage';
+import { CommitStaged, DiskImage, DiskTypeName, FieldLocation, ImageField, LayerRun, ParentCandidates, ParentLinkCheck, ParentReference, ReadBelow, WritePiece } from '../diskImage';
 import { DiskImageError } from '../errors';
 import { ImageFile } from '../../io/imageFile';
 import { Bat, BAT_UNUSED } from './bat';
@@ -12,6 +12,7 @@ import { LocatorData, vhdParentCandidates } from './locatorPaths';
 import { checkVhdParent, writeVhdParentLink } from './parentLink';
 import { vhdTimestampToIso } from './timestamp';
 import { readLayerView } from '../layerView';
+import { StagedCommits } from '../stagedCommits';
 
 export type { LocatorData } from './locatorPaths';
 
@@ -502,6 +503,90 @@ export class VhdImage implements DiskImage {
       }
     }
   }
+
+  /**
+   * Merge's bulk path (see DiskImage.stageWrites). All new blocks of the batch are appended in one
+   * vectored write (the moved footer first, as in appendRegion) and enter the BAT only at commit,
+   * once the caller has made them durable; pieces in blocks a dynamic image already holds are
+   * written in place (nothing points anew at them). Partial sectors, fixed images and allocated
+   * blocks of a differencing image (their bitmaps change) are left to write().
+   */
+  async stageWrites(pieces: WritePiece[], _below: ReadBelow): Promise<CommitStaged | null> {
+    if (!this.bat || !this.file.writable) return null;
+    const bat = this.bat;
+    type Part = { inBlock: number; data: Buffer };
+    const plans: Array<{ block: number; fresh: boolean; parts: Part[] }> = [];
+    for (const p of pieces) {
+      if (p.offset % SECTOR_SIZE !== 0 || p.data.length % SECTOR_SIZE !== 0 || p.offset < 0 || p.offset + p.data.length > this.virtualSize) return null;
+      for (let done = 0; done < p.data.length;) {
+        const pos = p.offset + done;
+        const block = Math.floor(pos / this.blockSize);
+        const inBlock = pos - block * this.blockSize;
+        const n = Math.min(this.blockSize - inBlock, p.data.length - done);
+        if (block >= bat.length) return null;
+        const fresh = !bat.isAllocated(block);
+        if (!fresh && (this.diskType === 'differencing' || this.unsafeReason(block))) return null;
+        const last = plans[plans.length - 1];
+        const part = { inBlock, data: p.data.subarray(done, done + n) };
+        if (last && last.block === block && (last.parts[last.parts.length - 1].inBlock + last.parts[last.parts.length - 1].data.length) <= inBlock) last.parts.push(part);
+        else if (plans.some((x) => x.block === block)) return null;
+        else plans.push({ block, fresh, parts: [part] });
+        done += n;
+      }
+    }
+    const span = this.bitmapSize + this.blockSize;
+    const freshCount = plans.reduce((n, x) => n + (x.fresh ? 1 : 0), 0);
+    if ((Math.ceil(this.layout.footerOffset / SECTOR_SIZE) * SECTOR_SIZE + freshCount * span) / SECTOR_SIZE >= BAT_UNUSED) return null;
+    // In place first (blocks already referenced), then one append for every new block.
+    for (const plan of plans) {
+      if (plan.fresh) continue;
+      const dataOffset = await this.blockDataOffset(plan.block);
+      for (const part of plan.parts) await this.file.writeAt(part.data, dataOffset + part.inBlock);
+    }
+    const fresh = plans.filter((x) => x.fresh);
+    if (fresh.length === 0) return this.stagedBat.add([]); // still queued: committing it commits the stages before it
+    const vector: Buffer[] = [];
+    const bitmaps: Buffer[] = [];
+    for (const plan of fresh) {
+      const bitmap = Buffer.alloc(this.bitmapSize);
+      if (this.diskType === 'dynamic') bitmap.fill(0xff);
+      vector.push(bitmap);
+      let at = 0;
+      for (const part of plan.parts) {
+        if (this.diskType !== 'dynamic') setBits(bitmap, part.inBlock / SECTOR_SIZE, part.data.length / SECTOR_SIZE);
+        vector.push(...zeroBytes(part.inBlock - at), part.data);
+        at = part.inBlock + part.data.length;
+      }
+      vector.push(...zeroBytes(this.blockSize - at));
+      bitmaps.push(bitmap);
+    }
+    const first = fresh[0].block;
+    const start = await this.appendRegion(vector, { structure: 'BAT entry', offset: this.layout.tableOffset! + first * 4 });
+    // Entries of blocks next to each other in the BAT go in one write.
+    const runs: Array<{ block: number; bytes: Buffer[] }> = [];
+    fresh.forEach((plan, i) => {
+      const sectorOffset = (start + i * span) / SECTOR_SIZE;
+      bat.entries[plan.block] = sectorOffset;
+      this.cacheBitmap(plan.block, bitmaps[i]);
+      const run = runs[runs.length - 1];
+      if (run && run.block + run.bytes.length === plan.block) run.bytes.push(Bat.entryBytes(sectorOffset));
+      else runs.push({ block: plan.block, bytes: [Bat.entryBytes(sectorOffset)] });
+    });
+    return this.stagedBat.add(runs);
+  }
+
+  /** BAT entries of staged blocks, written at commit (entries next to each other across stages in one write). */
+  private readonly stagedBat = new StagedCommits<Array<{ block: number; bytes: Buffer[] }>>(async (stages) => {
+    const runs = stages.flat().sort((a, b) => a.block - b.block);
+    for (let i = 0; i < runs.length;) {
+      const first = runs[i];
+      const bytes = [...first.bytes];
+      let j = i + 1;
+      while (j < runs.length && runs[j].block === first.block + bytes.length) bytes.push(...runs[j++].bytes);
+      await this.file.writeAt(Buffer.concat(bytes), this.layout.tableOffset! + first.block * 4);
+      i = j;
+    }
+  });
 
   private unsafe: { reason: Uint8Array; other: Uint32Array; regions: Array<{ name: string; start: number; end: number }>; fileSize: number } | null = null;
 

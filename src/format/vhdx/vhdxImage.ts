@@ -1,6 +1,6 @@
 import * as nodePath from 'path';
 import { statSync } from 'fs';
-import { DiskImage, DiskTypeName, FieldLocation, ImageField, LayerRun, ParentCandidates, ParentLinkCheck, ParentReference, ReadBelow } from '../diskImage';
+import { CommitStaged, DiskImage, DiskTypeName, FieldLocation, ImageField, LayerRun, ParentCandidates, ParentLinkCheck, ParentReference, ReadBelow, WritePiece } from '../diskImage';
 import { vhdxParentCandidates } from './locatorPaths';
 import { checkVhdxParent, locatorPairs, parentIdentity } from './parentLink';
 import { DiskImageError } from '../errors';
@@ -25,6 +25,7 @@ import { bitRunLength, SECTOR_BITMAP_BLOCK_SIZE, setBitRange, testBit } from './
 import { isValidSectorSize, parseSectorSize, SECTOR_SIZE_ITEM_SIZE } from './sectorSize';
 import { MAX_VHDX_VIRTUAL_SIZE, parseVirtualDiskSize, VIRTUAL_DISK_SIZE_SIZE } from './virtualDiskSize';
 import { readLayerView } from '../layerView';
+import { StagedCommits } from '../stagedCommits';
 
 /** Entries we hold in memory at most (two 32-bit words each): 64 TiB at 4 MiB blocks. */
 export const MAX_BAT_ENTRIES = 1 << 24;
@@ -108,6 +109,8 @@ export class VhdxImage implements DiskImage {
   /** Set by reserveNextIdentity: the DataWriteGuid the first data write takes. */
   private nextDataWriteGuid: Buffer | null = null;
   private session: { logGuid: Buffer; sequence: bigint; position: number; dataGuidRenewed: boolean } | null = null;
+  /** Newest content of metadata sectors that staged writes changed and no commit has written yet. */
+  private readonly unsettled = new Map<number, Buffer>();
 
   private constructor(
     readonly path: string,
@@ -729,13 +732,13 @@ export class VhdxImage implements DiskImage {
    * place, flush. A kill at any point leaves either the old metadata or a log whose replay
    * completes the change.
    */
-  private async commitMetadata(sectors: Map<number, Buffer>): Promise<void> {
+  private async commitMetadata(sectors: Map<number, Buffer>, dataDurable = false): Promise<void> {
     if (sectors.size === 0) return;
     const s = this.session!;
     const len = this.header.logLength;
     const writes: LogWrite[] = [...sectors.entries()].sort((a, b) => a[0] - b[0]).map(([fileOffset, data]) => ({ fileOffset, length: LOG_SECTOR_SIZE, data }));
-    // Payload written so far must be durable before metadata points at it.
-    await this.file.sync();
+    // Payload written so far must be durable before metadata points at it (staged writes: the caller's barrier did it).
+    if (!dataDurable) await this.file.sync();
     const entry = serializeLogEntry({
       writes, sequenceNumber: s.sequence, logGuid: s.logGuid, tail: s.position,
       flushedFileOffset: this.file.size, lastFileOffset: this.file.size,
@@ -764,9 +767,15 @@ export class VhdxImage implements DiskImage {
     const at = fileOffset - (fileOffset % LOG_SECTOR_SIZE);
     let s = pending.get(at);
     if (!s) {
-      s = Buffer.alloc(LOG_SECTOR_SIZE);
-      const got = await this.reader.read(s, at);
-      if (got < LOG_SECTOR_SIZE) s.fill(0, got);
+      // A sector a staged write changed starts from that change (the file has it only once committed).
+      const staged = this.unsettled.get(at);
+      if (staged) {
+        s = Buffer.from(staged);
+      } else {
+        s = Buffer.alloc(LOG_SECTOR_SIZE);
+        const got = await this.reader.read(s, at);
+        if (got < LOG_SECTOR_SIZE) s.fill(0, got);
+      }
       pending.set(at, s);
     }
     return s;
@@ -860,6 +869,83 @@ export class VhdxImage implements DiskImage {
     await this.setBatEntry(pending, index, PayloadBlockState.PartiallyPresent, at);
     await this.markSectors(block, s0, s1 - s0, pending);
   }
+
+  /**
+   * Merge's bulk path (see DiskImage.stageWrites): the batch's new blocks get one extension of the
+   * file and their data in as few vectored writes as lie back to back; their BAT entries go into
+   * one log entry at commit, once the caller has made the data durable (instead of a flush and a
+   * log entry per write). Blocks already present (and, outside differencing images, partly present)
+   * are written in place. Partial sectors and blocks whose sector bitmap would change go to write().
+   */
+  async stageWrites(pieces: WritePiece[], _below: ReadBelow): Promise<CommitStaged | null> {
+    if (!this.file.writable || !this.bat) return null;
+    const ss = this.sectorSize;
+    const differencing = this.diskType === 'differencing';
+    type Part = { inBlock: number; data: Buffer };
+    const plans: Array<{ block: number; fresh: boolean; parts: Part[] }> = [];
+    for (const p of pieces) {
+      if (p.offset % ss !== 0 || p.data.length % ss !== 0 || p.offset < 0 || p.offset + p.data.length > this.virtualSize) return null;
+      for (let done = 0; done < p.data.length;) {
+        const pos = p.offset + done;
+        const block = Math.floor(pos / this.blockSize);
+        const inBlock = pos - block * this.blockSize;
+        const n = Math.min(this.blockSize - inBlock, p.data.length - done);
+        const state = this.blockState(block);
+        const whole = inBlock === 0 && n === this.blockSize;
+        const inPlace = state === PayloadBlockState.FullyPresent || (state === PayloadBlockState.PartiallyPresent && !differencing);
+        const fresh = state <= PayloadBlockState.Unmapped && (!differencing || whole || state === PayloadBlockState.Zero || state === PayloadBlockState.Unmapped);
+        if (!inPlace && !fresh) return null;
+        const last = plans[plans.length - 1];
+        const part = { inBlock, data: p.data.subarray(done, done + n) };
+        if (last && last.block === block) last.parts.push(part);
+        else if (plans.some((x) => x.block === block)) return null;
+        else plans.push({ block, fresh, parts: [part] });
+        done += n;
+      }
+    }
+    const fresh = plans.filter((x) => x.fresh);
+    // Every new block's BAT entry must fit one log entry (with room to spare, as write() keeps).
+    if (fresh.length > this.maxSectorsPerEntry - 24) return null;
+    if (plans.length === 0) return this.stagedMetadata.add(new Map()); // still queued: committing it commits the stages before it
+    await this.beginSession();
+    for (const plan of plans) {
+      if (plan.fresh) continue;
+      const at = this.dataOffset(plan.block);
+      for (const part of plan.parts) await this.file.writeAt(part.data, at + part.inBlock);
+    }
+    if (fresh.length === 0) return this.stagedMetadata.add(new Map());
+    // The new space is a hole (zeros) until written: only the parts go in, runs of them in one writev.
+    const start = await this.appendSpace(fresh.length * this.blockSize);
+    let run: { at: number; end: number; parts: Buffer[] } | null = null;
+    const flushRun = async () => { if (run) await this.file.writevAt(run.parts, run.at); run = null; };
+    const pending = new Map<number, Buffer>();
+    for (let i = 0; i < fresh.length; i++) {
+      const blockAt = start + i * this.blockSize;
+      for (const part of fresh[i].parts) {
+        const at = blockAt + part.inBlock;
+        if (run && run.end === at && run.parts.length < 512) run.parts.push(part.data);
+        else { await flushRun(); run = { at, end: at, parts: [part.data] }; }
+        run.end = at + part.data.length;
+      }
+      await this.setBatEntry(pending, payloadEntryIndex(fresh[i].block, this.geometry.chunkRatio), PayloadBlockState.FullyPresent, blockAt);
+    }
+    await flushRun();
+    for (const [at, sector] of pending) this.unsettled.set(at, sector);
+    return this.stagedMetadata.add(pending);
+  }
+
+  /**
+   * Metadata sectors of staged writes: every stage waiting goes into one log entry (a later stage's
+   * copy of a sector includes the earlier changes), split only where the log would overflow.
+   */
+  private readonly stagedMetadata = new StagedCommits<Map<number, Buffer>>(async (stages) => {
+    const all = new Map<number, Buffer>();
+    for (const pending of stages) for (const [at, sector] of pending) all.set(at, sector);
+    const limit = Math.max(1, this.maxSectorsPerEntry - 24);
+    const entries = [...all.entries()];
+    for (let i = 0; i < entries.length; i += limit) await this.commitMetadata(new Map(entries.slice(i, i + limit)), true);
+    for (const [at, sector] of all) if (this.unsettled.get(at) === sector) this.unsettled.delete(at);
+  });
 
   /** Sets the block's sectors in its chunk's bitmap (allocating the bitmap block first if needed). */
   private async markSectors(block: number, s0: number, count: number, pending: Map<number, Buffer>): Promise<void> {
