@@ -35,6 +35,13 @@ export class Bat {
     return s === BAT_UNUSED ? -1 : s * 512;
   }
 
+  /** The first allocated block at or after `from`, or -1. */
+  nextAllocated(from: number): number {
+    const e = this.entries;
+    for (let i = Math.max(0, from); i < e.length; i++) if (e[i] !== BAT_UNUSED) return i;
+    return -1;
+  }
+
   allocatedCount(): number {
     let n = 0;
     for (let i = 0; i < this.entries.length; i++) if (this.entries[i] !== BAT_UNUSED) n++;

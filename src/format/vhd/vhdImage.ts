@@ -291,6 +291,11 @@ export class VhdImage implements DiskImage {
     return this.bat ? this.bat.isAllocated(block) : block < this.blockCount;
   }
 
+  nextAllocatedBlock(from: number): number {
+    if (this.bat) return this.bat.nextAllocated(from);
+    return from < this.blockCount ? Math.max(0, from) : -1;
+  }
+
   allocatedBlockCount(): number {
     return this.bat ? this.bat.allocatedCount() : this.blockCount;
   }
