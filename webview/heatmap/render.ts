@@ -14,6 +14,30 @@ export interface HeatmapData {
   changed: Uint8Array | null;
   /** Timeline mode: per block, when it was last written in the brushed range, 0 (oldest) to 1 (newest); -1 not written. */
   age?: Float32Array | null;
+  /** Layers in the chain: lets owner mode find owned blocks layer by layer with native searches. */
+  layerCount?: number;
+}
+
+/**
+ * Owner mode over cells [firstCell, endCell): each cell's topmost owner, found per layer with the
+ * typed array's native indexOf, so the empty stretches of a sparse 2 TiB map (1,048,576+ blocks)
+ * cost no JavaScript per block on the first draw, before the JIT has warmed up. Null when the
+ * layer count is unknown or the map is dense enough that the plain loop is as fast.
+ */
+export function cellOwners(d: HeatmapData, blocksPerCell: number, firstCell: number, endCell: number): Uint16Array | null {
+  if (!d.layerCount || d.layerCount > 64) return null;
+  const out = new Uint16Array(Math.max(0, endCell - firstCell)).fill(NO_OWNER);
+  const from = firstCell * blocksPerCell;
+  const to = Math.min(d.blockCount, endCell * blocksPerCell);
+  let budget = Math.max(64, (to - from) >> 4);
+  for (let layer = 0; layer < d.layerCount; layer++) {
+    for (let i = d.owner.indexOf(layer, from); i >= 0 && i < to; i = d.owner.indexOf(layer, i + 1)) {
+      if (--budget < 0) return null;
+      const c = Math.floor(i / blocksPerCell) - firstCell;
+      if (layer < out[c]) out[c] = layer;
+    }
+  }
+  return out;
 }
 
 /** The packed colour of the cell covering blocks [first, end). */
@@ -67,6 +91,8 @@ export function renderHeatmap(out: Uint32Array, l: Layout, d: HeatmapData, mode:
   const marks: number[] = [];
   const firstRow = Math.floor(l.scrollY / px);
   const lastRow = Math.min(l.rows - 1, Math.floor((l.scrollY + l.height - 1) / px));
+  const owners = mode === 'owner' ? cellOwners(d, l.blocksPerCell, firstRow * l.cols, (lastRow + 1) * l.cols) : null;
+  const ownerPacked: number[] = [];
   for (let row = firstRow; row <= lastRow; row++) {
     const y0 = row * px - l.scrollY;
     for (let col = 0; col < l.cols; col++) {
@@ -74,7 +100,13 @@ export function renderHeatmap(out: Uint32Array, l: Layout, d: HeatmapData, mode:
       const first = cell * l.blocksPerCell;
       if (first >= d.blockCount) { row = lastRow; break; }
       const end = Math.min(d.blockCount, first + l.blocksPerCell);
-      let color = cellColor(d, mode, first, end, p);
+      let color: number;
+      if (owners) {
+        const o = owners[cell - firstRow * l.cols];
+        color = o === NO_OWNER ? emptyColor : (ownerPacked[o] ??= pack(ownerColor(p, o)));
+      } else {
+        color = cellColor(d, mode, first, end, p);
+      }
       if (flash) {
         for (let i = first; i < end; i++) if (flash[i]) { color = flashColor; break; }
       }
