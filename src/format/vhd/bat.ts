@@ -21,6 +21,12 @@ export class Bat {
     return new Bat(entries);
   }
 
+  /** Takes over `table`, read from the file as is (big-endian), swapping it in place on little-endian hosts. */
+  static fromBigEndian(table: Uint32Array): Bat {
+    if (new Uint8Array(new Uint32Array([1]).buffer)[0] === 1) Buffer.from(table.buffer, table.byteOffset, table.byteLength).swap32();
+    return new Bat(table);
+  }
+
   static empty(count: number): Bat {
     return new Bat(new Uint32Array(count).fill(BAT_UNUSED));
   }
