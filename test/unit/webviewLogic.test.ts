@@ -180,13 +180,16 @@ describe('webview logic: colours and painting', () => {
       renderHeatmap(b, l, searched, 'owner', palette);
       assert.deepEqual(b, a, `${n} blocks, ${owned} owned`);
       // Each cell's searched owner is the lowest layer among its blocks.
-      const cells = cellOwners(searched, l.blocksPerCell, 0, Math.ceil(n / l.blocksPerCell));
-      if (cells) {
-        for (let c = 0; c < cells.length; c++) {
+      const found = cellOwners(searched, l.blocksPerCell, 0, Math.ceil(n / l.blocksPerCell));
+      if (found) {
+        const owned: number[] = [];
+        for (let c = 0; c < found.owners.length; c++) {
           let best = NO_OWNER;
           for (let i = c * l.blocksPerCell; i < Math.min(n, (c + 1) * l.blocksPerCell); i++) best = Math.min(best, owner[i]);
-          assert.equal(cells[c], best, `cell ${c}`);
+          assert.equal(found.owners[c], best, `cell ${c}`);
+          if (best !== NO_OWNER) owned.push(c);
         }
+        assert.deepEqual(found.owned, owned);
       }
     }
     // A dense map is left to the plain loop, as is one whose layer count is not known.
