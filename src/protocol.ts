@@ -187,14 +187,14 @@ export function parseWebviewMessage(raw: unknown): WebviewMessage | null {
   }
 }
 
-/** Block indices whose allocation, fill or owner differ between two block maps of the same grid. */
+/** Block indices whose allocation, fill, owner or zero state differ between two block maps of the same grid. */
 export function changedBlocks(before: BlockData, after: BlockData): Uint32Array {
   if (before.blockCount !== after.blockCount) return new Uint32Array(0);
   const out: number[] = [];
   for (let i = 0; i < after.blockCount; i++) {
     // A block that moved to another place in the file (or to another layer) changed too.
     if (before.allocated[i] !== after.allocated[i] || before.fill[i] !== after.fill[i] || before.owner[i] !== after.owner[i]
-      || before.ownerSector[i] !== after.ownerSector[i]) out.push(i);
+      || before.ownerSector[i] !== after.ownerSector[i] || (before.zero?.[i] ?? 0) !== (after.zero?.[i] ?? 0)) out.push(i);
   }
   return Uint32Array.from(out);
 }

@@ -133,7 +133,7 @@ let complete = true;
 
 function renderOverview(): void {
   if (!model || !blocks) return;
-  overview.render(model, { blockCount: blocks.blockCount, allocated: blocks.allocated, fill: blocks.fill, owner: blocks.owner, changed: diff?.changed ?? null, layerCount: blocks.layerCount });
+  overview.render(model, { blockCount: blocks.blockCount, allocated: blocks.allocated, fill: blocks.fill, owner: blocks.owner, zero: blocks.zero ?? null, changed: diff?.changed ?? null, layerCount: blocks.layerCount });
 }
 
 function renderRest(): void {

@@ -122,7 +122,8 @@ function scanCoarse(layer: DiskImage, cellSize: number, cells: number, isTop: bo
     if (isTop) { allocated[cell] = 1; fill[cell] = fillLevel(count, per); }
     if (owner[cell] === NO_OWNER) {
       owner[cell] = depth;
-      if (zeros > 0 && (!isTop || zeros === count)) zero[cell] = 1;
+      // Zero only when every block this layer holds in the cell is a zero block.
+      if (zeros > 0 && zeros === count) zero[cell] = 1;
     }
   };
   const next = allocatedAfter(layer);

@@ -79,6 +79,9 @@ export function toBlockData(map: BlockMap): BlockData {
     fill: map.fill,
     owner: map.owner,
     ownerSector: map.ownerSector,
+    // Only when the chain has aggregated cells or zero clusters: other maps stay as they were.
+    ...(map.blocksPerCell !== undefined && map.blocksPerCell > 1 ? { blocksPerCell: map.blocksPerCell } : {}),
+    ...(map.zero && map.zero.some((z) => z !== 0) ? { zero: map.zero } : {}),
   };
 }
 

@@ -212,14 +212,56 @@ interface Structures {
   locators: Array<{ entryAt: number; dataAt: number; length: number }>;
   /** VHDX seeds (our layout). */
   vhdx: boolean;
+  /** qcow2 seeds: where the tables are (from the seed's header and L1/refcount tables). */
+  qcow2: Qcow2Structures | null;
+}
+
+interface Qcow2Structures {
+  clusterSize: number;
+  l1: number;
+  l1Size: number;
+  l2: number[];
+  refcountTable: number;
+  refcountBlocks: number[];
+  /** Data clusters and compressed descriptors' targets referenced from L2. */
+  data: number[];
+}
+
+const QCOW2_MAGIC = 0x514649fb;
+
+function qcow2StructuresOf(b: Buffer): Qcow2Structures | null {
+  if (b.length < 104 || b.readUInt32BE(0) !== QCOW2_MAGIC) return null;
+  const clusterBits = b.readUInt32BE(20);
+  if (clusterBits < 9 || clusterBits > 21) return null;
+  const clusterSize = 2 ** clusterBits;
+  const l1 = Number(b.readBigUInt64BE(40));
+  const l1Size = b.readUInt32BE(36);
+  const refcountTable = Number(b.readBigUInt64BE(48));
+  const q: Qcow2Structures = { clusterSize, l1, l1Size, l2: [], refcountTable, refcountBlocks: [], data: [] };
+  const mask = 0x00fffffffffffe00n;
+  for (let i = 0; i < l1Size && l1 + i * 8 + 8 <= b.length; i++) {
+    const at = Number(b.readBigUInt64BE(l1 + i * 8) & mask);
+    if (at !== 0 && at + clusterSize <= b.length) q.l2.push(at);
+  }
+  for (const t of q.l2) {
+    for (let j = 0; j < clusterSize / 8; j++) {
+      const e = b.readBigUInt64BE(t + j * 8);
+      if ((e & mask) !== 0n && (e & (1n << 62n)) === 0n) q.data.push(Number(e & mask));
+    }
+  }
+  for (let i = 0; i < clusterSize / 8 && refcountTable + i * 8 + 8 <= b.length; i++) {
+    const at = Number(b.readBigUInt64BE(refcountTable + i * 8) & mask);
+    if (at !== 0 && at + clusterSize <= b.length) q.refcountBlocks.push(at);
+  }
+  return q;
 }
 
 const MiB = 1024 * 1024;
 const VHDX = { headers: [64 * 1024, 128 * 1024], regions: [192 * 1024, 256 * 1024], log: MiB, metadata: 2 * MiB, bat: 3 * MiB } as const;
 
 function structuresOf(b: Buffer): Structures {
-  const s: Structures = { footerAt: [], headerAt: null, tableAt: null, entries: 0, blockSize: 0, bitmapSize: 0, blocks: [], locators: [], vhdx: b.toString('latin1', 0, 8) === 'vhdxfile' };
-  if (s.vhdx) return s;
+  const s: Structures = { footerAt: [], headerAt: null, tableAt: null, entries: 0, blockSize: 0, bitmapSize: 0, blocks: [], locators: [], vhdx: b.toString('latin1', 0, 8) === 'vhdxfile', qcow2: qcow2StructuresOf(b) };
+  if (s.vhdx || s.qcow2) return s;
   if (b.length >= FOOTER_SIZE && hasFooterCookie(b.subarray(b.length - FOOTER_SIZE))) s.footerAt.push(b.length - FOOTER_SIZE);
   if (b.length >= FOOTER_SIZE && hasFooterCookie(b) && b.length !== FOOTER_SIZE) s.footerAt.push(0);
   const f = s.footerAt.length ? parseFooter(b.subarray(s.footerAt[0], s.footerAt[0] + FOOTER_SIZE)) : null;
@@ -481,6 +523,63 @@ const mutators: Array<[number, string, Mutator]> = [
   }],
 ];
 
+/**
+ * Mutators for qcow2 seeds only (other seeds draw from `mutators` alone, so their cases stay the
+ * same as before these were added).
+ */
+const qcow2Mutators: Array<[number, string, Mutator]> = [
+  [3, 'qcow2 header field', (b, s, r) => {
+    if (!s.qcow2) return flipBytes(b, r);
+    // [offset, width, values that sit on the edges of what the reader accepts]
+    const fields: Array<[number, 4 | 8, Array<number | bigint>]> = [
+      [4, 4, [1, 2, 3, 4]], [8, 8, [0n, 100n, 0x200n, 65530n, 65536n, BigInt(b.length)]], [16, 4, [0, 1, 1023, 1024, 65536, 0xffffffff]],
+      [20, 4, [8, 9, 12, 16, 21, 22, 63]], [24, 8, [0n, 512n, 1n << 30n, 1n << 41n, 1n << 53n, (1n << 64n) - 1n]],
+      [32, 4, [0, 1, 2, 3]], [36, 4, [0, 1, 2, 4096, 100000, 0x7fffffff, 0xffffffff]], [40, 8, [0n, 0x200n, BigInt(s.qcow2.clusterSize), BigInt(b.length), 1n << 40n]],
+      [48, 8, [0n, 0x200n, BigInt(s.qcow2.l1), BigInt(b.length)]], [56, 4, [0, 1, 2, 128, 0xffffffff]], [60, 4, [0, 1, 2, 65536, 0xffffffff]],
+      [64, 8, [0n, BigInt(s.qcow2.clusterSize), BigInt(s.qcow2.l1), BigInt(b.length), BigInt(b.length - s.qcow2.clusterSize)]],
+      [72, 8, [0n, 1n, 2n, 4n, 8n, 16n, 0x20n, 1n << 40n]], [80, 8, [0n, 1n, 2n]], [88, 8, [0n, 1n, 2n, 3n]],
+      [96, 4, [0, 1, 3, 5, 6, 7, 64, 0xffffffff]], [100, 4, [72, 100, 104, 105, 112, 120, 4096, 0xffffffff]],
+    ];
+    const [at, width, values] = pick(r, fields);
+    const v = r() < 0.8 ? pick(r, values) : width === 4 ? interesting32(r, b.length) : interesting64(r, b.length);
+    if (width === 4) set32(b, at, Number(v)); else set64(b, at, BigInt(v));
+    return { bytes: b, what: `qcow2 header@${at}=${v}` };
+  }],
+  [3, 'qcow2 table entry', (b, s, r) => {
+    const q = s.qcow2;
+    if (!q) return flipBytes(b, r);
+    const cs = q.clusterSize;
+    const COPIED = 1n << 63n;
+    const tables: Array<[string, number[]]> = [['L1', [q.l1]], ['L2', q.l2], ['refcount table', [q.refcountTable]], ['refcount block', q.refcountBlocks]];
+    const [name, list] = pick(r, tables.filter(([, l]) => l.length > 0));
+    const table = pick(r, list);
+    // Mostly the first entries, where the seed's data is.
+    const entry = table + 8 * (r() < 0.7 ? int(r, 8) : int(r, cs / 8));
+    const otherCluster = BigInt(pick(r, [0, cs, q.l1, q.refcountTable, ...q.l2, ...q.refcountBlocks, ...q.data.slice(0, 8)]));
+    const x = int(r, 62 - (Math.log2(cs) - 8));
+    const values: bigint[] = name === 'refcount block'
+      ? [0n, 1n, 2n, 0xffffn, 0xffffffffffffffffn]
+      : [0n, 1n, COPIED | otherCluster, otherCluster, COPIED | BigInt(b.length), COPIED | (1n << 40n), COPIED | 0x200n, COPIED | 1n | otherCluster,
+        (1n << 62n) | BigInt(int(r, b.length + 4096)) | (BigInt(int(r, 256)) << BigInt(x)), 0xffffffffffffffffn, BigInt.asUintN(64, BigInt(Math.floor(r() * 2 ** 32)) << 9n)];
+    const v = pick(r, values);
+    if (name === 'refcount block') { if (entry + 2 <= b.length) b.writeUInt16BE(Number(v & 0xffffn), entry); }
+    else set64(b, entry, v);
+    return { bytes: b, what: `qcow2 ${name} entry@${entry}=0x${v.toString(16)}` };
+  }],
+  [1, 'qcow2 backing name', (b, s, r) => {
+    if (!s.qcow2) return flipBytes(b, r);
+    const names = ['..', '../base.qcow2', './base.qcow2', 'base.qcow2', 'child.qcow2', 'json:{"file.driver":"file","file.filename":"base.qcow2"}', 'nbd://127.0.0.1:1/x',
+      'http://127.0.0.1:1/base.qcow2', 'file:base.qcow2', '', 'a\0b', '/', 'x'.repeat(1023), 'C:\\base.qcow2'];
+    const name = Buffer.from(pick(r, names), 'utf8');
+    const at = Number(b.readBigUInt64BE(8)) || 0x400;
+    if (at + name.length > Math.min(b.length, s.qcow2.clusterSize)) return flipBytes(b, r);
+    name.copy(b, at);
+    set64(b, 8, BigInt(at));
+    set32(b, 16, name.length);
+    return { bytes: b, what: `qcow2 backing name '${name.toString('utf8').slice(0, 40)}'` };
+  }],
+];
+
 function flipBytes(b: Buffer, r: Rand): { bytes: Buffer; what: string } {
   const n = 1 + int(r, 16);
   const near = r() < 0.6;
@@ -508,17 +607,19 @@ function fixChecksums(b: Buffer, s: Structures): void {
   }
 }
 
-const totalWeight = mutators.reduce((a, [w]) => a + w, 0);
+const withQcow2 = [...mutators, ...qcow2Mutators];
 
 export function mutate(seed: Buffer, r: Rand): { bytes: Buffer; mutations: string[] } {
   let b = Buffer.from(seed);
   const s = structuresOf(b);
   const mutations: string[] = [];
+  const list = s.qcow2 ? withQcow2 : mutators;
+  const totalWeight = list.reduce((a, [w]) => a + w, 0);
   const n = 1 + Math.floor(r() * r() * 4);
   for (let k = 0; k < n; k++) {
     let x = r() * totalWeight;
-    let m = mutators[0];
-    for (const cand of mutators) { if ((x -= cand[0]) < 0) { m = cand; break; } }
+    let m = list[0];
+    for (const cand of list) { if ((x -= cand[0]) < 0) { m = cand; break; } }
     try {
       const out = m[2](b, s, r);
       b = Buffer.from(out.bytes);

@@ -169,8 +169,14 @@ describe('webview logic: colours and painting', () => {
     for (const [n, owned, w, h, scroll] of [[1_048_576, 40, 700, 260, 0], [100_000, 3000, 300, 200, 0], [5000, 4000, 120, 90, 30], [777, 5, 64, 64, 0]]) {
       const layers = 4;
       const owner = new Uint16Array(n).fill(NO_OWNER);
-      for (let k = 0; k < owned; k++) owner[Math.floor(r() * n)] = Math.floor(r() * layers);
-      const plain: HeatmapData = { blockCount: n, allocated: new Uint8Array(0), fill: new Uint8Array(0), owner, changed: null };
+      // Some owned blocks held as zeros (qcow2 zero clusters): such cells take the "zero" colour.
+      const zero = new Uint8Array(n);
+      for (let k = 0; k < owned; k++) {
+        const i = Math.floor(r() * n);
+        owner[i] = Math.floor(r() * layers);
+        if (r() < 0.3) zero[i] = 1;
+      }
+      const plain: HeatmapData = { blockCount: n, allocated: new Uint8Array(0), fill: new Uint8Array(0), owner, zero, changed: null };
       const searched: HeatmapData = { ...plain, layerCount: layers };
       const fit = fitLayout(n, w, h, 24);
       const l = makeLayout(n, w, h, fit.blocksPerCell, fit.cellPx, scroll);

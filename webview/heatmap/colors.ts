@@ -66,6 +66,8 @@ export interface Palette {
   flash: Rgb;
   selection: Rgb;
   owners: Rgb[];
+  /** Blocks the owning layer holds as zeros without data (qcow2 zero clusters): a neutral grey. */
+  zero: Rgb;
   /** Partition overlay colours, distinct from the owner palette. */
   partitions: Rgb[];
 }
@@ -93,6 +95,8 @@ export function makePalette(read: (name: string) => string): Palette {
     flash: solid(get('--vscode-charts-yellow', '--vscode-editorWarning-foreground'), fg),
     selection: solid(get('--vscode-focusBorder'), fg),
     owners: owners.length ? owners : [accent],
+    // Between "no layer" and the foreground: held, but no data; distinct from every owner colour.
+    zero: mix(emptyVisible, fg, 0.35),
     partitions: (() => {
       const p = PARTITION_VARIABLES.map((v) => get(v)).filter((c): c is Rgb => c !== null).map((c) => over(c, bg));
       return p.length ? p : [fg];

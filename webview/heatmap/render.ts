@@ -10,6 +10,8 @@ export interface HeatmapData {
   allocated: Uint8Array;
   fill: Uint8Array;
   owner: Uint16Array;
+  /** 1 where the owning layer holds the block as zeros without data (qcow2 zero clusters); absent: none. */
+  zero?: Uint8Array | null;
   /** 1 where a diff found the block different; null before any diff. */
   changed: Uint8Array | null;
   /** Timeline mode: per block, when it was last written in the brushed range, 0 (oldest) to 1 (newest); -1 not written. */
@@ -51,6 +53,7 @@ export function cellColor(d: HeatmapData, mode: Mode, first: number, end: number
     case 'allocated': {
       let count = 0;
       for (let i = first; i < end; i++) count += d.allocated[i];
+      if (count > 0 && allZero(d, first, end, (i) => d.allocated[i] === 1 && d.owner[i] === 0)) return pack(p.zero);
       return pack(count === 0 ? p.empty : mix(p.empty, p.allocated, 0.45 + (0.55 * count) / n));
     }
     case 'fill': {
@@ -63,6 +66,7 @@ export function cellColor(d: HeatmapData, mode: Mode, first: number, end: number
     case 'owner': {
       let best = NO_OWNER;
       for (let i = first; i < end; i++) if (d.owner[i] < best) best = d.owner[i];
+      if (best !== NO_OWNER && allZero(d, first, end, (i) => d.owner[i] === best)) return pack(p.zero);
       return pack(best === NO_OWNER ? p.empty : ownerColor(p, best));
     }
     case 'timeline': {
@@ -76,6 +80,27 @@ export function cellColor(d: HeatmapData, mode: Mode, first: number, end: number
       return pack(p.empty);
     }
   }
+}
+
+/** Blocks whose owning layer holds them as zeros without data (the legend's "zero" count). */
+export function zeroBlockCount(d: { blockCount: number; owner: Uint16Array; zero?: Uint8Array | null }): number {
+  if (!d.zero) return 0;
+  let n = 0;
+  for (let i = 0; i < d.blockCount; i++) if (d.zero[i] && d.owner[i] !== NO_OWNER) n++;
+  return n;
+}
+
+/** True when every block of [first, end) that `counts` is a zero block (and there is one). */
+function allZero(d: HeatmapData, first: number, end: number, counts: (i: number) => boolean): boolean {
+  const z = d.zero;
+  if (!z) return false;
+  let any = false;
+  for (let i = first; i < end; i++) {
+    if (!counts(i)) continue;
+    if (!z[i]) return false;
+    any = true;
+  }
+  return any;
 }
 
 /**
@@ -97,7 +122,6 @@ export function renderHeatmap(out: Uint32Array, l: Layout, d: HeatmapData, mode:
   const lastRow = Math.min(l.rows - 1, Math.floor((l.scrollY + l.height - 1) / px));
   const found = mode === 'owner' ? cellOwners(d, l.blocksPerCell, firstRow * l.cols, (lastRow + 1) * l.cols) : null;
   const owners = found?.owners ?? null;
-  const ownerPacked: number[] = [];
   const paintCell = (col: number, row: number, color: number) => {
     const x0 = col * px;
     const y0 = row * px - l.scrollY;
@@ -117,10 +141,11 @@ export function renderHeatmap(out: Uint32Array, l: Layout, d: HeatmapData, mode:
       const y0 = row * px - l.scrollY;
       for (let y = Math.max(0, y0); y < Math.min(l.height, y0 + px); y++) out.fill(emptyColor, y * l.width, y * l.width + xe);
     }
+    // An owned cell's colour as the plain loop gives it (its owner's, or "zero").
     for (const rc of found.owned) {
       const cell = firstCell + rc;
-      const o = found.owners[rc];
-      paintCell(cell % l.cols, Math.floor(cell / l.cols), ownerPacked[o] ??= pack(ownerColor(p, o)));
+      const first = cell * l.blocksPerCell;
+      paintCell(cell % l.cols, Math.floor(cell / l.cols), cellColor(d, mode, first, Math.min(d.blockCount, first + l.blocksPerCell), p));
     }
   } else for (let row = firstRow; row <= lastRow; row++) {
     for (let col = 0; col < l.cols; col++) {
@@ -129,9 +154,8 @@ export function renderHeatmap(out: Uint32Array, l: Layout, d: HeatmapData, mode:
       if (first >= d.blockCount) { row = lastRow; break; }
       const end = Math.min(d.blockCount, first + l.blocksPerCell);
       let color: number;
-      if (owners) {
-        const o = owners[cell - firstRow * l.cols];
-        color = o === NO_OWNER ? emptyColor : (ownerPacked[o] ??= pack(ownerColor(p, o)));
+      if (owners && owners[cell - firstRow * l.cols] === NO_OWNER) {
+        color = emptyColor;
       } else {
         color = cellColor(d, mode, first, end, p);
       }

@@ -112,6 +112,7 @@ export class HeatmapView {
   describe(): Layout | null { return this.layout; }
 
   ownerCss(layer: number): string { return toCss(ownerColor(this.palette, layer)); }
+  zeroCss(): string { return toCss(this.palette.zero); }
   partitionCss(index: number): string { return toCss(partitionColor(this.palette, index)); }
 
   private resize(): void { this.schedule(); }

@@ -1,7 +1,7 @@
 import { BlockData, DiffData, ImageModel, LayerBlockModel, SectorLayerModel } from '../../src/protocol';
 import { formatBytes, formatInt, hexDump, locate, percent } from '../format';
 import { blockRanges } from '../heatmap/layout';
-import { HeatmapData, Mode, NO_OWNER } from '../heatmap/render';
+import { HeatmapData, Mode, NO_OWNER, zeroBlockCount } from '../heatmap/render';
 import { HeatmapView } from '../heatmap/view';
 import { append, button, clear, dropdown, Dropdown, el, textField } from '../ui';
 
@@ -82,7 +82,7 @@ export class BlocksView {
 
   heatmapData(): HeatmapData | null {
     if (!this.blocks) return null;
-    return { blockCount: this.blocks.blockCount, allocated: this.blocks.allocated, fill: this.blocks.fill, owner: this.blocks.owner, changed: this.diff?.changed ?? null };
+    return { blockCount: this.blocks.blockCount, allocated: this.blocks.allocated, fill: this.blocks.fill, owner: this.blocks.owner, zero: this.blocks.zero ?? null, changed: this.diff?.changed ?? null };
   }
 
   render(model: ImageModel, blocks: BlockData, diff: DiffData | null): void {
@@ -117,8 +117,11 @@ export class BlocksView {
       for (let i = 0; i < this.blocks.blockCount; i++) { const o = this.blocks.owner[i]; counts[o === NO_OWNER ? this.blocks.layerCount : o]++; }
       this.model.chain.forEach((l, i) => append(this.legend, el('span', 'legend-item', sw(this.heatmap.ownerCss(i)), `${i}: ${l.fileName} (${formatInt(counts[i])})`)));
       append(this.legend, el('span', 'legend-item', el('span', 'swatch empty'), `no layer: reads as zeros (${formatInt(counts[this.blocks.layerCount])})`));
+      const zeros = zeroBlockCount(this.blocks);
+      if (zeros > 0) append(this.legend, el('span', 'legend-item', sw(this.heatmap.zeroCss()), `zero: held as zeros, no data (${formatInt(zeros)})`));
     } else if (this.mode === 'allocated') {
       append(this.legend, el('span', 'legend-item', sw(this.heatmap.ownerCss(0)), `allocated in ${this.model.overview.fileName}`), el('span', 'legend-item', el('span', 'swatch empty'), 'not allocated'));
+      if (this.blocks.zero) append(this.legend, el('span', 'legend-item', sw(this.heatmap.zeroCss()), 'zero: held as zeros, no data'));
     } else if (this.mode === 'fill') {
       append(this.legend, el('span', 'legend-item', 'Brighter = more of the block\'s sectors present in this image (sector bitmap).'));
     } else if (this.diff) {
@@ -168,7 +171,7 @@ export class BlocksView {
     const b = this.blocks;
     const r = blockRanges(block, b.blockSize, this.model.overview.virtualSize);
     const owner = b.owner[block];
-    const ownerName = owner === NO_OWNER ? 'none (zeros)' : `${owner}: ${this.model.chain[owner]?.fileName ?? '?'}`;
+    const ownerName = owner === NO_OWNER ? 'none (zeros)' : `${owner}: ${this.model.chain[owner]?.fileName ?? '?'}${b.zero?.[block] ? ' (zero, no data)' : ''}`;
     const sector = b.ownerSector[block];
     const where = owner === NO_OWNER || sector === 0xffffffff ? '' : ` at file offset ${formatInt(sector * 512)}`;
     const text = `Block ${formatInt(block)} · LBA ${formatInt(r.firstLba)}–${formatInt(r.lastLba)} · bytes ${formatInt(r.start)}–${formatInt(r.end - 1)} · `

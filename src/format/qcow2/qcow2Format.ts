@@ -64,7 +64,7 @@ export const qcow2Format: DiskFormat = {
       ['qcow2 version', `${h.version}, ${1 << h.refcountOrder}-bit refcounts, ${h.compressionType === 0 ? 'zlib' : 'zstd'} compression`],
       ['clusters', `${img.allocatedBlockCount()} of ${img.blockCount} allocated`],
     ];
-    if (img.layout.backingFile !== null) lines.push(['backing file', `${img.layout.backingFile}${img.backingFormat ? ` (format ${img.backingFormat})` : ''}`]);
+    if (img.layout.backingFile !== null) lines.push(['backing file', `${img.layout.backingFile}${img.backingFormat ? ` (format ${img.backingFormat})` : ' (format not recorded: probed by content)'}`]);
     if (img.dirty || img.corrupt) lines.push(['state', [img.dirty ? 'dirty' : '', img.corrupt ? 'corrupt (read-only)' : ''].filter(Boolean).join(', ')]);
     if (img.layout.extensions.bitmapCount) lines.push(['bitmaps', `${img.layout.extensions.bitmapCount} (listed, not used)`]);
     lines.push(['snapshots', img.snapshots.length === 0 ? 'none' : img.snapshots.map((s) => `${s.id} '${s.name}' ${new Date(s.dateSec * 1000).toISOString()}`).join('; ')]);

@@ -42,6 +42,16 @@ export interface Qcow2Layout {
 const ALL_BITS = 0xffffffff;
 const NIL_UUID = '00000000-0000-0000-0000-000000000000';
 
+/**
+ * The nil identity is how the chain layer knows a parent may be raw (no signature to probe): for
+ * backing_fmt=raw, and when no backing format is recorded, where qemu probes the backing file's
+ * content and takes it as raw when no format matches. Any other format is then still found by its
+ * signature first.
+ */
+function parentIdentity(backingFormat: string | null): string {
+  return backingFormat === 'raw' || backingFormat === null ? NIL_UUID : '';
+}
+
 export class Qcow2Image implements DiskImage {
   readonly format = 'qcow2' as const;
   readonly warnings: string[] = [];
@@ -87,8 +97,7 @@ export class Qcow2Image implements DiskImage {
     this.l1 = Buffer.alloc(0);
     if (layout.backingFile !== null) {
       (this as { parent: ParentReference | null }).parent = {
-        // The nil identity is how the chain layer knows the parent is raw (no signature to probe).
-        uuid: layout.extensions.backingFormat === 'raw' ? NIL_UUID : '',
+        uuid: parentIdentity(layout.extensions.backingFormat),
         timestamp: null,
         name: layout.backingFile,
         locators: [{ platform: 'backing file', path: layout.backingFile }],
@@ -167,6 +176,7 @@ export class Qcow2Image implements DiskImage {
     }
     if (img.dirty) img.warnings.push('image is marked dirty (lazy refcounts not written back): refcounts may be stale; diskimg repair rebuilds them');
     if (backingFile !== null) {
+      if (extensions.backingFormat === null) img.warnings.push(`backing file format not recorded (no backing_fmt): the format of '${backingFile}' is probed from its content, as qemu does (raw when no format matches)`);
       const problem = backingNameProblem(backingFile);
       if (problem) img.warnings.push(problem);
       else if (backingFile.split(/[\\/]/).includes('..')) img.warnings.push(`backing file '${backingFile}' lies outside the image's folder ('..')`);
@@ -360,7 +370,7 @@ export class Qcow2Image implements DiskImage {
     h.backingFileSize = nameBytes.length;
     this.layout.backingFile = name;
     this.layout.extensions = parseHeaderExtensions(reread.subarray(headerLength, name === null ? reread.length : nameAt), headerLength, this.path);
-    (this as { parent: ParentReference | null }).parent = name === null ? null : { uuid: format === 'raw' ? NIL_UUID : '', timestamp: null, name, locators: [{ platform: 'backing file', path: name }] };
+    (this as { parent: ParentReference | null }).parent = name === null ? null : { uuid: parentIdentity(format), timestamp: null, name, locators: [{ platform: 'backing file', path: name }] };
   }
 
   // ---- DiskImage: data ------------------------------------------------------------------------
@@ -401,8 +411,13 @@ export class Qcow2Image implements DiskImage {
     return -1;
   }
 
+  /** Zero cluster, or (extended L2) some subclusters zero and none with data: this layer adds only zeros. */
   isBlockZero(block: number): boolean {
-    return this.clusterKind(block) === ClusterKind.Zero;
+    const kind = this.clusterKind(block);
+    if (kind === ClusterKind.Zero) return true;
+    if (kind !== ClusterKind.Mixed) return false;
+    const { alloc, zero } = this.bitsOf(block);
+    return alloc === 0 && zero !== 0;
   }
 
   allocatedBlockCount(): number {
@@ -592,7 +607,7 @@ export class Qcow2Image implements DiskImage {
       const piece = data.subarray(done, done + n);
       const s = this.slotOf(cluster);
       const j = cluster % this.l2Entries;
-      if (s && s.copied && s.kinds[j] === ClusterKind.Normal && s.copiedBits[j]) {
+      if (s && s.kinds[j] === ClusterKind.Normal && await this.ownsInPlace(s, j)) {
         await this.file.writeAt(piece, s.host[j] * this.blockSize + inCluster);
       } else {
         await this.rewriteCluster(cluster, inCluster, piece, below);
@@ -611,7 +626,7 @@ export class Qcow2Image implements DiskImage {
     const j = cluster % this.l2Entries;
     const oldKind = s ? s.kinds[j] : ClusterKind.Unallocated;
     const oldHost = s ? s.host[j] : 0;
-    const reusable = s !== null && s.copied && s.copiedBits[j] === 1 && oldHost !== 0 && oldKind !== ClusterKind.Compressed;
+    const reusable = s !== null && oldHost !== 0 && oldKind !== ClusterKind.Compressed && await this.ownsInPlace(s, j);
     let host: number;
     if (reusable) {
       // Zero or partly allocated cluster with its own data cluster: fill it in place; the entry still
@@ -642,7 +657,7 @@ export class Qcow2Image implements DiskImage {
   private async setL2Entry(cluster: number, e: L2Entry): Promise<void> {
     const l1i = Math.floor(cluster / this.l2Entries);
     let s = this.slots[l1i];
-    if (!s || !s.copied) s = await this.newL2Table(l1i);
+    if (!s || !s.copied || (this.snapshots.length > 0 && await this.hostRefcount(s.offset) !== 1)) s = await this.newL2Table(l1i);
     const j = cluster % this.l2Entries;
     const b = Buffer.alloc(this.l2EntryBytes);
     b.writeBigUInt64BE(e.kind === ClusterKind.Zero && !this.extendedL2 ? 1n | (e.hostOffset ? normalL2Word(e.hostOffset, e.copied) : 0n) : (e.hostOffset ? normalL2Word(e.hostOffset, e.copied) : 0n), 0);
@@ -669,6 +684,33 @@ export class Qcow2Image implements DiskImage {
     const slot = old ? { ...old, offset: at, copied: true } : this.newSlot(at, true);
     this.slots[l1i] = slot;
     return slot;
+  }
+
+  /**
+   * Whether entry `j` of table `s` may be written in place: its L2 table and its data cluster are
+   * this image's alone. The copied flags say so; with internal snapshots the refcounts are asked as
+   * well, since a wrong flag there would overwrite a snapshot's data (qemu-img check calls such a
+   * flag an error, but it must not cost the snapshot).
+   */
+  async ownsInPlace(s: L2Slot, j: number): Promise<boolean> {
+    if (!s.copied || s.copiedBits[j] !== 1 || s.host[j] === 0) return false;
+    if (this.snapshots.length === 0) return true;
+    return await this.hostRefcount(s.offset) === 1 && await this.hostRefcount(s.host[j] * this.blockSize) === 1;
+  }
+
+  /** Guest cluster `cluster` can take a write in place (bulk writers ask before writing data clusters directly). */
+  async clusterWritableInPlace(cluster: number): Promise<boolean> {
+    const s = this.slotOf(cluster);
+    return s !== null && s.kinds[cluster % this.l2Entries] === ClusterKind.Normal && this.ownsInPlace(s, cluster % this.l2Entries);
+  }
+
+  /** The refcount of the host cluster at `offset` (0 when no refcount block covers it). */
+  private async hostRefcount(offset: number): Promise<number> {
+    const perBlock = refcountBlockEntries(this.clusterBits, this.refcountOrder);
+    const index = Math.floor(offset / this.blockSize);
+    const blockAt = this.refcountBlockOffset(Math.floor(index / perBlock));
+    if (blockAt === 0) return 0;
+    return getRefcount(await this.refcountBlock(blockAt), index % perBlock, this.refcountOrder);
   }
 
   // ---- refcounts ----------------------------------------------------------------------------------
@@ -716,9 +758,17 @@ export class Qcow2Image implements DiskImage {
     }
   }
 
+  /** Offset of refcount block `ti` (0: none); a damaged entry stops the write before anything is written through it. */
   private refcountBlockOffset(ti: number): number {
     if ((ti + 1) * REFCOUNT_TABLE_ENTRY_SIZE > this.refcountTable.length) return 0;
-    return Number(this.refcountTable.readBigUInt64BE(ti * REFCOUNT_TABLE_ENTRY_SIZE) & REFT_OFFSET_MASK);
+    const raw = this.refcountTable.readBigUInt64BE(ti * REFCOUNT_TABLE_ENTRY_SIZE);
+    const at = raw & REFT_OFFSET_MASK;
+    if (at === 0n) return 0;
+    if (raw !== at || at % BigInt(this.blockSize) !== 0n || at < BigInt(this.blockSize) || at + BigInt(this.blockSize) > BigInt(this.file.size)) {
+      throw new DiskImageError(this.path, `refcount table entry ${ti} (0x${raw.toString(16)}) is not a cluster-aligned refcount block inside the file: run diskimg check`,
+        'refcount table', this.header.refcountTableOffset + ti * REFCOUNT_TABLE_ENTRY_SIZE, 'EREFCOUNT');
+    }
+    return Number(at);
   }
 
   /**

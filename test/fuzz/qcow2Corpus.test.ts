@@ -1,0 +1,133 @@
+// Every image of the qcow2 malformed corpus, with its expected outcome in info, map/read, check and
+// the CLI, and the CLI's peak memory on each (no allocation sized by a hostile header).
+import { strict as assert } from 'assert';
+import { spawnSync } from 'child_process';
+import * as path from 'path';
+import { openChain } from '../../src/chain/chain';
+import { checkImage } from '../../src/chain/check';
+import { describeImage } from '../../src/chain/info';
+import { DiskImageError } from '../../src/format/errors';
+import { CheckExpectation, CorpusCase, ErrorExpectation } from './corpus';
+import { buildQcow2Corpus } from './qcow2Corpus';
+import { CLI, runCli, tempDir } from '../helpers/util';
+
+function matchError(e: unknown, x: ErrorExpectation, image: string, what: string): void {
+  if (!(e instanceof DiskImageError)) throw new Error(`${what}: expected a DiskImageError, got ${(e as Error)?.stack ?? e}`);
+  const msg = `${what}: ${e.message}`;
+  assert.equal(e.code, x.code, msg);
+  assert.equal(path.basename(e.file), x.file ?? path.basename(image), msg);
+  assert.equal(e.structure, x.structure, msg);
+  assert.equal(e.offset, x.offset, msg);
+  assert.match(e.message, x.message, msg);
+  if (x.structure !== undefined && x.offset !== undefined) assert.ok(e.message.endsWith(`(${x.structure} at offset ${x.offset})`), msg);
+}
+
+async function outcome(fn: () => Promise<unknown>): Promise<{ ok: true; value: unknown } | { ok: false; error: unknown }> {
+  try {
+    return { ok: true, value: await fn() };
+  } catch (error) {
+    return { ok: false, error };
+  }
+}
+
+async function readAll(image: string): Promise<void> {
+  const chain = await openChain(image);
+  try {
+    const map = await chain.map();
+    assert.equal(map.reduce((a, e) => a + e.length, 0), chain.virtualSize);
+    for (let pos = 0; pos < chain.virtualSize; pos += 1 << 20) await chain.readRange(pos, Math.min(1 << 20, chain.virtualSize - pos));
+  } finally {
+    await chain.close();
+  }
+}
+
+async function checkCase(c: CorpusCase): Promise<void> {
+  const info = await outcome(() => describeImage(c.image));
+  if (c.info === 'ok') {
+    if (!info.ok) throw new Error(`info: expected success, got ${(info.error as Error)?.message}`);
+    const warnings = (info.value as { warnings: string[] }).warnings;
+    for (const w of c.warnings ?? []) assert.ok(warnings.some((x) => w.test(x)), `info warnings lack ${w}: ${JSON.stringify(warnings)}`);
+    if (!c.warnings) assert.deepEqual(warnings, [], 'info: unexpected warnings');
+  } else {
+    if (info.ok) throw new Error('info: expected an error, it succeeded');
+    matchError(info.error, c.info, c.image, 'info');
+  }
+  const read = await outcome(() => readAll(c.image));
+  if (c.read === 'ok') {
+    if (!read.ok) throw new Error(`map/read: expected success, got ${(read.error as Error)?.message}`);
+  } else {
+    if (read.ok) throw new Error('map/read: expected an error, it succeeded');
+    matchError(read.error, c.read, c.image, 'map/read');
+  }
+  const check = await outcome(() => checkImage(c.image));
+  if ('code' in c.check) {
+    if (check.ok) throw new Error(`check: expected an error, it reported ${JSON.stringify(check.value)}`);
+    matchError(check.error, c.check, c.image, 'check');
+  } else {
+    const x = c.check as CheckExpectation;
+    if (!check.ok) throw new Error(`check: expected a report, it threw ${(check.error as Error)?.message}`);
+    const r = check.value as { ok: boolean; problems: Array<{ severity: string; structure: string; offset: number; message: string }> };
+    assert.equal(r.ok, x.ok, `check ok: ${JSON.stringify(r.problems)}`);
+    if (x.ok && x.has.length === 0) assert.deepEqual(r.problems, [], 'check: no problems expected');
+    for (const h of x.has) {
+      assert.ok(r.problems.some((p) => p.severity === h.severity && p.structure === h.structure && (h.offset === undefined || p.offset === h.offset) && h.message.test(p.message)),
+        `check lacks ${h.severity} ${h.structure}@${h.offset} ${h.message}: ${JSON.stringify(r.problems)}`);
+    }
+  }
+}
+
+describe('qcow2 malformed corpus', function () {
+  this.timeout(300000);
+  let t: ReturnType<typeof tempDir>;
+  let cases: CorpusCase[];
+  before(async () => {
+    t = tempDir('diskimg-qcow2-corpus-');
+    cases = (await buildQcow2Corpus(path.join(t.dir, 'corpus'))).cases;
+  });
+  after(() => t.cleanup());
+
+  it('has the cases the issue lists', () => {
+    const names = cases.map((c) => c.name);
+    for (const n of ['l1-size-past-file', 'l2-entry-into-header', 'compressed-into-header', 'refcount-order-7', 'cluster-bits-8', 'cluster-bits-22', 'backing-dotdot',
+      'backing-json', 'backing-nbd', 'backing-http', 'backing-loop-self', 'backing-loop-pair', 'compressed-past-file']) assert.ok(names.includes(n), n);
+    assert.equal(new Set(names).size, names.length);
+  });
+
+  it('each image: info, map/read and check give exactly the expected outcome', async () => {
+    const failures: string[] = [];
+    for (const c of cases) {
+      try {
+        await checkCase(c);
+      } catch (e) {
+        failures.push(`${c.name} (${c.what}): ${(e as Error).message.split('\n').slice(0, 6).join(' | ')}`);
+      }
+    }
+    assert.deepEqual(failures, []);
+  });
+
+  it('the CLI prints one line and exits 2 on a failing read, check exits 1, and no run peaks above 150 MB', () => {
+    const failures: string[] = [];
+    for (const c of cases) {
+      try {
+        // GNU time's %M: the peak resident set in KiB, of node running the whole command.
+        const r = spawnSync('/usr/bin/time', ['-f', 'peak %M', process.execPath, CLI, 'read', c.image], { maxBuffer: 1 << 26 });
+        const stderr = r.stderr.toString();
+        const peak = Number(/peak (\d+)\s*$/.exec(stderr)?.[1]);
+        assert.ok(peak > 0 && peak < 150 * 1024, `peak ${peak} KiB`);
+        const message = stderr.replace(/(Command exited with non-zero status \d+\n)?peak \d+\s*$/, '');
+        if (c.read === 'ok') assert.equal(r.status, 0, message);
+        else {
+          assert.equal(r.status, 2, message);
+          assert.match(message, /^diskimg: [^\n]+\n$/);
+          assert.match(message, c.read.message);
+        }
+        const chk = runCli(['check', c.image, '--json']);
+        if ('code' in c.check) assert.equal(chk.code, 2, chk.stderr);
+        else assert.equal(chk.code, c.check.ok ? 0 : 1, chk.stderr + chk.stdout.toString());
+      } catch (e) {
+        failures.push(`${c.name}: ${(e as Error).message.split('\n')[0]}`);
+      }
+    }
+    assert.deepEqual(failures, []);
+  });
+});
