@@ -105,6 +105,7 @@ async function paint(browser: Browser, model: ImageModel, blocks: BlockData): Pr
       if (!file) return route.fulfill({ status: 404, body: '' });
       return route.fulfill({ contentType: file.endsWith('.js') ? 'text/javascript' : 'text/css', body: readFileSync(path.join(ROOT, 'dist', file)) });
     });
+    if (process.env.FIRSTPAINT_SHOT) await page.addInitScript('customElements.define = () => undefined;');
     await page.addInitScript(`(() => {
       window.__name = (f) => f;
       const vars = ${JSON.stringify(vars)};
@@ -129,6 +130,8 @@ async function paint(browser: Browser, model: ImageModel, blocks: BlockData): Pr
     await page.waitForFunction(() => document.body.dataset.heatmapMs !== undefined, undefined, { timeout: 60000 });
     // The frame holding the first draw painted (the webview marks it after the next frame).
     await page.waitForFunction(() => document.body.dataset.heatmapPaintedMs !== undefined, undefined, { timeout: 60000 });
+    // FIRSTPAINT_SHOT=DIR: what the first frame shows, before the component toolkit (kept from registering) upgrades the page.
+    if (process.env.FIRSTPAINT_SHOT) await page.screenshot({ path: path.join(process.env.FIRSTPAINT_SHOT, `first-frame-${model.overview.fileName}.png`) });
     if (cdp && profileDir) {
       const { profile } = await cdp.send('Profiler.stop');
       writeFileSync(path.join(profileDir, `webview-${Date.now()}.cpuprofile`), JSON.stringify(profile));
