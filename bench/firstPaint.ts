@@ -5,11 +5,12 @@
  * What code-server spends creating the webview frame is not ours and is not counted. Prints one JSON
  * line per run for bench/firstPaint.bench.mjs.
  */
-import { existsSync, readFileSync, renameSync } from 'fs';
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'fs';
 import * as path from 'path';
 import { openChain } from '../src/chain/chain';
 import { createChild } from '../src/chain/createChild';
 import { createImage } from '../src/format/vhd/create';
+import { getFormat } from '../src/format/registry';
 import { buildBlockData, buildImageModel } from '../src/extension/model';
 import type { Browser } from 'playwright-core';
 import { buildEditorHtml } from '../src/extension/html';
@@ -20,20 +21,47 @@ import { ROOT } from '../test/helpers/util';
 
 const MiB = 1024 * 1024;
 
-/** The e2e test's image: 1,048,576 BAT entries, a few blocks in the base and in the child. */
-async function bigChain(dir: string): Promise<string> {
-  const child = path.join(dir, 'paint-2t.vhd');
+const TiB2 = 2 * 1024 * 1024 * MiB;
+
+/**
+ * The 2 TiB images: a base with a few written blocks and a differencing child (overlay) over it
+ * with a few more, made once into the bench folder. VHD: 2 MiB blocks (1,048,576 BAT entries, the
+ * e2e test's image); VHDX: 1 MiB blocks (2,097,152 payload entries); qcow2: 64 KiB clusters
+ * (33,554,432 clusters, a 4096-entry L1), aggregated into cells by the block map.
+ */
+const IMAGES = {
+  vhd: { base: 'paint-2t-base.vhd', child: 'paint-2t.vhd', blockSize: 2 * MiB, make: (p: string) => createImage(p, { size: TiB2, exactSize: true }) },
+  vhdx: { base: 'paint-2t-base.vhdx', child: 'paint-2t.avhdx', blockSize: MiB, make: (p: string) => getFormat('vhdx').create(p, { size: TiB2, blockSize: MiB }) },
+  qcow2: { base: 'paint-2t-base.qcow2', child: 'paint-2t.qcow2', blockSize: 64 * 1024, make: (p: string) => getFormat('qcow2').create(p, { size: TiB2, blockSize: 64 * 1024 }) },
+};
+type Kind = keyof typeof IMAGES;
+
+async function bigChain(dir: string, kind: Kind): Promise<string> {
+  const spec = IMAGES[kind];
+  const child = path.join(dir, spec.child);
   if (existsSync(child)) return child;
-  const base = path.join(dir, 'paint-2t-base.vhd');
-  await createImage(base, { size: 2 * 1024 * 1024 * MiB, exactSize: true });
+  const base = path.join(dir, spec.base);
+  const blocks = TiB2 / spec.blockSize;
+  // The same places on every format: the first blocks, a few spread out, the last one.
+  const at = (f: number) => Math.min(blocks - 1, Math.floor(f * blocks)) * spec.blockSize;
+  rmSync(base, { force: true });
+  await spec.make(base);
   let c = await openChain(base, { writable: true });
-  for (const b of [0, 1, 77_777, 524_288, 1_048_575]) await c.write(b * 2 * MiB, Buffer.alloc(64 * 1024, 0x5a));
+  for (const f of [0, 1 / blocks, 0.0742, 0.5, 1]) await c.write(at(f), Buffer.alloc(Math.min(64 * 1024, spec.blockSize), 0x5a));
   await c.close();
-  await createChild(base, `${child}.tmp`);
-  c = await openChain(`${child}.tmp`, { writable: true });
-  for (const b of [2, 300_000, 999_999]) await c.write(b * 2 * MiB + 4096, Buffer.alloc(4096, 0xa5));
+  const tmp = path.join(dir, `tmp-${spec.child}`);
+  rmSync(tmp, { force: true });
+  await createChild(base, tmp);
+  c = await openChain(tmp, { writable: true });
+  for (const f of [2 / blocks, 0.2861, 0.9537]) await c.write(at(f) + 4096, Buffer.alloc(4096, 0xa5));
   await c.close();
-  renameSync(`${child}.tmp`, child);
+  if (kind !== 'vhdx') { renameSync(tmp, child); return child; }
+  // A VHDX child names its parent by path: make it under its final name.
+  rmSync(tmp);
+  await createChild(base, child);
+  c = await openChain(child, { writable: true });
+  for (const f of [2 / blocks, 0.2861, 0.9537]) await c.write(at(f) + 4096, Buffer.alloc(4096, 0xa5));
+  await c.close();
   return child;
 }
 
@@ -41,10 +69,11 @@ async function bigChain(dir: string): Promise<string> {
  * Opens the real webview bundle in the extension's HTML and CSP. The host's two messages (as
  * ImageDocument sends them: the owner map first, then every per-block array) are loaded, decoded
  * into typed arrays, by a script that runs before the webview's own; on its `ready` they are posted
- * with window.postMessage, a structured clone as VS Code delivers them. Playwright's argument
+ * with window.postMessage, their ArrayBuffers transferred as VS Code's webview messaging transfers them
+ * (extHostWebviewMessaging: each ArrayBuffer travels as binary and is handed to the frame as a transfer). Playwright's argument
  * serializer takes seconds for megabytes, so it must stay out of the measured path.
  */
-async function paint(browser: Browser, model: ImageModel, blocks: BlockData): Promise<{ webviewMs: number; initAtMs: number }> {
+async function paint(browser: Browser, model: ImageModel, blocks: BlockData): Promise<{ webviewMs: number; initAtMs: number; paintedMs: number }> {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   try {
     const { html, nonce } = buildEditorHtml({ cspSource: ORIGIN, scriptUri: `${ORIGIN}/webview.js`, styleUri: `${ORIGIN}/webview.css`, title: model.overview.fileName });
@@ -76,11 +105,16 @@ async function paint(browser: Browser, model: ImageModel, blocks: BlockData): Pr
       if (!file) return route.fulfill({ status: 404, body: '' });
       return route.fulfill({ contentType: file.endsWith('.js') ? 'text/javascript' : 'text/css', body: readFileSync(path.join(ROOT, 'dist', file)) });
     });
+    if (process.env.FIRSTPAINT_SHOT) await page.addInitScript('customElements.define = () => undefined;');
     await page.addInitScript(`(() => {
       window.__name = (f) => f;
       const vars = ${JSON.stringify(vars)};
       window.acquireVsCodeApi = () => ({
-        postMessage: (m) => { if (m && m.type === 'ready') for (const msg of window.__hostMessages) window.postMessage(msg, '*'); },
+        postMessage: (m) => {
+          if (!m || m.type !== 'ready') return;
+          const buffers = (v, out) => { if (ArrayBuffer.isView(v)) out.add(v.buffer); else if (v && typeof v === 'object') for (const x of Object.values(v)) buffers(x, out); return out; };
+          for (const msg of window.__hostMessages) window.postMessage(msg, '*', [...buffers(msg, new Set())]);
+        },
         getState: () => undefined, setState: () => {},
       });
       document.addEventListener('DOMContentLoaded', () => {
@@ -88,32 +122,50 @@ async function paint(browser: Browser, model: ImageModel, blocks: BlockData): Pr
         document.body.classList.add('vscode-dark');
       });
     })();`);
+    // FIRSTPAINT_PROFILE=DIR: a V8 CPU profile of the page from navigation to first draw, one file per run.
+    const profileDir = process.env.FIRSTPAINT_PROFILE;
+    const cdp = profileDir ? await page.context().newCDPSession(page) : null;
+    if (cdp) { await cdp.send('Profiler.enable'); await cdp.send('Profiler.setSamplingInterval', { interval: 200 }); await cdp.send('Profiler.start'); }
     await page.goto(`${ORIGIN}/index.html`);
     await page.waitForFunction(() => document.body.dataset.heatmapMs !== undefined, undefined, { timeout: 60000 });
-    return await page.evaluate(() => ({ webviewMs: Number(document.body.dataset.heatmapMs), initAtMs: Number(document.body.dataset.initAt) }));
+    // The frame holding the first draw painted (the webview marks it after the next frame).
+    await page.waitForFunction(() => document.body.dataset.heatmapPaintedMs !== undefined, undefined, { timeout: 60000 });
+    // FIRSTPAINT_SHOT=DIR: what the first frame shows, before the component toolkit (kept from registering) upgrades the page.
+    if (process.env.FIRSTPAINT_SHOT) await page.screenshot({ path: path.join(process.env.FIRSTPAINT_SHOT, `first-frame-${model.overview.fileName}.png`) });
+    if (cdp && profileDir) {
+      const { profile } = await cdp.send('Profiler.stop');
+      writeFileSync(path.join(profileDir, `webview-${Date.now()}.cpuprofile`), JSON.stringify(profile));
+    }
+    return await page.evaluate(() => ({ webviewMs: Number(document.body.dataset.heatmapMs), initAtMs: Number(document.body.dataset.initAt), paintedMs: Number(document.body.dataset.heatmapPaintedMs) }));
   } finally {
     await page.close();
   }
 }
 
 async function main(): Promise<void> {
-  const [dir, runsArg] = process.argv.slice(2);
+  const [dir, runsArg, kindsArg] = process.argv.slice(2);
   const runs = Number(runsArg ?? 7);
-  const image = await bigChain(dir);
+  const kinds = (kindsArg ?? 'vhd').split(',') as Kind[];
+  const images = new Map<Kind, string>();
+  for (const k of kinds) images.set(k, await bigChain(dir, k));
   const browser = await launchChromium();
   try {
+    // Formats interleaved run by run, so each sees the same machine.
     for (let i = 0; i < runs; i++) {
-      const t0 = performance.now();
-      const chain = await openChain(image, { tolerant: true });
-      const t1 = performance.now();
-      const model = await buildImageModel(chain, false);
-      const t2 = performance.now();
-      const blocks = await buildBlockData(chain);
-      const t3 = performance.now();
-      const { webviewMs, initAtMs } = await paint(browser, model, blocks);
-      await chain.close();
-      const phases = { openMs: t1 - t0, modelMs: t2 - t1, blocksMs: t3 - t2, webviewMs };
-      console.log(JSON.stringify({ ...phases, initAtMs, totalMs: phases.openMs + phases.modelMs + phases.blocksMs + webviewMs }));
+      for (const kind of kinds) {
+        const t0 = performance.now();
+        const chain = await openChain(images.get(kind)!, { tolerant: true });
+        const t1 = performance.now();
+        const model = await buildImageModel(chain, false);
+        const t2 = performance.now();
+        const blocks = await buildBlockData(chain);
+        const t3 = performance.now();
+        const { webviewMs, initAtMs, paintedMs } = await paint(browser, model, blocks);
+        await chain.close();
+        const phases = { openMs: t1 - t0, modelMs: t2 - t1, blocksMs: t3 - t2, webviewMs };
+        // The total counts to the frame holding the first draw painted (what the user sees).
+        console.log(JSON.stringify({ kind, cells: blocks.blockCount, ...phases, initAtMs, paintedMs, totalMs: phases.openMs + phases.modelMs + phases.blocksMs + paintedMs }));
+      }
     }
   } finally {
     await browser.close();

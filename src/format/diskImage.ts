@@ -133,6 +133,12 @@ export interface DiskImage {
    * map's "zero" state. Absent: formats without such blocks.
    */
   isBlockZero?(block: number): boolean;
+  /**
+   * The first block at or after `from` that isBlockAllocated is true of, or -1: lets maps over
+   * millions of mostly empty blocks skip the empty ones in one pass over the table. Absent: callers
+   * ask isBlockAllocated block by block.
+   */
+  nextAllocatedBlock?(from: number): number;
   /** File offset of the block's data (for the editor), or null when it is not allocated. */
   blockFileOffset(block: number): number | null;
   /** Splits [offset, offset+length) into ranges this layer holds or not, adjacent equal runs merged. */

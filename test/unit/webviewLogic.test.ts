@@ -2,8 +2,8 @@ import { strict as assert } from 'assert';
 import { changedBlocks, parseWebviewMessage } from '../../src/protocol';
 import { makePalette, mix, over, pack, parseColor } from '../../webview/heatmap/colors';
 import { blockAt, blockRanges, cellOrigin, contentHeight, fitLayout, makeLayout, reveal, zoom } from '../../webview/heatmap/layout';
-import { cellColor, HeatmapData, NO_OWNER, rangeSegments, renderHeatmap } from '../../webview/heatmap/render';
-import { formatBytes, hexDump, locate, parseNumber, percent } from '../../webview/format';
+import { cellColor, cellOwners, HeatmapData, NO_OWNER, rangeSegments, renderHeatmap } from '../../webview/heatmap/render';
+import { formatBytes, formatInt, hexDump, locate, parseNumber, percent } from '../../webview/format';
 import { rng } from '../helpers/util';
 
 const VARS: Record<string, string> = {
@@ -163,9 +163,56 @@ describe('webview logic: colours and painting', () => {
     assert.ok(Date.now() - t < 5000, `${Date.now() - t} ms`);
     assert.equal(out[0], pack(palette.owners[0]), 'cell 0 holds block 0 (owned)');
   });
+
+  it('owner mode through per-layer searches paints exactly what the per-block loop paints', () => {
+    const r = rng(15);
+    for (const [n, owned, w, h, scroll] of [[1_048_576, 40, 700, 260, 0], [100_000, 3000, 300, 200, 0], [5000, 4000, 120, 90, 30], [777, 5, 64, 64, 0]]) {
+      const layers = 4;
+      const owner = new Uint16Array(n).fill(NO_OWNER);
+      // Some owned blocks held as zeros (qcow2 zero clusters): such cells take the "zero" colour.
+      const zero = new Uint8Array(n);
+      for (let k = 0; k < owned; k++) {
+        const i = Math.floor(r() * n);
+        owner[i] = Math.floor(r() * layers);
+        if (r() < 0.3) zero[i] = 1;
+      }
+      const plain: HeatmapData = { blockCount: n, allocated: new Uint8Array(0), fill: new Uint8Array(0), owner, zero, changed: null };
+      const searched: HeatmapData = { ...plain, layerCount: layers };
+      const fit = fitLayout(n, w, h, 24);
+      const l = makeLayout(n, w, h, fit.blocksPerCell, fit.cellPx, scroll);
+      const a = new Uint32Array(w * h);
+      const b = new Uint32Array(w * h);
+      renderHeatmap(a, l, plain, 'owner', palette);
+      renderHeatmap(b, l, searched, 'owner', palette);
+      assert.deepEqual(b, a, `${n} blocks, ${owned} owned`);
+      // Each cell's searched owner is the lowest layer among its blocks.
+      const found = cellOwners(searched, l.blocksPerCell, 0, Math.ceil(n / l.blocksPerCell));
+      if (found) {
+        const owned: number[] = [];
+        for (let c = 0; c < found.owners.length; c++) {
+          let best = NO_OWNER;
+          for (let i = c * l.blocksPerCell; i < Math.min(n, (c + 1) * l.blocksPerCell); i++) best = Math.min(best, owner[i]);
+          assert.equal(found.owners[c], best, `cell ${c}`);
+          if (best !== NO_OWNER) owned.push(c);
+        }
+        assert.deepEqual(found.owned, owned);
+      }
+    }
+    // A dense map is left to the plain loop, as is one whose layer count is not known.
+    const dense = data(10_000, 1);
+    assert.equal(cellOwners({ ...dense, layerCount: 1 }, 1, 0, 10_000), null);
+    assert.equal(cellOwners(dense, 1, 0, 10_000), null);
+  });
 });
 
 describe('webview logic: formatting, go-to and protocol handling', () => {
+  it('groups integers as en-US does', () => {
+    for (const n of [0, 7, 999, 1000, -1000, 65_536, 1_048_576, 2_097_152, 33_554_432, -123_456_789, 2 ** 41, Number.MAX_SAFE_INTEGER]) {
+      assert.equal(formatInt(n), n.toLocaleString('en-US'), String(n));
+    }
+    assert.equal(formatInt(1234.5), (1234.5).toLocaleString('en-US'));
+  });
+
   it('parses numbers and locates LBAs and offsets', () => {
     assert.equal(parseNumber('0x200'), 512);
     assert.equal(parseNumber('2M'), 2 * 1048576);

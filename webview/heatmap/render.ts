@@ -16,6 +16,34 @@ export interface HeatmapData {
   changed: Uint8Array | null;
   /** Timeline mode: per block, when it was last written in the brushed range, 0 (oldest) to 1 (newest); -1 not written. */
   age?: Float32Array | null;
+  /** Layers in the chain: lets owner mode find owned blocks layer by layer with native searches. */
+  layerCount?: number;
+}
+
+/**
+ * Owner mode over cells [firstCell, endCell): each cell's topmost owner, found per layer with the
+ * typed array's native indexOf, so the empty stretches of a sparse 2 TiB map (1,048,576+ blocks)
+ * cost no JavaScript per block on the first draw, before the JIT has warmed up. Null when the
+ * layer count is unknown or the map is dense enough that the plain loop is as fast.
+ */
+export function cellOwners(d: HeatmapData, blocksPerCell: number, firstCell: number, endCell: number): { owners: Uint16Array; owned: number[] } | null {
+  if (!d.layerCount || d.layerCount > 64) return null;
+  const out = new Uint16Array(Math.max(0, endCell - firstCell)).fill(NO_OWNER);
+  // The cells (relative to firstCell) that got an owner, ascending.
+  const owned: number[] = [];
+  const from = firstCell * blocksPerCell;
+  const to = Math.min(d.blockCount, endCell * blocksPerCell);
+  let budget = Math.max(64, (to - from) >> 4);
+  for (let layer = 0; layer < d.layerCount; layer++) {
+    for (let i = d.owner.indexOf(layer, from); i >= 0 && i < to; i = d.owner.indexOf(layer, i + 1)) {
+      if (--budget < 0) return null;
+      const c = Math.floor(i / blocksPerCell) - firstCell;
+      if (out[c] === NO_OWNER) owned.push(c);
+      if (layer < out[c]) out[c] = layer;
+    }
+  }
+  owned.sort((a, b) => a - b);
+  return { owners: out, owned };
 }
 
 /** The packed colour of the cell covering blocks [first, end). */
@@ -92,23 +120,49 @@ export function renderHeatmap(out: Uint32Array, l: Layout, d: HeatmapData, mode:
   const marks: number[] = [];
   const firstRow = Math.floor(l.scrollY / px);
   const lastRow = Math.min(l.rows - 1, Math.floor((l.scrollY + l.height - 1) / px));
-  for (let row = firstRow; row <= lastRow; row++) {
+  const found = mode === 'owner' ? cellOwners(d, l.blocksPerCell, firstRow * l.cols, (lastRow + 1) * l.cols) : null;
+  const owners = found?.owners ?? null;
+  const paintCell = (col: number, row: number, color: number) => {
+    const x0 = col * px;
     const y0 = row * px - l.scrollY;
+    const ys = Math.max(0, y0);
+    const ye = Math.min(l.height, y0 + px - gap);
+    const xe = Math.min(l.width, x0 + px - gap);
+    for (let y = ys; y < ye; y++) out.fill(color, y * l.width + x0, y * l.width + xe);
+    if (px < 3 && color !== emptyColor) marks.push(x0, y0, color);
+  };
+  if (found && gap === 0 && !flash) {
+    // Cells without gaps: each row of cells is one band, painted empty with a native fill per pixel
+    // row; then only the owned cells, in cell order (their marks overlap as the plain loop's do).
+    const firstCell = firstRow * l.cols;
+    const cells = Math.ceil(d.blockCount / l.blocksPerCell);
+    for (let row = firstRow; row <= lastRow && row * l.cols < cells; row++) {
+      const xe = Math.min(l.width, Math.min(l.cols, cells - row * l.cols) * px);
+      const y0 = row * px - l.scrollY;
+      for (let y = Math.max(0, y0); y < Math.min(l.height, y0 + px); y++) out.fill(emptyColor, y * l.width, y * l.width + xe);
+    }
+    // An owned cell's colour as the plain loop gives it (its owner's, or "zero").
+    for (const rc of found.owned) {
+      const cell = firstCell + rc;
+      const first = cell * l.blocksPerCell;
+      paintCell(cell % l.cols, Math.floor(cell / l.cols), cellColor(d, mode, first, Math.min(d.blockCount, first + l.blocksPerCell), p));
+    }
+  } else for (let row = firstRow; row <= lastRow; row++) {
     for (let col = 0; col < l.cols; col++) {
       const cell = row * l.cols + col;
       const first = cell * l.blocksPerCell;
       if (first >= d.blockCount) { row = lastRow; break; }
       const end = Math.min(d.blockCount, first + l.blocksPerCell);
-      let color = cellColor(d, mode, first, end, p);
+      let color: number;
+      if (owners && owners[cell - firstRow * l.cols] === NO_OWNER) {
+        color = emptyColor;
+      } else {
+        color = cellColor(d, mode, first, end, p);
+      }
       if (flash) {
         for (let i = first; i < end; i++) if (flash[i]) { color = flashColor; break; }
       }
-      const x0 = col * px;
-      const ys = Math.max(0, y0);
-      const ye = Math.min(l.height, y0 + px - gap);
-      const xe = Math.min(l.width, x0 + px - gap);
-      for (let y = ys; y < ye; y++) out.fill(color, y * l.width + x0, y * l.width + xe);
-      if (px < 3 && color !== emptyColor) marks.push(x0, y0, color);
+      paintCell(col, row, color);
     }
   }
   for (let i = 0; i < marks.length; i += 3) {

@@ -22,6 +22,8 @@ export class HeatmapView {
   private flashMask: Uint8Array | null = null;
   private flashTimer: number | undefined;
   private pending = false;
+  /** Something changed since the last draw (a scheduled frame with nothing new does not redraw). */
+  private dirty = false;
   private drag: { y: number; scroll: number; moved: boolean } | null = null;
   private hoverFn: (block: number | null, ev: MouseEvent) => void = () => undefined;
   private clickFn: (block: number) => void = () => undefined;
@@ -116,9 +118,15 @@ export class HeatmapView {
   private resize(): void { this.schedule(); }
 
   private schedule(): void {
+    this.dirty = true;
     if (this.pending) return;
     this.pending = true;
-    requestAnimationFrame(() => { this.pending = false; this.draw(); });
+    requestAnimationFrame(() => { this.pending = false; if (this.dirty) this.draw(); });
+  }
+
+  /** Draws now, in this task (the first paint: no wait for the next frame's callbacks). */
+  drawNow(): void {
+    this.draw();
   }
 
   private ensureLayout(): Layout | null {
@@ -160,6 +168,7 @@ export class HeatmapView {
   }
 
   private draw(): void {
+    this.dirty = false;
     const l = this.ensureLayout();
     if (!l || !this.data) return;
     const img = this.ctx.createImageData(l.width, l.height);

@@ -44,13 +44,18 @@ export function clear(e: Element): void {
 export interface TabSpec<T extends string> {
   id: T;
   label: string;
-  content: HTMLElement;
+  /** Null: the view is built later and placed with setContent. */
+  content: HTMLElement | null;
 }
 
 export interface Tabs<T extends string> {
   element: HTMLElement;
   select(id: T): void;
   onChange(fn: (id: T) => void): void;
+  /** Puts a view built later into its tab. */
+  setContent(id: T, content: HTMLElement): void;
+  /** Which view shows before the toolkit's components are registered (styled in editor.css). */
+  showBeforeComponents(id: T): void;
 }
 
 export function tabs<T extends string>(specs: Array<TabSpec<T>>, initial: T): Tabs<T> {
@@ -67,7 +72,7 @@ export function tabs<T extends string>(specs: Array<TabSpec<T>>, initial: T): Ta
     const view = document.createElement('vscode-panel-view');
     view.id = `view-${s.id}`;
     view.className = 'tab-view';
-    view.appendChild(s.content);
+    if (s.content) view.appendChild(s.content);
     panels.appendChild(view);
   }
   panels.setAttribute('activeid', `tab-${initial}`);
@@ -81,6 +86,11 @@ export function tabs<T extends string>(specs: Array<TabSpec<T>>, initial: T): Ta
     element: panels,
     select: (id) => { (panels as unknown as { activeid: string }).activeid = `tab-${id}`; panels.setAttribute('activeid', `tab-${id}`); },
     onChange: (fn) => { listeners.push(fn); },
+    setContent: (id, content) => { panels.querySelector(`#view-${id}`)?.appendChild(content); },
+    showBeforeComponents: (id) => {
+      for (const v of Array.from(panels.querySelectorAll('vscode-panel-view'))) v.classList.toggle('before-components', v.id === `view-${id}`);
+      for (const t of Array.from(panels.querySelectorAll('vscode-panel-tab'))) t.classList.toggle('before-components', t.id === `tab-${id}`);
+    },
   };
 }
 

@@ -399,6 +399,19 @@ export class Qcow2Image implements DiskImage {
     return this.clusterKind(block) !== ClusterKind.Unallocated;
   }
 
+  nextAllocatedBlock(from: number): number {
+    this.requireBlocks();
+    // Whole L2 tables that are absent are skipped at once (a 2 TiB image has 33,554,432 clusters).
+    const per = this.l2Entries;
+    for (let b = Math.max(0, from); b < this.blockCount;) {
+      const slot = this.slots[Math.floor(b / per)];
+      if (!slot) { b = (Math.floor(b / per) + 1) * per; continue; }
+      const end = Math.min(this.blockCount, (Math.floor(b / per) + 1) * per);
+      for (; b < end; b++) if (slot.kinds[b % per] !== ClusterKind.Unallocated) return b;
+    }
+    return -1;
+  }
+
   /** Zero cluster, or (extended L2) some subclusters zero and none with data: this layer adds only zeros. */
   isBlockZero(block: number): boolean {
     const kind = this.clusterKind(block);

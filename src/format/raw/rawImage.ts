@@ -70,6 +70,10 @@ export class RawImage implements DiskImage {
     return Math.ceil(this.virtualSize / RAW_BLOCK_SIZE);
   }
 
+  nextAllocatedBlock(from: number): number {
+    return from < this.blockCount ? Math.max(0, from) : -1;
+  }
+
   isBlockAllocated(block: number): boolean {
     return block >= 0 && block < this.blockCount;
   }

@@ -21,6 +21,12 @@ export class Bat {
     return new Bat(entries);
   }
 
+  /** Takes over `table`, read from the file as is (big-endian), swapping it in place on little-endian hosts. */
+  static fromBigEndian(table: Uint32Array): Bat {
+    if (new Uint8Array(new Uint32Array([1]).buffer)[0] === 1) Buffer.from(table.buffer, table.byteOffset, table.byteLength).swap32();
+    return new Bat(table);
+  }
+
   static empty(count: number): Bat {
     return new Bat(new Uint32Array(count).fill(BAT_UNUSED));
   }
@@ -33,6 +39,13 @@ export class Bat {
   blockOffset(block: number): number {
     const s = block < this.entries.length ? this.entries[block] : BAT_UNUSED;
     return s === BAT_UNUSED ? -1 : s * 512;
+  }
+
+  /** The first allocated block at or after `from`, or -1. */
+  nextAllocated(from: number): number {
+    const e = this.entries;
+    for (let i = Math.max(0, from); i < e.length; i++) if (e[i] !== BAT_UNUSED) return i;
+    return -1;
   }
 
   allocatedCount(): number {

@@ -98,8 +98,7 @@ export function describeVhdxHeader(img: VhdxImage): HeaderDescription {
 
 function stateCounts(img: VhdxImage): string {
   const counts = new Map<number, number>();
-  const byState = new Uint32Array(8);
-  for (let b = 0; b < img.blockCount; b++) byState[img.blockState(b) & 7]++;
+  const byState = img.payloadStateCounts();
   byState.forEach((n, st) => { if (n) counts.set(st, n); });
   return [...counts.entries()].sort((a, b) => a[0] - b[0]).map(([s, n]) => `${n} ${PAYLOAD_STATE_NAMES[s] ?? `state ${s}`}`).join(', ');
 }
