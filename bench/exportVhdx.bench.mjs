@@ -13,7 +13,7 @@ export default async function ({ root }) {
   const outOurs = join(d, 'export-vhdx-ours.raw');
   const outQemu = join(d, 'export-vhdx-qemu.raw');
   const cli = join(root, 'dist', 'cli.js');
-  const [ours, qemu] = compare(5, [
+  const [ours, qemu] = compare(9, [
     () => timed(process.execPath, [cli, 'export', img, outOurs]),
     () => timed('qemu-img', ['convert', '-f', 'vhdx', '-O', 'raw', img, outQemu]),
   ], () => { rmSync(outOurs, { force: true }); rmSync(outQemu, { force: true }); });

@@ -3,6 +3,7 @@ import { DiskImageError } from '../format/errors';
 import { testBit } from '../format/bitmap';
 import { Chain, openChain, readThrough } from './chain';
 import { OperationOptions, throwIfCancelled } from './progress';
+import { asReadError, runPipeline } from './stream';
 
 /** A byte range of the virtual disk (sector-granular, coalesced). */
 export interface DiffRange {
@@ -88,6 +89,15 @@ class RangeCollector {
       }
       if (runStart >= 0) this.add(base + runStart, Math.min(base + pe, limit));
     }
+  }
+}
+
+/** Reads a chain's virtual range; a failure names the image and the virtual offset. */
+async function readSide(chain: Chain, offset: number, target: Buffer): Promise<void> {
+  try {
+    await chain.read(offset, target);
+  } catch (e) {
+    throw asReadError(chain.top.path, offset, target.length, e);
   }
 }
 
@@ -249,13 +259,13 @@ export async function diffChains(a: Chain, b: Chain, options: OperationOptions =
   const path = a.top.path;
 
   // Segments to compare: the needed runs, cut at CHUNK bytes.
-  function* segments(): Generator<{ start: number; end: number }> {
+  function* segments(): Generator<{ start: number; end: number; offset: number; length: number }> {
     for (let i = 0; i < needed.start.length; i++) {
       let start = needed.start[i] * unit;
       const runEnd = Math.min(needed.end[i] * unit, size);
       while (start < runEnd) {
         const end = Math.min(runEnd, start + CHUNK);
-        yield { start, end };
+        yield { start, end, offset: start, length: end - start };
         start = end;
       }
     }
@@ -266,46 +276,30 @@ export async function diffChains(a: Chain, b: Chain, options: OperationOptions =
   for (let i = 0; i < needed.start.length && longest < CHUNK; i++) {
     longest = Math.max(longest, Math.min(needed.end[i] * unit, size) - needed.start[i] * unit);
   }
-  const bufSize = Math.min(CHUNK, longest);
-  // DEPTH segments in flight (both sides read in parallel) while the oldest is compared.
-  const bufs = Array.from({ length: DEPTH + 1 }, () => [Buffer.allocUnsafe(bufSize), Buffer.allocUnsafe(bufSize)]);
-  let slot = 0;
-  const read = async (seg: { start: number; end: number }) => {
-    const len = seg.end - seg.start;
-    const pair = bufs[slot++ % bufs.length];
-    const ba = pair[0].subarray(0, len);
-    const bb = pair[1].subarray(0, len);
-    await Promise.all([a.read(seg.start, ba), b.read(seg.start, bb)]);
-    return { seg, ba, bb };
-  };
-  const it = segments();
-  const queue: Array<ReturnType<typeof read>> = [];
-  const fill = () => {
-    while (queue.length < DEPTH) {
-      const n = it.next();
-      if (n.done) return;
-      const pending = read(n.value);
-      // Handled here so a read that fails while an earlier one is awaited is not an unhandled
-      // rejection; the failure still surfaces when this one is awaited in turn.
-      pending.catch(() => undefined);
-      queue.push(pending);
-    }
-  };
-  fill();
-  try {
-    while (queue.length > 0) {
-      throwIfCancelled(options.signal, path);
-      const cur = await queue.shift()!;
-      fill();
-      const len = cur.seg.end - cur.seg.start;
+  const segLen = Math.min(CHUNK, longest);
+  // The shared pipeline (stream.ts): each buffer holds a segment of both sides (a, then b), read in
+  // parallel; DEPTH segments in flight while the oldest is compared, in order.
+  await runPipeline(segments(), {
+    bufferSize: 2 * segLen,
+    depth: DEPTH + 1,
+    file: path,
+    signal: options.signal,
+    read: async (seg, buffer) => {
+      const len = seg.end - seg.start;
+      await Promise.all([
+        readSide(a, seg.start, buffer.subarray(0, len)),
+        readSide(b, seg.start, buffer.subarray(segLen, segLen + len)),
+      ]);
+    },
+    consume: (seg, buffer) => {
+      const len = seg.end - seg.start;
+      const ba = buffer.subarray(0, len);
+      const bb = buffer.subarray(segLen, segLen + len);
       compared += len;
-      if (!cur.ba.equals(cur.bb)) out.compare(cur.ba, cur.bb, cur.seg.start, 0, len, size);
-      options.onProgress?.(cur.seg.end, size);
-    }
-  } finally {
-    // Let reads still in flight finish before the caller closes the files.
-    await Promise.allSettled(queue);
-  }
+      if (!ba.equals(bb)) out.compare(ba, bb, seg.start, 0, len, size);
+      options.onProgress?.(seg.end, size);
+    },
+  });
   options.onProgress?.(size, size);
 
   const minSize = Math.min(sizeA, sizeB);
