@@ -75,7 +75,9 @@ export class HttpSource implements ByteSource {
   /** Buffers of bodies no longer held, for the next requests. */
   private readonly spare: Buffer[] = [];
   private readonly inflight = new Map<number, Promise<void>>();
-  private lastChunk = -1;
+  /** Last chunk read; -2 at first, so the first read (a format probe at 0) starts no read-ahead. */
+  private lastChunk = -2;
+  isHeld?: (offset: number) => boolean;
   private closed = false;
   private readonly ca: Buffer | undefined;
   /** The plain-HTTP client that reads bodies in place (null for https, or once a server needed Node's). */
@@ -127,8 +129,19 @@ export class HttpSource implements ByteSource {
     // A reader going forward gets the next chunks fetched while it works on these.
     const sequential = first === this.lastChunk || first === this.lastChunk + 1;
     this.lastChunk = last;
-    const want = sequential ? Math.min(last + READ_AHEAD_CHUNKS, Math.floor((this.size - 1) / HTTP_CHUNK)) : last;
-    this.fetchMissing(first, want);
+    this.fetchMissing(first, last);
+    if (sequential) {
+      const ahead = Math.min(last + READ_AHEAD_CHUNKS, Math.floor((this.size - 1) / HTTP_CHUNK));
+      // Chunks a cache already holds are not fetched again; the ones between are.
+      let c = last + 1;
+      while (c <= ahead) {
+        while (c <= ahead && this.isHeld?.(c * HTTP_CHUNK)) c++;
+        let e = c;
+        while (e + 1 <= ahead && !this.isHeld?.((e + 1) * HTTP_CHUNK)) e++;
+        if (c <= ahead) this.fetchMissing(c, e);
+        c = e + 1;
+      }
+    }
     for (let c = first; c <= last; c++) {
       let held = this.chunks.get(c);
       while (!held) {

@@ -64,6 +64,8 @@ let bootIdMemo: string | null = null;
 /** This boot's id: page-cache contents written in it are there for every reader until the next boot. */
 function bootId(): string {
   if (bootIdMemo === null) {
+    // DISKIMG_BOOT_ID stands for the kernel's (tests play a reboot with it).
+    if (process.env.DISKIMG_BOOT_ID !== undefined) return process.env.DISKIMG_BOOT_ID.slice(0, 36);
     try {
       bootIdMemo = readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim().slice(0, 36);
     } catch {
@@ -291,7 +293,10 @@ export class CachedSource implements ByteSource {
         throw new DiskImageError(path, 'the parent cache changed while it was opened', undefined, undefined, 'ECACHE');
       }
       const source = new CachedSource(path, fd, header, state, openRemote);
-      if (remote && remote.validator === header.validator && remote.size === header.size) source.remote = remote;
+      if (remote && remote.validator === header.validator && remote.size === header.size) {
+        source.remote = remote;
+        remote.isHeld = (offset) => source.has(Math.floor(offset / header.chunk));
+      }
       else await remote?.close();
       return source;
     } catch (e) {
@@ -308,6 +313,7 @@ export class CachedSource implements ByteSource {
   private async server(): Promise<ByteSource> {
     if (this.remote) return this.remote;
     this.opening ??= this.openRemote().then(async (r) => {
+      r.isHeld = (offset) => this.has(Math.floor(offset / this.header.chunk));
       if (r.validator !== this.header.validator || r.size !== this.header.size) {
         await r.close();
         throw new DiskImageError(this.header.location, `parent changed on the server since it was cached (validator ${this.header.validator || 'none'}, now ${r.validator || 'none'}; size ${this.header.size}, now ${r.size}); cache ${this.path}`, undefined, undefined, 'ECHANGED');
