@@ -9,6 +9,7 @@
 import type { HeaderField, ChecksumCheck } from './format/headerFields';
 import type { Partition } from './chain/partitions';
 import type { BlockMap } from './chain/blockMap';
+import type { ParentSource } from './chain/parentSource';
 
 export type DiskTypeLabel = 'fixed' | 'dynamic' | 'differencing';
 
@@ -46,6 +47,8 @@ export interface ChainLayerModel {
   /** What this layer records of its parent (differencing only). */
   parentUuid: string | null;
   parentName: string | null;
+  /** Where the parent's bytes come from when it is on a server, a raw file or a block device (else null). */
+  parentSource?: ParentSource | null;
   /** Link from this layer to the next one down; null for the last layer when it has no parent. */
   link: null | {
     resolvedPath: string | null;

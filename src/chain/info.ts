@@ -3,6 +3,7 @@ import { getFormat } from '../format/registry';
 import { isRemoteLocation } from '../io/byteSource';
 import { cacheStatus, parentCachePath } from '../io/parentCache';
 import { Chain, openChain } from './chain';
+import { describeParentSource, ParentSource } from './parentSource';
 
 /**
  * The `diskimg info --json` object: this image, its parent link, and the chain as far as it
@@ -31,6 +32,8 @@ export interface ImageInfo {
       problem: string | null;
       cache: { path: string; cachedBytes: number; size: number; fill: number } | null;
     };
+    /** A parent on a server, a raw file or a block device (see parentSource.ts); null for an image file. */
+    source?: ParentSource | null;
   };
   /**
    * Each layer. A layer that is not an image file of its own (a raw file, a block device) adds
@@ -67,6 +70,7 @@ function describeChain(chain: Chain): ImageDescription {
         locators: img.parent.locators.map((l) => ({ ...l })),
         resolvedPath: link?.resolution.resolvedPath ?? null,
         ...remoteParent(chain),
+        source: describeParentSource(chain),
       }
       : null,
     chain: chain.layers.map((l) => {

@@ -53,7 +53,8 @@ export class ImageDocument implements vscode.CustomDocument {
 
   private async load(): Promise<DocumentState> {
     const t0 = Date.now();
-    const chain = await openChain(this.path, { tolerant: true });
+    // A parent on a server is read through its cache next to the child: the editor reads it often.
+    const chain = await openChain(this.path, { tolerant: true, cache: true });
     try {
       const t1 = Date.now();
       const model = await buildImageModel(chain, this.canWrite());

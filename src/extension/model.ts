@@ -3,6 +3,7 @@ import * as nodePath from 'path';
 import { Buffer } from 'buffer';
 import { BlockMap, buildBlockMap } from '../chain/blockMap';
 import { Chain, openChain } from '../chain/chain';
+import { describeParentSource } from '../chain/parentSource';
 import { creatorLabel, describeHeader } from '../chain/headerFields';
 import { readPartitionTable } from '../chain/partitions';
 import { DiskImage } from '../format/diskImage';
@@ -58,6 +59,7 @@ function chainLayers(chain: Chain): ChainLayerModel[] {
       uuid: l.uuid,
       parentUuid: l.diskType === 'differencing' ? l.parent?.uuid ?? null : null,
       parentName: l.parent?.name ?? null,
+      parentSource: describeParentSource(chain, i),
       link: link ? {
         resolvedPath: link.resolution.resolvedPath,
         via: link.resolution.via,

@@ -15,6 +15,11 @@ export interface ByteSource {
   readonly mtime: Date | null;
   /** Fills `target` from `offset` (never past `size`); returns the bytes read. */
   read(offset: number, target: Uint8Array): Promise<number>;
+  /**
+   * Set by a cache over this source: true for a byte offset it already holds, so read-ahead does
+   * not fetch it again.
+   */
+  isHeld?: (offset: number) => boolean;
   /** Requests made to the server so far (the cache's tests and the bench count them). */
   readonly requests: number;
   close(): Promise<void>;

@@ -2,16 +2,25 @@
 import * as http from 'http';
 import * as https from 'https';
 import { DiskImageError } from '../format/errors';
+import { readFileSync } from 'fs';
 import { ByteSource } from './byteSource';
+import { WireBroken, WirePool, WireUnsupported } from './httpWire';
 
 /** Reads are fetched in aligned runs of this size: small reads of a chain become ≥ 1 MiB requests. */
 export const HTTP_CHUNK = 1024 * 1024;
 /** Longest single request (consecutive missing chunks are coalesced up to this). */
-const MAX_REQUEST = 8 * HTTP_CHUNK;
-/** Chunks kept in memory (most recent first out): a full sequential read stays bounded. */
-const MEMORY_CHUNKS = 32;
-/** Chunks fetched ahead of a sequential reader. */
-const READ_AHEAD_CHUNKS = 8;
+const MAX_REQUEST = 4 * HTTP_CHUNK;
+/** Chunks kept in memory (oldest first out): a full sequential read stays bounded. */
+const MEMORY_CHUNKS = 24;
+/**
+ * Chunks fetched ahead of a sequential reader: with 4 MiB requests that is several requests in
+ * flight, so a server's per-request latency is paid once, not once per request.
+ */
+const READ_AHEAD_CHUNKS = 12;
+/** Sockets per server: one per request in flight. */
+const MAX_SOCKETS = 6;
+/** Used body buffers kept for reuse. */
+const SPARE_BODIES = 8;
 const TRIES = 5;
 
 function envNumber(name: string, fallback: number): number {
@@ -22,14 +31,57 @@ function envNumber(name: string, fallback: number): number {
 /** A failure worth another try (the server or the network hiccupped), with its one-line reason. */
 class Transient extends Error {}
 
+/**
+ * One answered request's body as the socket delivered it (no joining copy): the pieces and where
+ * each starts, so a read copies straight from them into its target.
+ */
+class Body {
+  /** Chunks in the memory map that point into this body; at 0 its buffer can be used again. */
+  holders = 0;
+
+  constructor(readonly pieces: Buffer[], readonly starts: number[], readonly length: number) {}
+
+  /** Copies body bytes [from, from + target.length) into target. */
+  copyTo(target: Uint8Array, from: number): void {
+    // The piece holding `from` (binary search: a 4 MiB body is ~64 pieces).
+    let lo = 0;
+    let hi = this.pieces.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.starts[mid] <= from) lo = mid; else hi = mid - 1;
+    }
+    let done = 0;
+    for (let i = lo; done < target.length; i++) {
+      const p = this.pieces[i];
+      const at = from + done - this.starts[i];
+      const n = Math.min(p.length - at, target.length - done);
+      target.set(at === 0 && n === p.length ? p : p.subarray(at, at + n), done);
+      done += n;
+    }
+  }
+}
+
+/** A checked answer: its body and what the head said. */
+interface Answer { body: Body; total: number; etag?: string; lastModified?: string }
+
+/** Where a chunk's bytes are: a body and the chunk's offset in it. */
+interface HeldChunk { body: Body; at: number; length: number }
+
 export class HttpSource implements ByteSource {
   readonly kind: string;
   requests = 0;
   private readonly agent: http.Agent;
-  private readonly chunks = new Map<number, Buffer>();
+  private readonly chunks = new Map<number, HeldChunk>();
+  /** Buffers of bodies no longer held, for the next requests. */
+  private readonly spare: Buffer[] = [];
   private readonly inflight = new Map<number, Promise<void>>();
-  private lastChunk = -1;
+  /** Last chunk read; -2 at first, so the first read (a format probe at 0) starts no read-ahead. */
+  private lastChunk = -2;
+  isHeld?: (offset: number) => boolean;
   private closed = false;
+  private readonly ca: Buffer | undefined;
+  /** The plain-HTTP client that reads bodies in place (null for https, or once a server needed Node's). */
+  private wire: WirePool | null;
 
   private constructor(
     readonly location: string,
@@ -41,13 +93,15 @@ export class HttpSource implements ByteSource {
   ) {
     this.kind = url.protocol.replace(':', '');
     this.agent = agent;
+    this.ca = process.env.DISKIMG_CA_FILE ? readFileSync(process.env.DISKIMG_CA_FILE) : undefined;
+    this.wire = url.protocol === 'http:' && !process.env.DISKIMG_HTTP_NODE_CLIENT ? new WirePool(url) : null;
   }
 
   /** Learns size and validator with a one-byte range request (so servers without ranges are refused now). */
   static async open(location: string): Promise<HttpSource> {
     const url = new URL(location);
     const Agent = url.protocol === 'https:' ? https.Agent : http.Agent;
-    const agent = new Agent({ keepAlive: true, maxSockets: 4 });
+    const agent = new Agent({ keepAlive: true, maxSockets: MAX_SOCKETS });
     const probe = new HttpSource(location, url, 0, '', null, agent);
     try {
       const r = await probe.withRetries(() => probe.request(0, 1, null));
@@ -56,8 +110,12 @@ export class HttpSource implements ByteSource {
       const mtime = r.lastModified ? new Date(r.lastModified) : null;
       const source = new HttpSource(location, url, total, validator, mtime && !Number.isNaN(mtime.getTime()) ? mtime : null, agent);
       source.requests = probe.requests;
+      // The probe's connection is the source's first.
+      source.wire?.close();
+      source.wire = probe.wire;
       return source;
     } catch (e) {
+      probe.wire?.close();
       agent.destroy();
       throw e;
     }
@@ -71,25 +129,36 @@ export class HttpSource implements ByteSource {
     // A reader going forward gets the next chunks fetched while it works on these.
     const sequential = first === this.lastChunk || first === this.lastChunk + 1;
     this.lastChunk = last;
-    const want = sequential ? Math.min(last + READ_AHEAD_CHUNKS, Math.floor((this.size - 1) / HTTP_CHUNK)) : last;
-    this.fetchMissing(first, want);
+    this.fetchMissing(first, last);
+    if (sequential) {
+      const ahead = Math.min(last + READ_AHEAD_CHUNKS, Math.floor((this.size - 1) / HTTP_CHUNK));
+      // Chunks a cache already holds are not fetched again; the ones between are.
+      let c = last + 1;
+      while (c <= ahead) {
+        while (c <= ahead && this.isHeld?.(c * HTTP_CHUNK)) c++;
+        let e = c;
+        while (e + 1 <= ahead && !this.isHeld?.((e + 1) * HTTP_CHUNK)) e++;
+        if (c <= ahead) this.fetchMissing(c, e);
+        c = e + 1;
+      }
+    }
     for (let c = first; c <= last; c++) {
-      let data = this.chunks.get(c);
-      while (!data) {
+      let held = this.chunks.get(c);
+      while (!held) {
         const pending = this.inflight.get(c);
-        if (pending) await pending;
+        if (pending) await pending.catch(() => undefined);
         else this.fetchMissing(c, c);
-        data = this.chunks.get(c);
-        if (!data && !this.inflight.has(c)) {
+        held = this.chunks.get(c);
+        if (!held && !this.inflight.has(c)) {
           // The fetch failed: fetch again in this call so its error (after retries) reaches the reader.
           await this.fetchRun(c, c);
-          data = this.chunks.get(c);
+          held = this.chunks.get(c);
         }
       }
       const chunkStart = c * HTTP_CHUNK;
       const from = Math.max(offset, chunkStart);
-      const to = Math.min(end, chunkStart + data.length);
-      Buffer.from(target.buffer, target.byteOffset, target.length).set(data.subarray(from - chunkStart, to - chunkStart), from - offset);
+      const to = Math.min(end, chunkStart + held.length);
+      held.body.copyTo(target.subarray(from - offset, to - offset), held.at + from - chunkStart);
     }
     return end - offset;
   }
@@ -120,18 +189,46 @@ export class HttpSource implements ByteSource {
     try {
       const r = await this.withRetries(() => this.request(start, end - start, this.validator));
       for (let c = first; c <= last; c++) {
-        const s = c * HTTP_CHUNK - start;
-        this.remember(c, r.body.subarray(s, Math.min(r.body.length, s + HTTP_CHUNK)));
+        const at = c * HTTP_CHUNK - start;
+        this.remember(c, { body: r.body, at, length: Math.min(r.body.length - at, HTTP_CHUNK) });
       }
     } finally {
       for (let c = first; c <= last; c++) this.inflight.delete(c);
     }
   }
 
-  private remember(chunk: number, data: Buffer): void {
+  private remember(chunk: number, held: HeldChunk): void {
+    this.forget(chunk);
+    this.chunks.set(chunk, held);
+    held.body.holders++;
+    while (this.chunks.size > MEMORY_CHUNKS) this.forget(this.chunks.keys().next().value!);
+  }
+
+  /**
+   * Drops a chunk from memory; a body no chunk points into gives its buffer back for the next
+   * request. Reads copy out of a body synchronously right after looking it up, so none is using it.
+   */
+  private forget(chunk: number): void {
+    const held = this.chunks.get(chunk);
+    if (!held) return;
     this.chunks.delete(chunk);
-    this.chunks.set(chunk, data);
-    while (this.chunks.size > MEMORY_CHUNKS) this.chunks.delete(this.chunks.keys().next().value!);
+    if (--held.body.holders === 0 && held.body.pieces.length === 1 && this.spare.length < SPARE_BODIES) {
+      const b = held.body.pieces[0];
+      if (b.length === MAX_REQUEST && b.byteOffset === 0) this.spare.push(b);
+    }
+  }
+
+  /**
+   * A buffer for a body: a used one when there is one. Fresh memory costs a page fault per 4 KiB
+   * on first touch (the kernel's receive copy takes them), which on a virtual machine cost more
+   * than the copy itself.
+   */
+  private bodyBuffer(length: number): Buffer {
+    if (length === MAX_REQUEST) {
+      const b = this.spare.pop();
+      if (b) return b;
+    }
+    return Buffer.allocUnsafeSlow(length);
   }
 
   /** Runs `attempt` up to 5 times with backoff; the last failure becomes one clear line. */
@@ -153,9 +250,68 @@ export class HttpSource implements ByteSource {
   }
 
   /** One range request: the bytes, checked against Content-Range, the length and the validator. */
-  private request(offset: number, length: number, validator: string | null): Promise<{ body: Buffer; total: number; etag?: string; lastModified?: string }> {
+  private request(offset: number, length: number, validator: string | null): Promise<Answer> {
     this.requests++;
     const timeout = envNumber('DISKIMG_HTTP_TIMEOUT_MS', 15000);
+    if (!this.wire) return this.requestNode(offset, length, validator, timeout);
+    return this.requestWire(this.wire, offset, length, validator, timeout).catch((e) => {
+      if (!(e instanceof WireUnsupported)) throw e;
+      // A server this small client does not speak to (chunked answers…): Node's client from now on.
+      this.wire?.close();
+      this.wire = null;
+      return this.requestNode(offset, length, validator, timeout);
+    });
+  }
+
+  /**
+   * The head's verdict: an error to throw (retried or not), or what the answer says. Shared by both
+   * clients so their errors read the same.
+   */
+  private checkHead(status: number, statusMessage: string, header: (name: string) => string | undefined, offset: number, length: number, validator: string | null): Error | { total: number; etag?: string; lastModified?: string } {
+    if (status >= 500 || status === 408 || status === 429) return new Transient(`server answered ${status} ${statusMessage}`.trim());
+    if (status === 200) return new DiskImageError(this.location, 'the server does not answer range requests (200 instead of 206)', undefined, undefined, 'EREMOTE');
+    if (status !== 206) return new DiskImageError(this.location, `server answered ${status} ${statusMessage}`.trim(), undefined, undefined, 'EREMOTE');
+    const range = header('content-range') ?? '';
+    const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(range);
+    if (!m || Number(m[1]) !== offset || Number(m[2]) !== offset + length - 1) {
+      return new DiskImageError(this.location, `Content-Range '${range}' does not answer bytes ${offset}-${offset + length - 1}`, undefined, undefined, 'EREMOTE');
+    }
+    const total = Number(m[3]);
+    const etag = header('etag');
+    const lastModified = header('last-modified');
+    const now = etag ?? lastModified ?? '';
+    if (validator !== null && (now !== validator || total !== this.size)) {
+      return new DiskImageError(this.location, `parent changed on the server (${etag ? 'ETag' : 'Last-Modified'} was ${validator || 'none'}, now ${now || 'none'}; size ${this.size}, now ${total})`, undefined, undefined, 'ECHANGED');
+    }
+    return { total, etag, lastModified };
+  }
+
+  private async requestWire(wire: WirePool, offset: number, length: number, validator: string | null, timeout: number): Promise<Answer> {
+    let verdict: Error | { total: number; etag?: string; lastModified?: string } | null = null;
+    let answer;
+    try {
+      answer = await wire.get(offset, length, timeout, (head, bodyLength) => {
+        verdict = this.checkHead(head.status, head.statusMessage, (n) => head.headers[n], offset, length, validator);
+        if (verdict instanceof Error) return null;
+        if (bodyLength !== length) {
+          verdict = bodyLength > length
+            ? new DiskImageError(this.location, `server sent more than the ${length} bytes asked for`, undefined, undefined, 'EREMOTE')
+            : new Transient(`short body: ${bodyLength} of ${length} bytes`);
+          return null;
+        }
+        return this.bodyBuffer(length);
+      });
+    } catch (e) {
+      if (e instanceof WireBroken) throw new Transient(e.code === 'ETIMEDOUT' && e.message === 'timeout' ? `no answer within ${timeout} ms` : describeNetError(e));
+      throw e;
+    }
+    const v = verdict as Error | { total: number; etag?: string; lastModified?: string } | null;
+    if (v instanceof Error) throw v;
+    if (!v || !answer.body) throw new Transient('answer without a body');
+    return { body: new Body([answer.body], [0], length), ...v };
+  }
+
+  private requestNode(offset: number, length: number, validator: string | null, timeout: number): Promise<Answer> {
     const mod = this.url.protocol === 'https:' ? https : http;
     return new Promise((resolve, reject) => {
       let settled = false;
@@ -163,34 +319,26 @@ export class HttpSource implements ByteSource {
       const req = mod.request(this.url, {
         agent: this.agent,
         headers: { Range: `bytes=${offset}-${offset + length - 1}`, 'Accept-Encoding': 'identity' },
-        ...(process.env.DISKIMG_CA_FILE ? { ca: require('fs').readFileSync(process.env.DISKIMG_CA_FILE) } : {}),
+        ...(this.ca ? { ca: this.ca } : {}),
       }, (res) => {
-        const status = res.statusCode ?? 0;
         const fail = (e: Error) => { res.resume(); done(() => reject(e)); };
-        if (status >= 500 || status === 408 || status === 429) return fail(new Transient(`server answered ${status} ${res.statusMessage ?? ''}`.trim()));
-        if (status === 200) return fail(new DiskImageError(this.location, 'the server does not answer range requests (200 instead of 206)', undefined, undefined, 'EREMOTE'));
-        if (status !== 206) return fail(new DiskImageError(this.location, `server answered ${status} ${res.statusMessage ?? ''}`.trim(), undefined, undefined, 'EREMOTE'));
-        const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(String(res.headers['content-range'] ?? ''));
-        if (!m || Number(m[1]) !== offset || Number(m[2]) !== offset + length - 1) {
-          return fail(new DiskImageError(this.location, `Content-Range '${res.headers['content-range'] ?? ''}' does not answer bytes ${offset}-${offset + length - 1}`, undefined, undefined, 'EREMOTE'));
-        }
-        const total = Number(m[3]);
-        const etag = res.headers.etag;
-        const lastModified = res.headers['last-modified'];
-        const now = etag ?? lastModified ?? '';
-        if (validator !== null && (now !== validator || total !== this.size)) {
-          return fail(new DiskImageError(this.location, `parent changed on the server (${etag ? 'ETag' : 'Last-Modified'} was ${validator || 'none'}, now ${now || 'none'}; size ${this.size}, now ${total})`, undefined, undefined, 'ECHANGED'));
-        }
+        const verdict = this.checkHead(res.statusCode ?? 0, res.statusMessage ?? '', (n) => {
+          const v = res.headers[n];
+          return Array.isArray(v) ? v.join(', ') : v;
+        }, offset, length, validator);
+        if (verdict instanceof Error) return fail(verdict);
         const parts: Buffer[] = [];
+        const starts: number[] = [];
         let got = 0;
         res.on('data', (b: Buffer) => {
-          got += b.length;
-          if (got > length) { req.destroy(); done(() => reject(new DiskImageError(this.location, `server sent more than the ${length} bytes asked for`, undefined, undefined, 'EREMOTE'))); return; }
+          if (got + b.length > length) { req.destroy(); done(() => reject(new DiskImageError(this.location, `server sent more than the ${length} bytes asked for`, undefined, undefined, 'EREMOTE'))); return; }
+          starts.push(got);
           parts.push(b);
+          got += b.length;
         });
         res.on('end', () => {
           if (got < length) done(() => reject(new Transient(`short body: ${got} of ${length} bytes`)));
-          else done(() => resolve({ body: Buffer.concat(parts, got), total, etag, lastModified }));
+          else done(() => resolve({ body: new Body(parts, starts, got), ...verdict }));
         });
         res.on('error', (e) => done(() => reject(new Transient(describeNetError(e)))));
         res.on('aborted', () => done(() => reject(new Transient(`connection dropped after ${got} of ${length} bytes`))));
@@ -207,6 +355,8 @@ export class HttpSource implements ByteSource {
   async close(): Promise<void> {
     this.closed = true;
     this.chunks.clear();
+    this.spare.length = 0;
+    this.wire?.close();
     this.agent.destroy();
   }
 }

@@ -146,6 +146,11 @@ export class ImageFile {
     return this.currentSize;
   }
 
+  /** The descriptor of a local regular file (a raw layer asks it where its holes are), else null. */
+  get localFd(): number | null {
+    return this.handle && !this.isBlockDevice ? this.handle.fd : null;
+  }
+
   async refreshSize(): Promise<number> {
     if (this.isBlockDevice || !this.handle) return this.currentSize;
     this.currentSize = (await this.handle.stat()).size;

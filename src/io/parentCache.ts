@@ -1,20 +1,35 @@
 // The local cache of a remote parent: every byte read once is kept in a sparse file next to the child.
-import { closeSync, existsSync, fsyncSync, openSync, readSync, unlinkSync, writeSync, ftruncateSync, statSync } from 'fs';
+import { closeSync, existsSync, fdatasync, linkSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, write, writeSync, ftruncateSync, fsyncSync, statSync } from 'fs';
 import * as nodePath from 'path';
+import { promisify } from 'util';
 import { DiskImageError } from '../format/errors';
+import { crc32cUpdate } from '../format/vhdx/crc32c';
 import { ByteSource } from './byteSource';
 import { HTTP_CHUNK } from './httpSource';
 
 /**
- * Layout: a 4 KiB header (magic line, then JSON: location, size, validator, chunk size), the chunk
- * bitmap (one bit per chunk, padded to 4 KiB), then the parent's bytes at their own offsets past
- * that, as a sparse file. A chunk's bit is set only after its data is durable (fsync), so a crash
- * loses at most chunks that are fetched again, never marks bytes that are not there.
+ * Layout: a 4 KiB header (magic line, then JSON: location, size, validator, chunk size), two
+ * metadata slots, then the parent's bytes at their own offsets past those, as a sparse file.
+ *
+ * A slot holds a generation, a checksum, the boot it was written in and two chunk bitmaps:
+ * `present` (the chunk's bytes were written to this file before the slot was) and `durable` (they
+ * were also fsynced before the slot was written). Data is never fsynced per chunk: a chunk's bit
+ * is only set in a slot written after its data write returned, so a killed process leaves at most
+ * data without bits (fetched again), never bits without data. A crash of the machine can lose
+ * unsynced data, so a slot read after a reboot (another boot id) counts only its `durable` chunks.
+ * Slots alternate (the newer generation wins); a torn slot fails its checksum and the other one is
+ * used; a cache with no valid slot or header is dropped and started again, never read.
  */
-const MAGIC = 'diskimg parent cache 1\n';
+const MAGIC = 'diskimg parent cache 2\n';
 const HEADER = 4096;
-/** Set bits are written after this many new chunks (and on close): one fsync per batch. */
-const PERSIST_EVERY = 16;
+const SLOT_MAGIC = 'DIMS';
+/** Slot head: magic, generation, checksum of the rest, 4 spare bytes, the boot id (36 bytes). */
+const SLOT_HEAD = 64;
+/** New chunks are recorded in a slot after this many (and on close). */
+const COMMIT_EVERY = 16;
+
+const writeAsync = promisify(write);
+const fdatasyncAsync = promisify(fdatasync);
 
 export interface CacheHeader {
   location: string;
@@ -35,12 +50,42 @@ export function parentCachePath(childPath: string): string {
   return nodePath.join(nodePath.dirname(childPath), `.${nodePath.basename(childPath)}.parent-cache`);
 }
 
-function bitmapBytes(size: number, chunk: number): number {
-  const bytes = Math.ceil(Math.ceil(size / chunk) / 8);
-  return Math.ceil(bytes / 4096) * 4096 || 4096;
+let durableOnClose = false;
+
+/**
+ * Commands that warm a cache on purpose (`cache --fill`) or run long (`serve`) fsync its data on
+ * close so that it survives a reboot; a plain read leaves that to the page cache.
+ */
+export function syncCachesOnClose(on: boolean): void {
+  durableOnClose = on;
 }
 
-function readHeader(fd: number, path: string): { header: CacheHeader; bitmap: Buffer } | null {
+let bootIdMemo: string | null = null;
+/** This boot's id: page-cache contents written in it are there for every reader until the next boot. */
+function bootId(): string {
+  if (bootIdMemo === null) {
+    // DISKIMG_BOOT_ID stands for the kernel's (tests play a reboot with it).
+    if (process.env.DISKIMG_BOOT_ID !== undefined) return process.env.DISKIMG_BOOT_ID.slice(0, 36);
+    try {
+      bootIdMemo = readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim().slice(0, 36);
+    } catch {
+      bootIdMemo = ''; // unknown: only fsynced chunks count
+    }
+  }
+  return bootIdMemo;
+}
+
+function bitmapBytes(size: number, chunk: number): number {
+  return Math.ceil(Math.ceil(size / chunk) / 8);
+}
+
+function slotSize(bitmap: number): number {
+  return Math.ceil((SLOT_HEAD + 2 * bitmap) / 4096) * 4096;
+}
+
+interface SlotState { generation: number; present: Buffer; durable: Buffer }
+
+function readHeader(fd: number): CacheHeader | null {
   const h = Buffer.alloc(HEADER);
   if (readSync(fd, h, 0, HEADER, 0) < HEADER || h.toString('latin1', 0, MAGIC.length) !== MAGIC) return null;
   let header: CacheHeader;
@@ -51,10 +96,56 @@ function readHeader(fd: number, path: string): { header: CacheHeader; bitmap: Bu
   }
   if (typeof header.location !== 'string' || !Number.isSafeInteger(header.size) || header.size < 0 || header.size > 2 ** 50
     || header.chunk !== HTTP_CHUNK || typeof header.validator !== 'string') return null;
-  const bitmap = Buffer.alloc(bitmapBytes(header.size, header.chunk));
-  if (readSync(fd, bitmap, 0, bitmap.length, HEADER) < bitmap.length) return null;
-  void path;
-  return { header, bitmap };
+  return header;
+}
+
+/**
+ * The newest slot whose checksum holds, with the chunks it may vouch for in this boot; null when
+ * neither slot is whole (the cache is torn).
+ */
+function readSlots(fd: number, header: CacheHeader): SlotState | null {
+  const bytes = bitmapBytes(header.size, header.chunk);
+  const size = slotSize(bytes);
+  let best: SlotState | null = null;
+  for (let i = 0; i < 2; i++) {
+    const b = Buffer.alloc(size);
+    if (readSync(fd, b, 0, size, HEADER + i * size) < size) continue;
+    if (b.toString('latin1', 0, 4) !== SLOT_MAGIC) continue;
+    if (b.readUInt32LE(8) !== crc32cUpdate(0, b.subarray(12, SLOT_HEAD + 2 * bytes))) continue;
+    const generation = b.readUInt32LE(4);
+    if (best && best.generation >= generation) continue;
+    const boot = b.toString('latin1', 16, 52).replace(/\0+$/, '');
+    const durable = Buffer.from(b.subarray(SLOT_HEAD + bytes, SLOT_HEAD + 2 * bytes));
+    // Written in another boot (or one we cannot name): unsynced chunks may not have reached the disk.
+    const present = boot !== '' && boot === bootId() ? Buffer.from(b.subarray(SLOT_HEAD, SLOT_HEAD + bytes)) : Buffer.from(durable);
+    best = { generation, present, durable };
+  }
+  return best;
+}
+
+function encodeSlot(state: SlotState): Buffer {
+  const bytes = state.present.length;
+  const b = Buffer.alloc(slotSize(bytes));
+  b.write(SLOT_MAGIC, 0, 'latin1');
+  b.writeUInt32LE(state.generation >>> 0, 4);
+  b.write(bootId(), 16, 36, 'latin1');
+  state.present.copy(b, SLOT_HEAD);
+  state.durable.copy(b, SLOT_HEAD + bytes);
+  b.writeUInt32LE(crc32cUpdate(0, b.subarray(12, SLOT_HEAD + 2 * bytes)), 8);
+  return b;
+}
+
+function countBits(bitmap: Buffer, header: CacheHeader): { chunks: number; bytes: number } {
+  const chunks = Math.ceil(header.size / header.chunk);
+  let cached = 0;
+  let bytes = 0;
+  for (let c = 0; c < chunks; c++) {
+    if (bitmap[c >> 3] & (1 << (c & 7))) {
+      cached++;
+      bytes += Math.min(header.chunk, header.size - c * header.chunk);
+    }
+  }
+  return { chunks: cached, bytes };
 }
 
 /** Reads the cache's header and fill without touching the server; null when there is no valid cache. */
@@ -62,21 +153,66 @@ export function cacheStatus(path: string): CacheStatus | null {
   if (!existsSync(path)) return null;
   const fd = openSync(path, 'r');
   try {
-    const r = readHeader(fd, path);
-    if (!r) return null;
-    const chunks = Math.ceil(r.header.size / r.header.chunk);
-    let cached = 0;
-    let bytes = 0;
-    for (let c = 0; c < chunks; c++) {
-      if (r.bitmap[c >> 3] & (1 << (c & 7))) {
-        cached++;
-        bytes += Math.min(r.header.chunk, r.header.size - c * r.header.chunk);
-      }
-    }
-    return { ...r.header, path, chunks, cachedChunks: cached, cachedBytes: bytes };
+    const header = readHeader(fd);
+    const slot = header && readSlots(fd, header);
+    if (!header || !slot) return null;
+    const n = countBits(slot.present, header);
+    return { ...header, path, chunks: Math.ceil(header.size / header.chunk), cachedChunks: n.chunks, cachedBytes: n.bytes };
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * Another child's cache of the same parent in the same directory (same URL, same validator): a
+ * new cache becomes a second name (hard link) of it, so two children of one URL fetch each byte once.
+ */
+function siblingCache(path: string, location: string, validator: string): string | null {
+  const dir = nodePath.dirname(path);
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return null;
+  }
+  for (const name of names) {
+    if (!name.startsWith('.') || !name.endsWith('.parent-cache')) continue;
+    const other = nodePath.join(dir, name);
+    if (other === path) continue;
+    let fd: number;
+    try {
+      fd = openSync(other, 'r');
+    } catch {
+      continue;
+    }
+    try {
+      const h = readHeader(fd);
+      if (h && h.location === location && h.validator === validator && readSlots(fd, h)) return other;
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return null;
+}
+
+/** Writes a new empty cache at `path` (made aside, then renamed in, so no reader sees it half made). */
+function createCache(path: string, header: CacheHeader): void {
+  const tmp = `${path}.${process.pid}.new`;
+  const fd = openSync(tmp, 'w+');
+  try {
+    const h = Buffer.alloc(HEADER);
+    h.write(MAGIC, 0, 'latin1');
+    h.write(JSON.stringify(header), MAGIC.length, 'utf8');
+    writeSync(fd, h, 0, HEADER, 0);
+    const bytes = bitmapBytes(header.size, header.chunk);
+    const slot = encodeSlot({ generation: 1, present: Buffer.alloc(bytes), durable: Buffer.alloc(bytes) });
+    writeSync(fd, slot, 0, slot.length, HEADER + (1 % 2) * slot.length); // generation n lives in slot n % 2
+    ftruncateSync(fd, HEADER + 2 * slot.length + header.size);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
 }
 
 /**
@@ -88,17 +224,23 @@ export function cacheStatus(path: string): CacheStatus | null {
 export class CachedSource implements ByteSource {
   private remote: ByteSource | null = null;
   private opening: Promise<ByteSource> | null = null;
-  private pendingBits: number[] = [];
+  /** Chunks whose data write returned (their bits are set in memory) not yet recorded in a slot. */
+  private uncommitted = 0;
+  /** Slot writes, one after another. */
+  private committing: Promise<void> = Promise.resolve();
+  private wrote = false;
   private readonly dataOffset: number;
+  private readonly slotBytes: number;
 
   private constructor(
     private readonly path: string,
     private readonly fd: number,
     private readonly header: CacheHeader,
-    private readonly bitmap: Buffer,
+    private readonly state: SlotState,
     private readonly openRemote: () => Promise<ByteSource>,
   ) {
-    this.dataOffset = HEADER + bitmap.length;
+    this.slotBytes = slotSize(state.present.length);
+    this.dataOffset = HEADER + 2 * this.slotBytes;
   }
 
   get location(): string { return this.header.location; }
@@ -109,48 +251,69 @@ export class CachedSource implements ByteSource {
   get requests(): number { return this.remote?.requests ?? 0; }
 
   static async open(path: string, location: string, openRemote: () => Promise<ByteSource>): Promise<CachedSource> {
-    let fd: number;
+    let remote: ByteSource | null = null;
     try {
-      fd = openSync(path, existsSync(path) ? 'r+' : 'w+');
-    } catch (e) {
-      throw new DiskImageError(path, `cannot open the parent cache: ${(e as Error).message}`, undefined, undefined, 'EOPEN');
-    }
-    try {
-      const existing = statSync(path).size > 0 ? readHeader(fd, path) : null;
-      if (existing && existing.header.location === location) {
-        return new CachedSource(path, fd, existing.header, existing.bitmap, openRemote);
+      let existing: { header: CacheHeader; state: SlotState } | null = null;
+      if (existsSync(path)) {
+        const fd = openSync(path, 'r');
+        try {
+          const header = readHeader(fd);
+          const state = header && readSlots(fd, header);
+          if (header && state) existing = { header, state };
+        } finally {
+          closeSync(fd);
+        }
+        if (existing && existing.header.location !== location) {
+          throw new DiskImageError(path, `the parent cache is of ${existing.header.location}, not ${location} (diskimg cache <child> --drop)`, undefined, undefined, 'ECACHE');
+        }
+        // No valid header or slot: torn or not a cache of ours; it is started again below.
       }
-      if (existing) {
-        throw new DiskImageError(path, `the parent cache is of ${existing.header.location}, not ${location} (diskimg cache <child> --drop)`, undefined, undefined, 'ECACHE');
+      if (!existing) {
+        // A new cache: the server tells size and validator now.
+        remote = await openRemote();
+        const header: CacheHeader = { location, size: remote.size, validator: remote.validator, chunk: HTTP_CHUNK };
+        const sibling = siblingCache(path, location, remote.validator);
+        let linked = false;
+        if (sibling) {
+          try {
+            if (existsSync(path)) unlinkSync(path);
+            linkSync(sibling, path);
+            linked = true;
+          } catch {
+            linked = false;
+          }
+        }
+        if (!linked) createCache(path, header);
       }
-      // A new cache: the server tells size and validator now.
-      const remote = await openRemote();
-      const header: CacheHeader = { location, size: remote.size, validator: remote.validator, chunk: HTTP_CHUNK };
-      const bitmap = Buffer.alloc(bitmapBytes(header.size, header.chunk));
-      const h = Buffer.alloc(HEADER);
-      h.write(MAGIC, 0, 'latin1');
-      h.write(JSON.stringify(header), MAGIC.length, 'utf8');
-      ftruncateSync(fd, 0);
-      writeSync(fd, h, 0, HEADER, 0);
-      writeSync(fd, bitmap, 0, bitmap.length, HEADER);
-      ftruncateSync(fd, HEADER + bitmap.length + header.size);
-      fsyncSync(fd);
-      const source = new CachedSource(path, fd, header, bitmap, openRemote);
-      source.remote = remote;
+      const fd = openSync(path, 'r+');
+      const header = readHeader(fd);
+      const state = header && readSlots(fd, header);
+      if (!header || !state) {
+        closeSync(fd);
+        throw new DiskImageError(path, 'the parent cache changed while it was opened', undefined, undefined, 'ECACHE');
+      }
+      const source = new CachedSource(path, fd, header, state, openRemote);
+      if (remote && remote.validator === header.validator && remote.size === header.size) {
+        source.remote = remote;
+        remote.isHeld = (offset) => source.has(Math.floor(offset / header.chunk));
+      }
+      else await remote?.close();
       return source;
     } catch (e) {
-      closeSync(fd);
-      throw e;
+      await remote?.close().catch(() => undefined);
+      if (e instanceof DiskImageError) throw e;
+      throw new DiskImageError(path, `cannot open the parent cache: ${(e as Error).message}`, undefined, undefined, 'EOPEN');
     }
   }
 
   private has(c: number): boolean {
-    return (this.bitmap[c >> 3] & (1 << (c & 7))) !== 0;
+    return (this.state.present[c >> 3] & (1 << (c & 7))) !== 0;
   }
 
   private async server(): Promise<ByteSource> {
     if (this.remote) return this.remote;
     this.opening ??= this.openRemote().then(async (r) => {
+      r.isHeld = (offset) => this.has(Math.floor(offset / this.header.chunk));
       if (r.validator !== this.header.validator || r.size !== this.header.size) {
         await r.close();
         throw new DiskImageError(this.header.location, `parent changed on the server since it was cached (validator ${this.header.validator || 'none'}, now ${r.validator || 'none'}; size ${this.header.size}, now ${r.size}); cache ${this.path}`, undefined, undefined, 'ECHANGED');
@@ -184,36 +347,57 @@ export class CachedSource implements ByteSource {
         // Whole chunks are fetched and kept, so a chunk's bit always means all of it is here.
         const from = Math.floor(pos / chunk) * chunk;
         const to = Math.min(this.size, Math.ceil(runEnd / chunk) * chunk);
-        const buf = Buffer.allocUnsafe(to - from);
+        // A read of whole chunks lands in the caller's buffer; otherwise in one of our own.
+        const direct = from === pos && to === runEnd;
+        const buf = direct ? slice : Buffer.allocUnsafe(to - from);
         const remote = await this.server();
         const n = await remote.read(from, buf);
         if (n < buf.length) throw new DiskImageError(this.location, `short read: ${n} of ${buf.length} bytes at ${from}`, undefined, undefined, 'EREMOTE');
-        writeSync(this.fd, buf, 0, buf.length, this.dataOffset + from);
-        for (let k = from / chunk; k * chunk < to; k++) this.pendingBits.push(k);
-        Buffer.from(slice.buffer, slice.byteOffset, slice.length).set(buf.subarray(pos - from, runEnd - from));
-        if (this.pendingBits.length >= PERSIST_EVERY) this.persist();
+        // Written from the thread pool, awaited before the buffer goes back to the caller.
+        await writeAsync(this.fd, buf, 0, buf.length, this.dataOffset + from);
+        this.wrote = true;
+        for (let k = from / chunk; k * chunk < to; k++) {
+          this.state.present[k >> 3] |= 1 << (k & 7);
+          this.uncommitted++;
+        }
+        if (!direct) slice.set(buf.subarray(pos - from, runEnd - from));
+        if (this.uncommitted >= COMMIT_EVERY) void this.commit().catch(() => undefined);
       }
       pos = runEnd;
     }
     return end - offset;
   }
 
-  /** Data first (fsync), then the bits that say it is there. */
-  private persist(): void {
-    if (this.pendingBits.length === 0) return;
-    fsyncSync(this.fd);
-    const touched = new Set<number>();
-    for (const c of this.pendingBits) {
-      this.bitmap[c >> 3] |= 1 << (c & 7);
-      touched.add(c >> 12 << 9); // the 512-byte piece of the bitmap holding this bit
-    }
-    this.pendingBits = [];
-    for (const at of touched) writeSync(this.fd, this.bitmap, at, Math.min(512, this.bitmap.length - at), HEADER + at);
+  /** Records the chunks written so far in the older slot (after their data: see the layout note). */
+  private commit(durable = false): Promise<void> {
+    this.committing = this.committing.then(async () => {
+      if (this.uncommitted === 0 && !durable) return;
+      this.uncommitted = 0;
+      if (durable) {
+        const known = Buffer.from(this.state.present);
+        await fdatasyncAsync(this.fd);
+        for (let i = 0; i < known.length; i++) this.state.durable[i] |= known[i];
+      }
+      // Another child's process may share this file (a hard link): keep what it recorded too.
+      const disk = readSlots(this.fd, this.header);
+      if (disk) {
+        for (let i = 0; i < disk.present.length; i++) {
+          this.state.present[i] |= disk.present[i];
+          this.state.durable[i] |= disk.durable[i];
+        }
+        this.state.generation = Math.max(this.state.generation, disk.generation);
+      }
+      this.state.generation++;
+      const slot = encodeSlot(this.state);
+      await writeAsync(this.fd, slot, 0, slot.length, HEADER + (this.state.generation % 2) * this.slotBytes);
+    });
+    return this.committing;
   }
 
   async close(): Promise<void> {
     try {
-      this.persist();
+      const unsynced = this.wrote || this.state.present.some((b, i) => (b & ~this.state.durable[i]) !== 0);
+      await this.commit(unsynced && (durableOnClose || bootId() === ''));
     } finally {
       closeSync(this.fd);
       await this.remote?.close();

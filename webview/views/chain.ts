@@ -21,6 +21,20 @@ export class ChainView {
       ];
       return parts.filter(Boolean).join('; ');
     };
+    // A parent that is not an image file: where its bytes come from, its size, whether it answers, the cache.
+    const sourceText = (l: ChainLayerModel): string => {
+      const s = l.parentSource;
+      if (!s) return '';
+      const what = s.kind === 'http' || s.kind === 'nbd' ? `on a server (${s.scheme})` : s.kind === 'block-device' ? 'block device' : 'raw file';
+      const parts = [
+        `parent: ${what} ${s.location}`,
+        s.format ? `read as ${s.format}` : '',
+        s.size !== null ? formatBytes(s.size) : 'size unknown',
+        s.reachable ? 'reachable' : `NOT REACHABLE${s.problem ? `: ${s.problem}` : ''}`,
+        s.kind === 'http' || s.kind === 'nbd' ? (s.cache ? `local cache ${percent(s.cache.cachedBytes, s.cache.size)} (${formatBytes(s.cache.cachedBytes)})` : 'no local cache') : '',
+      ];
+      return parts.filter(Boolean).join('; ');
+    };
     const broken = (l: ChainLayerModel) => l.diskType === 'differencing' && (!l.link || l.link.problem !== null || l.link.uuidMatches === false);
     const grid = dataGrid<ChainLayerModel>([
       { title: '#', cell: (l) => String(l.index), width: '0.3fr' },
@@ -30,7 +44,12 @@ export class ChainView {
       { title: 'Allocated', cell: (l) => `${percent(l.allocatedBlocks, l.blockCount)} (${l.allocatedBlocks}/${l.blockCount})`, width: '1.1fr' },
       { title: 'UUID', cell: (l) => l.uuid, width: '2fr', className: () => 'mono' },
       { title: 'Parent UUID', cell: (l) => l.parentUuid ?? '—', width: '2fr', className: () => 'mono' },
-      { title: 'Link', cell: (l) => linkText(l), width: '2.2fr', className: (l) => (broken(l) ? 'problem' : l.link?.timestampMatches === false ? 'warning' : undefined) },
+      {
+        title: 'Link',
+        cell: (l) => (l.parentSource ? el('span', undefined, linkText(l), el('br'), el('span', 'parent-source', sourceText(l))) : linkText(l)),
+        width: '2.2fr',
+        className: (l) => (broken(l) ? 'problem' : l.link?.timestampMatches === false ? 'warning' : undefined),
+      },
     ], model.chain, 'Chain');
     grid.id = 'chain-grid';
     append(this.element, el('h3', undefined, `Chain of ${model.chain.length} image${model.chain.length === 1 ? '' : 's'}`), grid);

@@ -3,7 +3,7 @@ import { Command } from 'commander';
 import { openChain } from '../../chain/chain';
 import { DiskImageError } from '../../format/errors';
 import { isRemoteLocation } from '../../io/byteSource';
-import { cacheStatus, dropCache, parentCachePath } from '../../io/parentCache';
+import { cacheStatus, dropCache, parentCachePath, syncCachesOnClose } from '../../io/parentCache';
 import { formatBytes } from '../units';
 
 /** The layer whose parent is on a server (its cache lives next to it), or null. */
@@ -37,6 +37,8 @@ export function register(program: Command): void {
         if (!opts.json) process.stdout.write(had ? `dropped ${path}\n` : `no cache at ${path}\n`);
       }
       if (opts.fill) {
+        // Warmed on purpose: fsynced at the end, so it outlives a reboot.
+        syncCachesOnClose(true);
         const chain = await openChain(link.holder, { cache: true });
         try {
           const parent = chain.layers[1];

@@ -1,6 +1,8 @@
 import { Command } from 'commander';
 import { DiskImageError } from '../../format/errors';
 import { CheckProblem, checkImage } from '../../chain/check';
+import { openChain } from '../../chain/chain';
+import { describeParentSource, ParentSource } from '../../chain/parentSource';
 import { diffImages, diffLayers, DiffResult, LayerDiffResult } from '../../chain/diff';
 import { repairImage } from '../../chain/repair';
 import { ExitCode } from '../main';
@@ -74,7 +76,7 @@ export function register(program: Command): void {
     .action(async (image: string, opts: { json?: boolean }) => {
       const r = await checkImage(image);
       if (opts.json) {
-        out(`${JSON.stringify({ ok: r.ok, problems: r.problems })}\n`);
+        out(`${JSON.stringify({ ok: r.ok, problems: r.problems, parent: await parentSourceOf(image) })}\n`);
       } else {
         out(`${image}: ${summary(r.problems)}\n`);
         printProblems(r.problems);
@@ -104,4 +106,19 @@ export function register(program: Command): void {
         throw new ExitCode(1);
       }
     });
+}
+
+/** The parent as a source (server, raw file, device) for `check --json`; null for an image file or when the image itself cannot be opened. */
+async function parentSourceOf(image: string): Promise<ParentSource | null> {
+  let chain;
+  try {
+    chain = await openChain(image, { tolerant: true });
+  } catch {
+    return null;
+  }
+  try {
+    return describeParentSource(chain);
+  } finally {
+    await chain.close();
+  }
 }

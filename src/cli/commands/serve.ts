@@ -1,4 +1,5 @@
 import { useParentCache } from '../../chain/chain';
+import { syncCachesOnClose } from '../../io/parentCache';
 import { Command, Option } from 'commander';
 import * as nodePath from 'path';
 import { setSynchronousReadLimit, setSynchronousWriteLimit } from '../../io/imageFile';
@@ -80,6 +81,7 @@ export function register(program: Command): void {
       setSynchronousWriteLimit(SYNC_WRITE_LIMIT);
       // Many clients over one parent on a server: its bytes are fetched once and kept next to each child.
       useParentCache(true);
+      syncCachesOnClose(true);
       if (opts.onExit && !opts.session) throw new Error('--on-exit applies to an undo session: add --session');
       if (opts.keep !== undefined && opts.snapshotEvery === undefined) throw new Error('--keep goes with --snapshot-every');
       if (opts.socket && opts.listen) throw new Error('--socket and --listen are alternatives: give one');

@@ -53,9 +53,11 @@ export const rawFormat: DiskFormat = {
   summary(image) {
     const img = asRaw(image);
     const kind = img.isBlockDevice ? 'block device' : img.remoteKind ? `raw on ${img.remoteKind}` : 'raw file';
+    const holes = img.holesKnown;
+    const data = img.allocatedBlockCount();
     return {
-      fields: { kind, device: img.isBlockDevice ? img.path : null, holes: 'not detected (Node has no SEEK_HOLE): every byte counts as data' },
-      lines: [['kind', kind], ['blocks', `${img.blockCount} nominal ${bytesLabel(img.blockSize)} blocks, all data`]],
+      fields: { kind, device: img.isBlockDevice ? img.path : null, holes: holes ? 'from the file system (SEEK_DATA/SEEK_HOLE): holes read as zeros and map as no data' : 'not detected (no SEEK_HOLE here): every byte counts as data' },
+      lines: [['kind', kind], ['blocks', holes ? `${img.blockCount} nominal ${bytesLabel(img.blockSize)} blocks, ${data} with data (holes from SEEK_HOLE)` : `${img.blockCount} nominal ${bytesLabel(img.blockSize)} blocks, all data`]],
       creator: kind,
     };
   },

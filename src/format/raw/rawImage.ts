@@ -3,6 +3,7 @@ import { statSync } from 'fs';
 import { ImageFile } from '../../io/imageFile';
 import { DiskImage, FieldLocation, LayerRun, ParentCandidates, ParentLinkCheck, ReadBelow } from '../diskImage';
 import { DiskImageError } from '../errors';
+import { dataExtents, holesDetectable } from '../../io/seekHole';
 import type { OpenOptions } from '../registry';
 
 /**
@@ -70,30 +71,87 @@ export class RawImage implements DiskImage {
     return Math.ceil(this.virtualSize / RAW_BLOCK_SIZE);
   }
 
+  /** True when the file system tells this file's holes (a local file, SEEK_HOLE available). */
+  get holesKnown(): boolean {
+    return this.file.localFd !== null && holesDetectable() && this.extents(0, 0) !== null;
+  }
+
+  /** Data extents of a range as the file system reports them, or null: then all of it is data. */
+  private extents(offset: number, length: number): Array<{ offset: number; length: number }> | null {
+    const fd = this.file.localFd;
+    if (fd === null) return null;
+    return dataExtents(fd, offset, Math.max(0, Math.min(length, this.virtualSize - offset)));
+  }
+
+  private blocksWithData: Uint8Array | null | undefined;
+
+  /** Per nominal block: 1 when any byte of it is data (from one walk over the file's extents). */
+  private dataBlocks(): Uint8Array | null {
+    if (this.blocksWithData !== undefined) return this.blocksWithData;
+    const ext = this.extents(0, this.virtualSize);
+    if (!ext) return (this.blocksWithData = null);
+    const map = new Uint8Array(this.blockCount);
+    for (const e of ext) {
+      const last = Math.floor((e.offset + e.length - 1) / RAW_BLOCK_SIZE);
+      for (let b = Math.floor(e.offset / RAW_BLOCK_SIZE); b <= last; b++) map[b] = 1;
+    }
+    return (this.blocksWithData = map);
+  }
+
   nextAllocatedBlock(from: number): number {
-    return from < this.blockCount ? Math.max(0, from) : -1;
+    const start = Math.max(0, from);
+    if (start >= this.blockCount) return -1;
+    const map = this.dataBlocks();
+    if (!map) return start;
+    return map.indexOf(1, start);
   }
 
   isBlockAllocated(block: number): boolean {
-    return block >= 0 && block < this.blockCount;
+    if (block < 0 || block >= this.blockCount) return false;
+    const map = this.dataBlocks();
+    return map ? map[block] === 1 : true;
   }
 
   allocatedBlockCount(): number {
-    return this.blockCount;
+    const map = this.dataBlocks();
+    if (!map) return this.blockCount;
+    let n = 0;
+    for (const v of map) n += v;
+    return n;
   }
 
+  /** Sectors holding data: all of a block, or where SEEK_DATA says (a sector partly data counts as data). */
   async readBlockBitmap(block: number): Promise<Uint8Array | null> {
     if (!this.isBlockAllocated(block)) return null;
-    return new Uint8Array(RAW_BLOCK_SIZE / SECTOR / 8).fill(0xff);
+    const bits = new Uint8Array(RAW_BLOCK_SIZE / SECTOR / 8);
+    const start = block * RAW_BLOCK_SIZE;
+    const ext = this.extents(start, RAW_BLOCK_SIZE);
+    if (!ext) return bits.fill(0xff);
+    for (const e of ext) {
+      const last = Math.floor((e.offset + e.length - 1 - start) / SECTOR);
+      for (let s = Math.floor((e.offset - start) / SECTOR); s <= last; s++) bits[s >> 3] |= 0x80 >> (s & 7);
+    }
+    return bits;
   }
 
   blockFileOffset(block: number): number | null {
     return this.isBlockAllocated(block) ? block * RAW_BLOCK_SIZE : null;
   }
 
+  /** Data and holes as the file system reports them (holes read as zeros); without that, all data. */
   async runs(offset: number, length: number): Promise<LayerRun[]> {
     if (length <= 0) return [];
-    return [{ offset, length, present: true }];
+    const ext = this.extents(offset, length);
+    if (!ext) return [{ offset, length, present: true }];
+    const out: LayerRun[] = [];
+    let pos = offset;
+    for (const e of ext) {
+      if (e.offset > pos) out.push({ offset: pos, length: e.offset - pos, present: false });
+      out.push({ offset: e.offset, length: e.length, present: true });
+      pos = e.offset + e.length;
+    }
+    if (pos < offset + length) out.push({ offset: pos, length: offset + length - pos, present: false });
+    return out;
   }
 
   /** Bytes at `offset`; past the end of the file (a size not a multiple of 512) reads as zeros. */

@@ -1,0 +1,8 @@
+{
+  "targets": [
+    {
+      "target_name": "seek_hole",
+      "sources": ["seekHole.c"]
+    }
+  ]
+}
