@@ -6,39 +6,92 @@
 //  - the same 4 KiB pattern as writes (qemu-img bench -w) into an undo session
 //    (`diskimg serve --session --on-exit discard`, a fresh differencing child each run) vs
 //    `qemu-nbd -f qcow2` on a fresh qcow2 overlay of a qcow2 copy of the base.
-// Only the client command is timed; servers start before and stop after it. Reported per the
-// project's rule: median of the paired ratios, min beside it, and the load average.
+// Only the client command is timed; servers start before and stop after it. Reported as every
+// paired benchmark is (compare / pairRatios in common.mjs): runs interleaved, `sync` before each,
+// the median of the per-pair ratios with the min beside it, in wall time and in CPU time, and the
+// load. The CPU time is the SERVER's (user + system, from /proc, over the client's run): the client
+// is the same program on both sides, the servers are what is compared.
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { benchDir, fullDynamic1G, pairedNote, pairedRuns, timed } from './common.mjs';
+import { benchDir, compare, fullDynamic1G, load, pairRatios, timed } from './common.mjs';
 
 const PAIRS = Number(process.env.SERVE_BENCH_PAIRS ?? 3);
-const COUNT = 200000;
+const COUNT = Number(process.env.SERVE_BENCH_COUNT ?? 200000);
+/** Which jobs to run (comma-separated: reads, seq, writes); all by default. */
+const ONLY = (process.env.SERVE_BENCH_ONLY ?? 'reads,seq,writes').split(',');
 const STEP = 1023 * 4096;
+const CLK_TCK = 100;
 
-/** Starts a server and resolves once `ready()` holds; stop() sends SIGTERM and awaits the exit. */
-async function startServer(cmd, args, ready) {
-  const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  proc.stdout.on('data', (d) => { out += d; });
-  proc.stderr.on('data', (d) => { out += d; });
-  const exited = new Promise((resolve) => proc.on('exit', (code, sig) => resolve(code ?? sig)));
+const sleepMs = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+
+/** utime + stime of a process, in seconds (fields 14 and 15 of /proc/PID/stat). */
+function cpuSeconds(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+}
+
+function exitedOrZombie(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * Starts a server and returns once `ready(output)` holds, synchronously (compare() runs its
+ * contenders synchronously): the output goes to a log file that is polled.
+ */
+function startServer(cmd, args, ready, log, socket) {
+  rmSync(log, { force: true });
+  rmSync(socket, { force: true });
+  const fd = openSync(log, 'w');
+  const proc = spawn(cmd, args, { stdio: ['ignore', fd, fd] });
+  closeSync(fd);
+  const exit = { code: undefined };
+  proc.on('exit', (code, sig) => { exit.code = code ?? sig; });
+  const output = () => (existsSync(log) ? readFileSync(log, 'utf8') : '');
   const deadline = Date.now() + 30000;
-  while (!ready(out)) {
-    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`${cmd} exited: ${out}`);
-    if (Date.now() > deadline) { proc.kill('SIGKILL'); throw new Error(`${cmd} not ready: ${out}`); }
-    await new Promise((r) => setTimeout(r, 20));
+  while (!ready(output())) {
+    if (exitedOrZombie(proc.pid)) throw new Error(`${cmd} exited: ${output()}`);
+    if (Date.now() > deadline) { proc.kill('SIGKILL'); throw new Error(`${cmd} not ready: ${output()}`); }
+    sleepMs(20);
   }
   return {
+    proc,
+    exit,
+    output,
+    cpu: () => cpuSeconds(proc.pid),
     /** Peak RSS of the server process so far, in MB (VmHWM). */
     peakRssMb: () => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'))?.[1] ?? NaN) / 1024,
-    stop: async () => {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
-      const code = await exited;
-      if (code !== 0 && code !== 'SIGTERM') throw new Error(`${cmd} exited ${code}: ${out}`);
+    /** SIGTERM, then waits (synchronously) until the process has exited. */
+    stop: () => {
+      if (!exitedOrZombie(proc.pid)) proc.kill('SIGTERM');
+      const until = Date.now() + 120000;
+      while (!exitedOrZombie(proc.pid)) {
+        if (Date.now() > until) { proc.kill('SIGKILL'); throw new Error(`${cmd} did not stop: ${output()}`); }
+        sleepMs(10);
+      }
     },
   };
+}
+
+/** The client's run under timed(), with `cpu` the server's CPU seconds over it (the client's in clientCpu). */
+function timedAgainst(server, cmd, args) {
+  const before = server.cpu();
+  const r = timed(cmd, args);
+  return { ...r, clientCpu: r.cpu, cpu: server.cpu() - before, serverRssMb: server.peakRssMb() };
+}
+
+/** Exit statuses arrive through the event loop: checked once compare() has returned. */
+async function checkExits(servers) {
+  await new Promise((r) => setTimeout(r, 100));
+  for (const s of servers) {
+    if (s.exit.code !== 0 && s.exit.code !== 'SIGTERM') throw new Error(`server exited ${s.exit.code}: ${s.output()}`);
+  }
 }
 
 export default async function ({ root }) {
@@ -49,61 +102,79 @@ export default async function ({ root }) {
   if (!existsSync(baseQcow2)) execFileSync('qemu-img', ['convert', '-f', 'vpc', '-O', 'qcow2', base, baseQcow2]);
   const sockOurs = join(d, 'serve-ours.sock');
   const sockQemu = join(d, 'serve-qemu.sock');
+  const logOurs = join(d, 'serve-ours.log');
+  const logQemu = join(d, 'serve-qemu.log');
   const url = (s) => `nbd+unix:///?socket=${s}`;
   const onSocket = (s) => () => existsSync(s);
   const onReadyLine = (out) => /^serving .* on nbd/m.test(out);
   for (const s of [sockOurs, sockQemu]) rmSync(s, { force: true });
-
-  // Reads: both servers stay up for all read runs.
-  const ours = await startServer(process.execPath, [cli, 'serve', base, '--read-only', '--socket', sockOurs], onReadyLine);
-  const qemu = await startServer('qemu-nbd', ['-r', '-t', '-f', 'vpc', '-k', sockQemu, base], onSocket(sockQemu));
   const benchArgs = ['bench', '-f', 'raw', '-c', String(COUNT), '-d', '32', '-s', '4096', '-S', String(STEP)];
-  let random, seq, oursReadRss;
-  try {
-    random = await pairedRuns(PAIRS,
-      () => timed('qemu-img', [...benchArgs, url(sockOurs)]),
-      () => timed('qemu-img', [...benchArgs, url(sockQemu)]));
-    seq = await pairedRuns(PAIRS,
-      () => timed('nbdcopy', [url(sockOurs), 'null:']),
-      () => timed('nbdcopy', [url(sockQemu), 'null:']));
-    oursReadRss = ours.peakRssMb();
-  } finally {
-    await ours.stop();
-    await qemu.stop();
+  const rows = [];
+  const started = [];
+  const peak = (res) => Math.max(...res.runs.map((r) => r.serverRssMb));
+  const row = (name, ours, reference, referenceName, extra = '') => {
+    const ratios = pairRatios(ours, reference);
+    const note = `server CPU ${ours.cpu.toFixed(2)} s vs ${reference.cpu.toFixed(2)} s; server peak RSS ${peak(ours).toFixed(0)} MB (qemu-nbd ${peak(reference).toFixed(0)} MB)${extra}; ${load()}`;
+    console.log(`${name}: diskimg serve ${ours.seconds.toFixed(3)} s (min ${ours.minSeconds.toFixed(3)}), qemu-nbd ${reference.seconds.toFixed(3)} s (min ${reference.minSeconds.toFixed(3)}); `
+      + `median ratio ${ratios.median.toFixed(2)}x (min ${ratios.min.toFixed(2)}x), server CPU ${ratios.cpuMedian.toFixed(2)}x (min ${ratios.cpuMin.toFixed(2)}x); ${note}`);
+    rows.push({ name, ours, reference, referenceName, ...ratios, goal: '<= 1.0x', note });
+  };
+
+  if (ONLY.includes('reads') || ONLY.includes('seq')) {
+    // Reads: both servers stay up for all read runs.
+    const ours = startServer(process.execPath, [cli, 'serve', base, '--read-only', '--socket', sockOurs], onReadyLine, logOurs, sockOurs);
+    started.push(ours);
+    const qemu = startServer('qemu-nbd', ['-r', '-t', '-f', 'vpc', '-k', sockQemu, base], onSocket(sockQemu), logQemu, sockQemu);
+    started.push(qemu);
+    try {
+      if (ONLY.includes('reads')) {
+        const [o, q] = compare(PAIRS, [
+          () => timedAgainst(ours, 'qemu-img', [...benchArgs, url(sockOurs)]),
+          () => timedAgainst(qemu, 'qemu-img', [...benchArgs, url(sockQemu)]),
+        ]);
+        row(`serve: ${COUNT} scattered 4 KiB reads, QD32 (qemu-img bench)`, o, q, 'qemu-nbd -f vpc');
+      }
+      if (ONLY.includes('seq')) {
+        const [o, q] = compare(PAIRS, [
+          () => timedAgainst(ours, 'nbdcopy', [url(sockOurs), 'null:']),
+          () => timedAgainst(qemu, 'nbdcopy', [url(sockQemu), 'null:']),
+        ]);
+        row('serve: sequential read of 1 GiB (nbdcopy to null:)', o, q, 'qemu-nbd -f vpc');
+      }
+    } finally {
+      ours.stop();
+      qemu.stop();
+    }
   }
 
-  // Writes: a fresh session child (ours) or a fresh qcow2 overlay (qemu-nbd) per run.
-  const overlay = join(d, 'serve-overlay.qcow2');
-  let oursWriteRss = 0;
-  const writes = await pairedRuns(PAIRS,
-    async () => {
-      const s = await startServer(process.execPath, [cli, 'serve', base, '--session', '--on-exit', 'discard', '--socket', sockOurs], onReadyLine);
-      try {
-        return timed('qemu-img', [...benchArgs, '-w', url(sockOurs)]);
-      } finally {
-        oursWriteRss = Math.max(oursWriteRss, s.peakRssMb());
-        await s.stop();
-      }
-    },
-    async () => {
-      rmSync(overlay, { force: true });
-      execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', baseQcow2, overlay]);
-      const s = await startServer('qemu-nbd', ['-t', '-f', 'qcow2', '-k', sockQemu, overlay], onSocket(sockQemu));
-      try {
-        return timed('qemu-img', [...benchArgs, '-w', url(sockQemu)]);
-      } finally {
-        await s.stop();
+  if (ONLY.includes('writes')) {
+    // Writes: a fresh session child (ours) or a fresh qcow2 overlay (qemu-nbd) per run.
+    const overlay = join(d, 'serve-overlay.qcow2');
+    const [o, q] = compare(PAIRS, [
+      () => {
+        const s = startServer(process.execPath, [cli, 'serve', base, '--session', '--on-exit', 'discard', '--socket', sockOurs], onReadyLine, logOurs, sockOurs);
+        started.push(s);
+        try {
+          return timedAgainst(s, 'qemu-img', [...benchArgs, '-w', url(sockOurs)]);
+        } finally {
+          s.stop();
+        }
+      },
+      () => {
         rmSync(overlay, { force: true });
-      }
-    });
-
-  const line = (name, p) => console.log(`${name}: diskimg serve ${p.ours.toFixed(3)} s, qemu-nbd ${p.reference.toFixed(3)} s; ratio ${p.ratio.toFixed(2)}x (${pairedNote(p)})`);
-  line('random 4 KiB reads QD32', random);
-  line('sequential read 1 GiB', seq);
-  line('random 4 KiB writes QD32 into an undo session', writes);
-  return [
-    { name: `serve: ${COUNT} scattered 4 KiB reads, QD32 (qemu-img bench)`, ours: random.ours, reference: random.reference, referenceName: 'qemu-nbd -f vpc', ratio: random.ratio, goal: '<= 1.0x', note: `${pairedNote(random)}; server peak RSS ${oursReadRss.toFixed(0)} MB` },
-    { name: 'serve: sequential read of 1 GiB (nbdcopy to null:)', ours: seq.ours, reference: seq.reference, referenceName: 'qemu-nbd -f vpc', ratio: seq.ratio, goal: '<= 1.0x', note: pairedNote(seq) },
-    { name: `serve: ${COUNT} scattered 4 KiB writes, QD32, into an undo session`, ours: writes.ours, reference: writes.reference, referenceName: 'qemu-nbd -f qcow2 on a qcow2 overlay', ratio: writes.ratio, goal: '<= 1.0x', note: `${pairedNote(writes)}; server peak RSS ${oursWriteRss.toFixed(0)} MB` },
-  ];
+        execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', baseQcow2, overlay]);
+        const s = startServer('qemu-nbd', ['-t', '-f', 'qcow2', '-k', sockQemu, overlay], onSocket(sockQemu), logQemu, sockQemu);
+        started.push(s);
+        try {
+          return timedAgainst(s, 'qemu-img', [...benchArgs, '-w', url(sockQemu)]);
+        } finally {
+          s.stop();
+          rmSync(overlay, { force: true });
+        }
+      },
+    ]);
+    row(`serve: ${COUNT} scattered 4 KiB writes, QD32, into an undo session`, o, q, 'qemu-nbd -f qcow2 on a qcow2 overlay');
+  }
+  await checkExits(started);
+  return rows;
 }

@@ -147,6 +147,7 @@ export interface DiskImage {
   readOwn(offset: number, target: Buffer): Promise<void>;
   /** Writes into this layer; partial sectors not held here are completed from `below`. */
   write(offset: number, data: Buffer, below: ReadBelow): Promise<void>;
+  /** Writes what is kept back (see deferMetadataWrites), then makes every write durable (fsync). */
   flush(): Promise<void>;
   /**
    * Bulk writes (merge): writes the data of `pieces` (in order, not overlapping) where no reader
@@ -158,7 +159,17 @@ export interface DiskImage {
    * nothing, when it cannot take the batch as a whole (then use write()). Absent: write().
    */
   stageWrites?(pieces: WritePiece[], below: ReadBelow): Promise<CommitStaged | null>;
+  /** Writes what is kept back, then closes. */
   close(): Promise<void>;
+  /**
+   * Lets small writes keep their metadata updates (VHD: sector bitmaps) in memory until
+   * writeMetadata(), flush() or close(): fewer file writes per request (the NBD server). A kill
+   * then loses writes not yet flushed, never leaves metadata claiming data that was not written.
+   * Absent: every write is complete in the file when it returns.
+   */
+  deferMetadataWrites?(): void;
+  /** Writes the metadata updates kept back by deferMetadataWrites (without fsync). */
+  writeMetadata?(): Promise<void>;
 
   /** Where `field` is stored, for errors that name the structure and offset. */
   locate(field: ImageField): FieldLocation;

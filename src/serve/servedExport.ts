@@ -59,6 +59,7 @@ class Mutex {
 }
 
 const ZEROS = Buffer.alloc(1024 * 1024);
+const METADATA_WRITE_DELAY_MS = 1000;
 
 /**
  * One export: a chain whose top takes the writes. Every write (and flush) goes through one queue, so
@@ -91,7 +92,32 @@ export class ServedExport {
     readonly readOnly: boolean,
     private chainNow: Chain,
     private readonly shared: SharedLayers,
-  ) {}
+  ) {
+    this.served(chainNow);
+  }
+
+  /**
+   * A chain this export writes into: its top may keep metadata updates (sector bitmaps) in memory
+   * until a flush (FLUSH, FUA, a freeze, stop) or the next timed write-back, which halves the file
+   * writes of small writes. Unflushed writes may be lost to a kill anyway; flushed ones never are.
+   */
+  private served(chain: Chain): Chain {
+    if (!this.readOnly) chain.top.deferMetadataWrites?.();
+    return chain;
+  }
+
+  private metadataTimer: NodeJS.Timeout | null = null;
+
+  /** Kept-back metadata reaches the file within a second of a write, flush or not. */
+  private scheduleMetadataWrite(): void {
+    if (this.metadataTimer || this.stopped) return;
+    this.metadataTimer = setTimeout(() => {
+      this.metadataTimer = null;
+      if (this.stopped) return;
+      this.request((c) => this.writes.run(async () => { await c.top.writeMetadata?.(); })).catch(() => undefined);
+    }, METADATA_WRITE_DELAY_MS);
+    this.metadataTimer.unref();
+  }
 
   static async open(name: string, image: string, options: { readOnly: boolean; session: boolean; shared: SharedLayers }): Promise<ServedExport> {
     const abs = nodePath.resolve(image);
@@ -172,6 +198,7 @@ export class ServedExport {
       await c.write(offset, data);
       this.bytesWritten += data.length;
       if (fua) await c.flush();
+      else this.scheduleMetadataWrite();
       return nodePath.basename(c.top.path);
     }));
   }
@@ -193,6 +220,7 @@ export class ServedExport {
       if (pos < end) await zero(pos, end);
       this.bytesWritten += length;
       if (fua) await c.flush();
+      else this.scheduleMetadataWrite();
       return nodePath.basename(c.top.path);
     }));
   }
@@ -246,7 +274,7 @@ export class ServedExport {
         await discardChild(next).catch(() => undefined);
         throw e;
       }
-      this.chainNow = chain;
+      this.chainNow = this.served(chain);
       this.changedSinceSnapshot = false;
       await old.close();
       this.locks.set(frozen, release);
@@ -288,11 +316,11 @@ export class ServedExport {
         }
         const next = nextSnapshotName(target);
         await createChild(target, next);
-        this.chainNow = await openChain(next, { writable: true, openAncestor: this.shared.open });
+        this.chainNow = this.served(await openChain(next, { writable: true, openAncestor: this.shared.open }));
       } catch (e) {
         // Continue on whatever top is left, so the export keeps serving.
         const remaining = [top, ...above.slice(discarded.length), target].find((p) => existsSync(p) && !discarded.includes(p))!;
-        this.chainNow = await openChain(remaining, { writable: true, openAncestor: this.shared.open });
+        this.chainNow = this.served(await openChain(remaining, { writable: true, openAncestor: this.shared.open }));
         throw e;
       }
       this.snapshots.splice(at + 1);
@@ -319,7 +347,7 @@ export class ServedExport {
       } catch (e) {
         error = e;
       }
-      this.chainNow = await openChain(top, { writable: true, openAncestor: this.shared.open });
+      this.chainNow = this.served(await openChain(top, { writable: true, openAncestor: this.shared.open }));
       if (error) throw error;
       this.locks.get(second.path)?.();
       this.locks.delete(second.path);
@@ -330,6 +358,8 @@ export class ServedExport {
 
   /** Waits for requests in flight, flushes and closes; then applies `onExit` to a session. */
   async stop(onExit: OnExit | null): Promise<ExitOutcome> {
+    if (this.metadataTimer) clearTimeout(this.metadataTimer);
+    this.metadataTimer = null;
     const layers = this.chainNow.layers.map((l) => l.path);
     const outcome: ExitOutcome = {
       name: this.name,

@@ -256,7 +256,7 @@ print(hashlib.sha256(h.pread(h.get_size(), 0)).hexdigest())
     // Another client is served in full meanwhile.
     await verify();
     const readForFlood = exp().bytesRead - before - size; // minus verify's one pass over the disk
-    // 64 replies were asked for; at most the 32 MiB budget, one more request and what the kernel's
+    // 64 replies were asked for; at most the reply budget, one more request and what the kernel's
     // socket buffers took were read for them.
     assert.ok(readForFlood < 64 * size, `the server read all ${readForFlood} bytes for a client that reads nothing`);
     assert.ok(readForFlood <= P.MAX_PAYLOAD + size + 4 * 1024 * 1024, `read ${readForFlood} bytes for a client that reads nothing`);

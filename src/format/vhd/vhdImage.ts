@@ -67,6 +67,13 @@ export class VhdImage implements DiskImage {
   /** Bitmaps read so far; bounded so memory stays flat on huge images. */
   private readonly bitmapCache = new Map<number, Buffer>();
   private static readonly BITMAP_CACHE_BYTES = 16 * 1024 * 1024;
+  /**
+   * Sector bitmaps changed by writes and not written yet (deferMetadataWrites), by block: the
+   * bitmap (kept here even when the cache lets it go) and the changed byte range, whole sectors.
+   */
+  private deferredBitmaps: Map<number, { bitmap: Buffer; from: number; to: number }> | null = null;
+  /** Past this many blocks with unwritten bitmaps, a write writes them all (memory stays bounded). */
+  private static readonly DEFERRED_BITMAPS_MAX = 4096;
   private footerBytes: Buffer;
   /** Opened without its BAT (see OpenOptions.linkOnly). */
   private linkOnly = false;
@@ -329,6 +336,8 @@ export class VhdImage implements DiskImage {
   async readBlockBitmap(block: number): Promise<Uint8Array | null> {
     if (!this.bat) return block < this.blockCount ? Buffer.alloc(bitmapSizeBytes(this.sectorsPerBlock), 0xff) : null;
     if (!this.bat.isAllocated(block)) return null;
+    const pending = this.deferredBitmaps?.get(block);
+    if (pending) return pending.bitmap;
     const cached = this.bitmapCache.get(block);
     if (cached) return cached;
     const dataOffset = await this.blockDataOffset(block);
@@ -511,7 +520,19 @@ export class VhdImage implements DiskImage {
         const lastSector = Math.floor(((s1 - 1) >> 3) / SECTOR_SIZE);
         const from = firstSector * SECTOR_SIZE;
         const to = (lastSector + 1) * SECTOR_SIZE;
-        await this.file.writeAt(bitmap.subarray(from, to), dataOffset - this.bitmapSize + from);
+        if (this.deferredBitmaps) {
+          // The data is written; its bits reach the file with the next writeMetadata (flush, close).
+          const pending = this.deferredBitmaps.get(block);
+          if (pending) {
+            pending.from = Math.min(pending.from, from);
+            pending.to = Math.max(pending.to, to);
+          } else {
+            this.deferredBitmaps.set(block, { bitmap, from, to });
+          }
+          if (this.deferredBitmaps.size > VhdImage.DEFERRED_BITMAPS_MAX) await this.writeMetadata();
+        } else {
+          await this.file.writeAt(bitmap.subarray(from, to), dataOffset - this.bitmapSize + from);
+        }
       }
     }
   }
@@ -719,12 +740,49 @@ export class VhdImage implements DiskImage {
     return at;
   }
 
+  /**
+   * From now on a write into an allocated block of this differencing image keeps its sector bitmap
+   * change in memory until writeMetadata(), flush() or close(): one file write per small write
+   * instead of two (the NBD server). Data is always written before the bits that claim it, so a
+   * kill loses the writes whose bits were not written yet (unflushed writes) and the file stays valid.
+   */
+  deferMetadataWrites(): void {
+    if (this.diskType === 'differencing' && this.file.writable) this.deferredBitmaps ??= new Map();
+  }
+
+  /** Writes the sector bitmaps kept back by deferMetadataWrites (no fsync), in file order. */
+  async writeMetadata(): Promise<void> {
+    const pending = this.deferredBitmaps;
+    if (!pending || pending.size === 0) return;
+    // Writes that land meanwhile start a new set: their bitmaps are written by the next call.
+    this.deferredBitmaps = new Map();
+    const blocks = [...pending.keys()].sort((a, b) => this.bat!.blockOffset(a) - this.bat!.blockOffset(b));
+    try {
+      for (const block of blocks) {
+        const { bitmap, from, to } = pending.get(block)!;
+        await this.file.writeAt(bitmap.subarray(from, to), this.bat!.blockOffset(block) + from);
+      }
+    } catch (e) {
+      // Not written: keep them pending, so a later flush tries again instead of losing the bits.
+      for (const [block, p] of pending) {
+        const later = this.deferredBitmaps.get(block);
+        this.deferredBitmaps.set(block, later ? { bitmap: p.bitmap, from: Math.min(p.from, later.from), to: Math.max(p.to, later.to) } : p);
+      }
+      throw e;
+    }
+  }
+
   async flush(): Promise<void> {
+    await this.writeMetadata();
     await this.file.sync();
   }
 
   async close(): Promise<void> {
-    await this.file.close();
+    try {
+      await this.writeMetadata();
+    } finally {
+      await this.file.close();
+    }
   }
 
   blockFileOffset(block: number): number | null {
