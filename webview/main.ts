@@ -2,7 +2,7 @@
 import { BlockData, DiffData, EditorCommand, HostMessage, ImageModel, ViewName, WebviewMessage } from '../src/protocol';
 import { HeatmapState } from './heatmap/view';
 import { Mode } from './heatmap/render';
-import { BlocksView } from './views/blocks';
+import { BlocksView, WriteFlash } from './views/blocks';
 import { ChainView } from './views/chain';
 import { HeaderView } from './views/header';
 import { OverviewView } from './views/overview';
@@ -67,6 +67,7 @@ const timelineView = new TimelineView({
   openSector: (block, sector) => { view = 'blocks'; tabView.select('blocks'); blocksView.selectBlock(block, sector); save(); },
 });
 const liveStrip = new LiveStrip();
+const overviewFlash = new WriteFlash(overview.heatmap);
 blocksView.element.insertBefore(liveStrip.element, blocksView.element.firstChild);
 if (saved?.mode && saved.mode !== 'timeline') blocksView.mode = saved.mode;
 blocksView.selected = saved?.selected ?? null;
@@ -166,8 +167,8 @@ window.addEventListener('message', (ev: MessageEvent) => {
       break;
     case 'liveWrites':
       // A fading flash where the emulator's writes land; the model is not reloaded.
-      blocksView.heatmap.flash(m.blocks);
-      overview.heatmap.flash(m.blocks);
+      blocksView.writeFlash.flash(m.blocks);
+      overviewFlash.flash(m.blocks);
       liveStrip.push(m.writesPerSecond);
       document.body.dataset.liveWrites = String((Number(document.body.dataset.liveWrites) || 0) + m.blocks.length);
       break;

@@ -53,3 +53,19 @@ export class RateHistory {
     return Math.max(1, ...this.values);
   }
 }
+
+/** How long a live write's flash takes to fade out, and how long it stays at full strength first. */
+export const FLASH_FADE_MS = 2500;
+export const FLASH_HOLD_MS = 150;
+
+/**
+ * Opacity of a block's write flash `elapsedMs` after the write was seen: full for a moment, then an
+ * ease-out to 0 (gradual, not on/off), so a burst of writes reads as a trail, newest brightest.
+ */
+export function flashAlpha(elapsedMs: number, fadeMs = FLASH_FADE_MS, holdMs = FLASH_HOLD_MS): number {
+  if (elapsedMs < 0) return 1;
+  if (elapsedMs <= holdMs) return 1;
+  if (elapsedMs >= fadeMs) return 0;
+  const p = (elapsedMs - holdMs) / (fadeMs - holdMs);
+  return 1 - p * p * (3 - 2 * p);
+}

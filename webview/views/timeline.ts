@@ -90,12 +90,20 @@ export class TimelineView {
     this.summary = s;
     this.info.textContent = `${s.records.toLocaleString('en-US')} trace records, ${s.from.toFixed(3)} s to ${s.to.toFixed(3)} s${s.live ? ' (live)' : ''} — ${s.source}. Drag across the axis to brush a range.`;
     clear(this.snapBar);
-    const marks = [{ label: 'start', t: s.from }, ...s.snapshots, { label: 'now', t: s.to }];
+    const marks = [{ label: 'start', t: s.from }, ...s.snapshots, { label: s.live ? 'now' : 'end', t: s.to }];
     for (let i = 0; i + 1 < marks.length; i++) {
       const a = marks[i];
       const b = marks[i + 1];
-      this.snapBar.appendChild(button(`${a.label} → ${b.label}`, () => this.brush(a.t, b.t), { secondary: true, title: `Blocks written between ${a.label} and ${b.label}` }));
+      const what = (m: { label: string; layer?: string }) => (m.layer ? `snapshot ${m.label} (${m.layer} frozen)` : m.label);
+      const bt = button(`${a.label} → ${b.label}`, () => this.brush(a.t, b.t), { secondary: true, title: `Blocks written between ${what(a)} and ${what(b)}` });
+      bt.dataset.from = String(a.t);
+      bt.dataset.to = String(b.t);
+      this.snapBar.appendChild(bt);
     }
+    this.element.dataset.from = String(s.from);
+    this.element.dataset.to = String(s.to);
+    this.element.dataset.records = String(s.records);
+    this.element.dataset.snapshots = s.snapshots.map((m) => m.t).join(',');
     if (first || !this.range) this.brush(s.from, s.to);
     this.drawAxis();
   }
@@ -191,10 +199,16 @@ export class TimelineView {
     ctx.fillText(`${s.from.toFixed(2)} s`, 2, AXIS_HEIGHT - 2);
     const endLabel = `${s.to.toFixed(2)} s`;
     ctx.fillText(endLabel, w - ctx.measureText(endLabel).width - 2, AXIS_HEIGHT - 2);
+    // Snapshot marks at their trace time (the server writes them on the requests' clock), on a
+    // whole pixel so a mark between two bursts of writes is seen between them.
     ctx.strokeStyle = v('--vscode-charts-yellow', '--vscode-foreground');
+    ctx.fillStyle = ctx.strokeStyle;
+    ctx.lineWidth = 1;
     for (const snap of s.snapshots) {
-      const x = timeToX(snap.t, s.from, s.to, w);
+      const x = Math.round(timeToX(snap.t, s.from, s.to, w)) + 0.5;
       ctx.beginPath(); ctx.moveTo(x, 0); ctx.lineTo(x, AXIS_HEIGHT - 12); ctx.stroke();
+      const tw = ctx.measureText(snap.label).width;
+      ctx.fillText(snap.label, Math.min(w - tw - 1, x + 2), 9);
     }
     if (this.range) {
       const a = timeToX(this.range.from, s.from, s.to, w);
