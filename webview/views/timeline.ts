@@ -103,6 +103,7 @@ export class TimelineView {
     this.element.dataset.from = String(s.from);
     this.element.dataset.to = String(s.to);
     this.element.dataset.records = String(s.records);
+    this.element.dataset.writeRecords = String(s.writes.reduce((n, w) => n + w, 0));
     this.element.dataset.snapshots = s.snapshots.map((m) => m.t).join(',');
     if (first || !this.range) this.brush(s.from, s.to);
     this.drawAxis();
