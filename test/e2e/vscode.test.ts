@@ -128,10 +128,14 @@ function blocksOf(writes: Array<{ offset: number; length: number }>, blockSize: 
  * at once (sampled in the same frame): returns the opacity at each, and the most lit other block.
  */
 async function litBlocks(f: Frame, blocks: number[], blockCount: number): Promise<{ lit: number[]; otherMax: number }> {
-  return f.evaluate(({ blocks, blockCount }) => new Promise<{ lit: number[]; otherMax: number }>((resolve, reject) => {
-    const c = document.querySelector('#blocks-heatmap canvas.write-flash') as HTMLCanvasElement;
-    const ctx = c.getContext('2d')!;
-    const alpha = (b: number) => {
+  // A string, not a function: the test runner's transpiler would wrap named inner functions in a
+  // helper (__name) that VS Code's webview frame does not have.
+  return f.evaluate(`new Promise((resolve, reject) => {
+    const blocks = ${JSON.stringify(blocks)};
+    const blockCount = ${blockCount};
+    const c = document.querySelector('#blocks-heatmap canvas.write-flash');
+    const ctx = c.getContext('2d');
+    const alpha = (b) => {
       const d = c.dataset; const px = Number(d.cellPx); const cell = Math.floor(b / Number(d.blocksPerCell));
       const x = (cell % Number(d.cols)) * px + Math.floor((px - 1) / 2);
       const y = Math.floor(cell / Number(d.cols)) * px - Number(d.scrollY) + Math.floor((px - 1) / 2);
@@ -148,11 +152,11 @@ async function litBlocks(f: Frame, blocks: number[], blockCount: number): Promis
           return;
         }
       }
-      if (performance.now() - t0 > 30000) reject(new Error(`blocks ${blocks} did not light up together (flashing: ${c.dataset.flashing})`));
+      if (performance.now() - t0 > 30000) reject(new Error('blocks ' + blocks + ' did not light up together (flashing: ' + c.dataset.flashing + ')'));
       else setTimeout(check, 16);
     };
     check();
-  }), { blocks, blockCount });
+  })`);
 }
 
 const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
