@@ -15,6 +15,7 @@ import { buildBlockMap } from '../../src/chain/blockMap';
 import { openChain } from '../../src/chain/chain';
 import { createChild } from '../../src/chain/createChild';
 import { createImage } from '../../src/format/vhd/create';
+import { readSessionRecords } from '../../src/extension/sessionModel';
 import { formatUuid } from '../../src/format/vhd/uuid';
 import { VhdImage } from '../../src/format/vhd/vhdImage';
 import { hasChromium, launchChromium, RESULTS } from '../helpers/browser';
@@ -165,6 +166,7 @@ describe('end to end: the packaged extension in code-server, driven in Chromium'
   this.timeout(15 * 60 * 1000);
   const t = tempDir('e2e-vscode-');
   const ws = path.join(t.dir, 'workspace');
+  const sessionTmp = path.join(t.dir, 'tmp');
   let browser: Browser;
   let server: CodeServer;
   let page: Page;
@@ -191,7 +193,9 @@ describe('end to end: the packaged extension in code-server, driven in Chromium'
     c = await openChain(path.join(ws, 'big.vhd'), { writable: true });
     for (const b of [2, 300_000, 999_999]) await c.write(b * 2 * MiB + 4096, Buffer.alloc(4096, 0xa5));
     await c.close();
-    server = await startCodeServer({ entry, home: path.join(t.dir, 'home'), folder: ws, vsix });
+    // Its own temp folder: the sessions it starts are announced there, not to other VS Code windows.
+    mkdirSync(sessionTmp, { recursive: true });
+    server = await startCodeServer({ entry, home: path.join(t.dir, 'home'), folder: ws, vsix, env: { TMPDIR: sessionTmp } });
     browser = await launchChromium();
     page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
     await page.goto(`${server.url}/?folder=${encodeURIComponent(ws)}`);
@@ -216,6 +220,10 @@ describe('end to end: the packaged extension in code-server, driven in Chromium'
     if (Object.keys(measurements).length) console.log(`      measurements: ${JSON.stringify(measurements)}`);
     await browser?.close();
     await server?.stop();
+    // Session servers are detached (they outlive VS Code by design): stop any a failed test left.
+    for (const r of readSessionRecords(path.join(sessionTmp, 'diskimg-sessions'))) {
+      try { process.kill(r.pid, 'SIGTERM'); } catch { /* gone */ }
+    }
     t.cleanup();
   });
 
@@ -384,6 +392,10 @@ describe('end to end: the packaged extension in code-server, driven in Chromium'
   describe('emulator sessions: start from the palette, real qemu-io writes, live blocks, timeline, snapshot, undo question', () => {
     let grid: { blockSize: number; blockCount: number };
     const sessionFiles = () => readdirSync(ws).filter((n) => /^child2\.session-/.test(n));
+
+    afterEach(async function () {
+      if (this.currentTest?.state === 'failed') await page.screenshot({ path: path.join(RESULTS, `failure-session-${this.currentTest.title.slice(0, 30).replace(/\W+/g, '-')}.png`) });
+    });
 
     before(async () => {
       const chain = await openChain(demo.child2);

@@ -22,8 +22,9 @@ export function brushRange(x0: number, x1: number, from: number, to: number, wid
  * Per-block colour position for the heatmap: the block's last write in the range, 0 at `from`
  * (oldest) to 1 at `to` (newest); -1 for blocks not written in the range.
  */
-export function blockAges(blockCount: number, blocks: ArrayLike<number>, lastWrite: ArrayLike<number>, from: number, to: number): Float32Array {
-  const age = new Float32Array(blockCount).fill(-1);
+export function blockAges(blockCount: number, blocks: ArrayLike<number>, lastWrite: ArrayLike<number>, from: number, to: number, into?: Float32Array): Float32Array {
+  // `into` (blockCount long) is reused across brushes instead of a new array each time.
+  const age = (into && into.length === blockCount ? into : new Float32Array(blockCount)).fill(-1);
   const span = to - from;
   for (let i = 0; i < blocks.length; i++) {
     const b = blocks[i];

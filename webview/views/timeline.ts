@@ -24,6 +24,7 @@ export class TimelineView {
   private blockCount = 0;
   private blockSize = 1;
   private range: { from: number; to: number } | null = null;
+  private grid: { age: Float32Array; allocated: Uint8Array; fill: Uint8Array; owner: Uint16Array } | null = null;
   private readonly axisBox = el('div', 'timeline-axis');
   private readonly axis: HTMLCanvasElement;
   private readonly info = el('div', 'timeline-info', 'No trace yet: start an emulator session on this image, or Open Trace… a file written by diskimg serve --trace.');
@@ -117,11 +118,19 @@ export class TimelineView {
 
   /** The host's answer to a brush: colour exactly the blocks written in it, oldest to newest. */
   showRange(m: Extract<HostMessage, { type: 'timelineRange' }>): void {
-    const age = blockAges(this.blockCount, m.blocks, m.lastWrite, m.from, m.to);
-    this.heatmap.setData({ blockCount: this.blockCount, allocated: new Uint8Array(this.blockCount), fill: new Uint8Array(this.blockCount), owner: new Uint16Array(this.blockCount), changed: null, age });
+    // One set of per-block arrays for every brush (a 2 TiB grid has a million blocks): the ages are
+    // refilled in place, the unused layers stay zero.
+    if (!this.grid || this.grid.age.length !== this.blockCount) {
+      const n = this.blockCount;
+      this.grid = { age: new Float32Array(n), allocated: new Uint8Array(n), fill: new Uint8Array(n), owner: new Uint16Array(n) };
+    }
+    const g = this.grid;
+    const age = blockAges(this.blockCount, m.blocks, m.lastWrite, m.from, m.to, g.age);
+    this.heatmap.setData({ blockCount: this.blockCount, allocated: g.allocated, fill: g.fill, owner: g.owner, changed: null, age });
     this.heatmap.canvas.dataset.written = String(m.blocks.length);
     this.element.dataset.range = `${m.from},${m.to}`;
-    this.element.dataset.blocks = Array.from(m.blocks).join(',');
+    // The written blocks as text for the tests, only when short (a long list would cost more than the paint).
+    this.element.dataset.blocks = m.blocks.length <= 10_000 ? m.blocks.join(',') : '';
     this.info.textContent = `${m.blocks.length.toLocaleString('en-US')} blocks written by ${m.records.toLocaleString('en-US')} writes between ${m.from.toFixed(3)} s and ${m.to.toFixed(3)} s (colour: oldest to newest). Click a block for its writes.`;
   }
 
