@@ -36,7 +36,7 @@ export function freePort() {
 
 /**
  * Starts code-server on `folder`; resolves once /healthz answers with
- * { url, port, process, log, stop() }. Options: entry, home, folder, vsix?, settings?, port?.
+ * { url, port, process, log, stop() }. Options: entry, home, folder, vsix?, settings?, port?, env? (added to the environment).
  */
 export async function startCodeServer(o) {
   const userData = join(o.home, 'user-data');
@@ -54,7 +54,7 @@ export async function startCodeServer(o) {
   const port = o.port ?? await freePort();
   const log = [];
   const child = spawn(process.execPath, [o.entry, ...common, '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--disable-telemetry',
-    '--disable-update-check', '--disable-workspace-trust', '--disable-getting-started-override', o.folder], { stdio: ['ignore', 'pipe', 'pipe'] });
+    '--disable-update-check', '--disable-workspace-trust', '--disable-getting-started-override', o.folder], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env } });
   child.stdout.on('data', (d) => log.push(String(d)));
   child.stderr.on('data', (d) => log.push(String(d)));
   const url = `http://127.0.0.1:${port}`;

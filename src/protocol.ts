@@ -155,7 +155,7 @@ export type HostMessage =
   | { type: 'liveWrites'; blocks: Uint32Array; writesPerSecond: number }
   /** The trace behind the timeline: its span, read/write density over `bins`, and the session's snapshots on its time axis. */
   | { type: 'timeline'; source: string; from: number; to: number; reads: Uint32Array; writes: Uint32Array; records: number; live: boolean;
-      snapshots: Array<{ label: string; t: number }> }
+      snapshots: Array<{ label: string; t: number; layer?: string }> }
   | { type: 'timelineRange'; requestId: number; from: number; to: number; blocks: Uint32Array; lastWrite: Float64Array; records: number }
   | { type: 'timelineWrites'; requestId: number; block: number; writes: TimelineWrite[] }
   | { type: 'error'; requestId?: number; message: string };

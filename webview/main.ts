@@ -2,7 +2,7 @@
 import { BlockData, DiffData, EditorCommand, HostMessage, ImageModel, ViewName, WebviewMessage } from '../src/protocol';
 import { HeatmapState } from './heatmap/view';
 import { Mode } from './heatmap/render';
-import { BlocksView } from './views/blocks';
+import { BlocksView, WriteFlash } from './views/blocks';
 import { ChainView } from './views/chain';
 import { HeaderView } from './views/header';
 import { OverviewView } from './views/overview';
@@ -50,6 +50,8 @@ const runCommand = (command: EditorCommand) => post({ type: 'runCommand', comman
 // Only the overview exists before the first draw: the other views, and the component toolkit whose
 // registration upgrades every element, are built just after it is on screen (ensureViews).
 const overview = new OverviewView(runCommand);
+// The overview's write flash is made on the first live write (nothing to build before first paint).
+let overviewFlash: WriteFlash | null = null;
 const tabView = tabs<ViewName>([
   { id: 'overview', label: 'Overview', content: overview.element },
   { id: 'header', label: 'Header', content: null },
@@ -210,8 +212,8 @@ window.addEventListener('message', (ev: MessageEvent) => {
       break;
     case 'liveWrites':
       // A fading flash where the emulator's writes land; the model is not reloaded.
-      ensureViews().blocksView.heatmap.flash(m.blocks);
-      overview.heatmap.flash(m.blocks);
+      ensureViews().blocksView.writeFlash.flash(m.blocks);
+      (overviewFlash ??= new WriteFlash(overview.heatmap)).flash(m.blocks);
       ensureViews().liveStrip.push(m.writesPerSecond);
       document.body.dataset.liveWrites = String((Number(document.body.dataset.liveWrites) || 0) + m.blocks.length);
       break;

@@ -1,7 +1,8 @@
 // Emulator sessions without `vscode` (so they are unit-tested as they are): settings, command
 // lines, the undo question's wording, the server process and the undo answer.
 import { spawn } from 'child_process';
-import { closeSync, existsSync, openSync, readFileSync } from 'fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'fs';
+import { tmpdir } from 'os';
 import * as nodePath from 'path';
 import { discardChild } from '../chain/discard';
 import { mergeChild } from '../chain/merge';
@@ -175,4 +176,62 @@ export async function applyUndoChoice(choice: UndoChoice, layers: string[], imag
   }
   const r = await mergeChild(layers[0], { ...opts, into: image });
   return { deleted: r.merged, mergedInto: r.target };
+}
+
+// ---- session records on disk -------------------------------------------------------------------
+
+/**
+ * Where running sessions are announced: `<id>.json` (a SessionRecord) next to their sockets. The
+ * extension writes one per session it starts and, when a window opens, shows every live session
+ * announced there, so a session started outside VS Code (`npm run demo`, a script) appears in the
+ * Sessions view like its own. Unix socket paths are limited to ~107 bytes: hence the temp folder.
+ */
+export function sessionRecordDir(): string {
+  return nodePath.join(tmpdir(), 'diskimg-sessions');
+}
+
+export function writeSessionRecord(dir: string, r: SessionRecord): string {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const file = nodePath.join(dir, `${r.id}.json`);
+  // Written whole, then renamed: a window opening meanwhile never reads half a record.
+  writeFileSync(`${file}.tmp`, `${JSON.stringify(r, null, 1)}\n`, { mode: 0o600 });
+  renameSync(`${file}.tmp`, file);
+  return file;
+}
+
+export function removeSessionRecord(dir: string, id: string): void {
+  try { unlinkSync(nodePath.join(dir, `${id}.json`)); } catch { /* already gone */ }
+}
+
+function isRecord(o: unknown): o is SessionRecord {
+  if (!o || typeof o !== 'object') return false;
+  const r = o as Record<string, unknown>;
+  const str = (k: string) => typeof r[k] === 'string' && (r[k] as string).length > 0;
+  return str('id') && /^[\w.-]+$/.test(r.id as string) && str('image') && (r.mode === 'undo' || r.mode === 'persistent') && str('control') && str('trace')
+    && str('log') && str('url') && typeof r.pid === 'number' && Number.isInteger(r.pid) && r.pid > 0 && str('started')
+    && (r.snapshotEvery === null || typeof r.snapshotEvery === 'string');
+}
+
+/**
+ * The records announced in `dir`: well-formed ones in files this user owns (the folder is in the
+ * shared temp folder; another user's file is not trusted), named after their id. Liveness is the
+ * caller's to check (pid and control socket).
+ */
+export function readSessionRecords(dir: string): SessionRecord[] {
+  let names: string[];
+  try { names = readdirSync(dir); } catch { return []; }
+  const uid = typeof process.getuid === 'function' ? process.getuid() : null;
+  const out: SessionRecord[] = [];
+  for (const n of names.filter((x) => x.endsWith('.json')).sort()) {
+    const file = nodePath.join(dir, n);
+    try {
+      const st = statSync(file);
+      if (!st.isFile() || st.size > 64 * 1024 || (uid !== null && st.uid !== uid)) continue;
+      const r: unknown = JSON.parse(readFileSync(file, 'utf8'));
+      if (isRecord(r) && `${r.id}.json` === n) out.push(r);
+    } catch {
+      // torn or foreign: not a session
+    }
+  }
+  return out;
 }

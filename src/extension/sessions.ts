@@ -1,5 +1,4 @@
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, statSync } from 'fs';
-import { tmpdir } from 'os';
 import { StringDecoder } from 'string_decoder';
 import * as nodePath from 'path';
 import * as vscode from 'vscode';
@@ -7,8 +6,9 @@ import { controlRequest } from '../serve/control';
 import { TraceIndex, TraceLineSplitter, parseTraceLine, TraceRecord, changesData } from '../serve/traceIndex';
 import { Commands } from './commands';
 import {
-  applyUndoChoice, ExportStatusView, formatBytesShort, parseDurationSetting, qemuArgv, RateMeter, revertDiscards, serveArgs,
-  SessionMode, SessionRecord, sessionLayers, shellLine, spawnServe, splitArgs, undoConsequences, UndoChoice,
+  applyUndoChoice, ExportStatusView, formatBytesShort, parseDurationSetting, qemuArgv, RateMeter, readSessionRecords, removeSessionRecord,
+  revertDiscards, serveArgs, SessionMode, SessionRecord, sessionLayers, sessionRecordDir, shellLine, spawnServe, splitArgs, undoConsequences,
+  UndoChoice, writeSessionRecord,
 } from './sessionModel';
 
 const STATE_KEY = 'diskImageInspector.sessions';
@@ -169,11 +169,15 @@ export class SessionManager implements vscode.TreeDataProvider<SessionItem> {
     void this.context.globalState.update(STATE_KEY, this.sessions.filter((s) => !s.ended).map((s) => s.record));
   }
 
-  /** Sessions a previous window left running (their server is detached): shown again, and said so. */
+  /**
+   * Sessions a previous window left running (their server is detached), and sessions announced in
+   * the records folder by anything else (`npm run demo`): shown, and said so.
+   */
   private async adopt(): Promise<void> {
     const saved = this.context.globalState.get<SessionRecord[]>(STATE_KEY) ?? [];
+    const announced = readSessionRecords(sessionRecordDir()).filter((r) => !saved.some((x) => x.id === r.id));
     const alive: Session[] = [];
-    for (const r of saved) {
+    for (const r of [...saved, ...announced]) {
       if (!isAlive(r.pid) || !existsSync(r.control)) continue;
       const s = new Session(r);
       try {
@@ -186,9 +190,14 @@ export class SessionManager implements vscode.TreeDataProvider<SessionItem> {
     for (const s of alive) this.add(s);
     this.save();
     if (alive.length) {
-      const pick = await vscode.window.showInformationMessage(
-        `${alive.length} emulator session${alive.length > 1 ? 's' : ''} kept running while VS Code was closed: ${alive.map((s) => `${s.label} on ${s.record.url}`).join('; ')}.`,
-        'Show Sessions');
+      const kept = alive.filter((s) => saved.includes(s.record));
+      const found = alive.filter((s) => !saved.includes(s.record));
+      const list = (xs: Session[]) => xs.map((s) => `${s.label} on ${s.record.url}`).join('; ');
+      const parts = [
+        kept.length ? `${kept.length} emulator session${kept.length > 1 ? 's' : ''} kept running while VS Code was closed: ${list(kept)}.` : '',
+        found.length ? `${found.length} emulator session${found.length > 1 ? 's' : ''} started outside VS Code: ${list(found)}.` : '',
+      ];
+      const pick = await vscode.window.showInformationMessage(parts.filter(Boolean).join(' '), 'Show Sessions');
       if (pick) await vscode.commands.executeCommand('diskImageInspector.sessions.focus');
     }
   }
@@ -203,6 +212,7 @@ export class SessionManager implements vscode.TreeDataProvider<SessionItem> {
 
   private remove(s: Session): void {
     s.ended = true;
+    removeSessionRecord(sessionRecordDir(), s.record.id);
     if (s.reconcileTimer) clearInterval(s.reconcileTimer);
     const i = this.sessions.indexOf(s);
     if (i >= 0) this.sessions.splice(i, 1);
@@ -277,8 +287,8 @@ export class SessionManager implements vscode.TreeDataProvider<SessionItem> {
     mkdirSync(dir, { recursive: true });
     const id = `${Date.now().toString(36)}-${process.pid}`;
     // Unix socket paths are limited to ~107 bytes: keep them in the temp folder.
-    const sockDir = nodePath.join(tmpdir(), 'diskimg-sessions');
-    mkdirSync(sockDir, { recursive: true });
+    const sockDir = sessionRecordDir();
+    mkdirSync(sockDir, { recursive: true, mode: 0o700 });
     const record: SessionRecord = {
       id, image: abs, mode,
       control: nodePath.join(sockDir, `${id}.ctl`),
@@ -294,6 +304,7 @@ export class SessionManager implements vscode.TreeDataProvider<SessionItem> {
     record.url = url;
     const s = new Session(record);
     await s.refresh();
+    writeSessionRecord(sessionRecordDir(), record);
     this.add(s);
     this.save();
     this.log.appendLine(`session: serving ${abs} on ${record.url} (${mode}${snapshotEvery ? `, snapshot every ${snapshotEvery}` : ''})`);

@@ -13,9 +13,6 @@ interface Source {
   label: string;
   session: Session | null;
   sub: vscode.Disposable | null;
-  /** Epoch ms of the trace's time 0 (the server's start), to place snapshots on the axis. */
-  origin: number | null;
-  lastSent: number;
 }
 
 type Post = (m: HostMessage) => void;
@@ -79,7 +76,7 @@ export class TimelineHub {
     cur?.sub?.dispose();
     const { blockSize, blockCount } = this.grid(doc);
     const index = session.indexWhole(blockSize, blockCount);
-    const src: Source = { index, label: `session on ${session.label} (${session.record.trace})`, session, sub: null, origin: Date.parse(session.record.started), lastSent: 0 };
+    const src: Source = { index, label: `session on ${session.label} (${session.record.trace})`, session, sub: null };
     src.sub = session.onRecords((records) => this.onLive(doc, src, records));
     this.sources.set(doc, src);
     this.broadcast(doc, this.summary(src));
@@ -95,21 +92,18 @@ export class TimelineHub {
       for (let b = Math.floor(r.offset / blockSize); b <= last; b++) hit.add(b);
     }
     if (hit.size) this.broadcast(doc, { type: 'liveWrites', blocks: Uint32Array.from(hit), writesPerSecond: src.session?.writes.rate ?? 0 });
-    const now = Date.now();
-    if (now - src.lastSent >= 1000) {
-      src.lastSent = now;
-      this.broadcast(doc, this.summary(src));
-    }
+    // Batches come once per trace poll (a second apart): every one updates the axis, so the last
+    // writes before the guest goes quiet (and a new snapshot mark) are never left out.
+    this.broadcast(doc, this.summary(src));
   }
 
   private summary(src: Source): HostMessage {
     const span = src.index.timeRange ?? { from: 0, to: 0 };
     const to = span.to > span.from ? span.to : span.from + 1;
     const d = src.index.density(span.from, to, DENSITY_BINS);
-    const snapshots = (src.session?.status?.snapshots ?? []).map((s, i) => ({
-      label: `#${i + 1} ${nodePath.basename(s.path)}`,
-      t: src.origin !== null ? (Date.parse(s.created) - src.origin) / 1000 : 0,
-    }));
+    // The server marks each snapshot in the trace while requests are held: exact on the axis,
+    // for a live session and for a trace file alike.
+    const snapshots = src.index.snapshots.map((m, i) => ({ label: `#${i + 1}`, t: m.t, layer: m.layer }));
     return { type: 'timeline', source: src.label, from: span.from, to, reads: d.reads, writes: d.writes, records: src.index.size, live: !!src.session, snapshots };
   }
 
@@ -128,7 +122,7 @@ export class TimelineHub {
     });
     this.log.appendLine(`${file}: ${index.size} trace records indexed in ${Date.now() - started} ms`);
     this.sources.get(doc)?.sub?.dispose();
-    const src: Source = { index, label: file, session: null, sub: null, origin: null, lastSent: 0 };
+    const src: Source = { index, label: file, session: null, sub: null };
     this.sources.set(doc, src);
     this.broadcast(doc, this.summary(src));
     this.broadcast(doc, { type: 'showView', view: 'timeline' });

@@ -253,9 +253,10 @@ export class ServedExport {
 
   /**
    * Freezes the current top and continues in a new child of it; returns the new top. With `keep`,
-   * when more than `keep` snapshots exist, the oldest is folded into the one before it.
+   * when more than `keep` snapshots exist, the oldest is folded into the one before it. `onFrozen`
+   * runs while requests are held (the trace's snapshot mark: no request lands on the wrong side).
    */
-  async snapshot(keep?: number): Promise<string> {
+  async snapshot(keep?: number, onFrozen?: (frozen: string) => void): Promise<string> {
     if (this.readOnly) throw new DiskImageError(this.image, 'a read-only export cannot take snapshots', undefined, undefined, 'EREADONLY');
     const top = await this.freeze(async () => {
       if (this.stopped) throw new DiskImageError(this.image, 'the server is shutting down', undefined, undefined, 'ESHUTDOWN');
@@ -279,6 +280,7 @@ export class ServedExport {
       await old.close();
       this.locks.set(frozen, release);
       this.snapshots.push({ path: frozen, created: new Date().toISOString() });
+      onFrozen?.(frozen);
       return next;
     });
     if (keep !== undefined) {

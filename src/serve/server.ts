@@ -157,7 +157,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const out: Array<{ name: string; top: string }> = [];
       for (const e of targets) {
         if (onlyChanged && !e.changedSinceSnapshot) continue;
-        out.push({ name: e.name, top: await e.snapshot(options.keep) });
+        out.push({ name: e.name, top: await e.snapshot(options.keep, (frozen) => trace?.record(e.name, 'snapshot', 0, 0, nodePath.basename(frozen))) });
       }
       return out;
     });

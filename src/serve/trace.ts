@@ -1,6 +1,8 @@
 import { createWriteStream, WriteStream } from 'fs';
 
-export type TraceOp = 'read' | 'write' | 'trim' | 'zero' | 'flush';
+// 'snapshot' marks the instant a snapshot froze the top (`layer`: the frozen file), on the same
+// clock as the requests, so the timeline places it exactly between the writes before and after.
+export type TraceOp = 'read' | 'write' | 'trim' | 'zero' | 'flush' | 'snapshot';
 
 /**
  * `--trace FILE`: one JSON object a line, appended as requests complete (the editor's write

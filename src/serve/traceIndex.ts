@@ -8,10 +8,13 @@
  * Records live in growable typed arrays in arrival order; the server stamps them in completion
  * order, so they are normally sorted by time already (a record older than the last one makes the
  * index sort itself before the next query). Per-block write lists are kept as one CSR table
- * (start offsets per block + record numbers in time order), rebuilt lazily after appends.
+ * (start offsets per block + record numbers in time order), rebuilt lazily after appends. A brush
+ * reads a compact copy of the data-changing records only (time, first and last block), appended to
+ * as records arrive, so it touches neither reads nor the wide record arrays. `snapshot` lines are
+ * kept apart, as the marks of the time axis.
  */
 
-export type TraceRecordOp = 'read' | 'write' | 'trim' | 'zero' | 'flush';
+export type TraceRecordOp = 'read' | 'write' | 'trim' | 'zero' | 'flush' | 'snapshot';
 
 export interface TraceRecord {
   t: number;
@@ -31,7 +34,7 @@ export interface TraceWrite {
   op: TraceRecordOp;
 }
 
-const OPS: TraceRecordOp[] = ['read', 'write', 'trim', 'zero', 'flush'];
+const OPS: TraceRecordOp[] = ['read', 'write', 'trim', 'zero', 'flush', 'snapshot'];
 const OP_CODE = new Map(OPS.map((o, i) => [o, i]));
 const READ = 0;
 const FLUSH = 4;
@@ -89,6 +92,13 @@ export interface BlocksInRange {
   records: number;
 }
 
+/** A snapshot the server took, at its place on the trace's clock. */
+export interface SnapshotMark {
+  t: number;
+  /** The frozen layer's file name. */
+  layer: string;
+}
+
 export interface Density {
   from: number;
   to: number;
@@ -119,13 +129,21 @@ export class TraceIndex {
   private readonly layers: string[] = [];
   private readonly layerCode = new Map<string, number>();
   private sorted = true;
-  /** writesBefore[i] / readsBefore[i]: data-changing / read records among the first i (time order); density bins in O(log n) each. */
-  private writesBefore: Uint32Array | null = null;
-  private readsBefore: Uint32Array | null = null;
   private csrStart: Uint32Array | null = null;
   private csrRecords: Uint32Array | null = null;
+  /** The data-changing records in time order: time, first and last block (first > last: outside the grid). */
+  private wN = 0;
+  private wT = new Float64Array(1024);
+  private wFirst = new Uint32Array(1024);
+  private wLast = new Uint32Array(1024);
+  /** Prefix counts kept while records arrive in order (rebuilt after a sort). */
+  private wBefore = new Uint32Array(1025);
+  private rBefore = new Uint32Array(1025);
+  private readonly marks: SnapshotMark[] = [];
+  private marksSorted = true;
   /** Scratch per block for range queries: the query stamp that last touched it. */
   private stamp: Uint32Array | null = null;
+  private touched: Uint32Array | null = null;
   private stampNow = 0;
   private scratchLast: Float64Array | null = null;
   private scratchCount: Uint32Array | null = null;
@@ -157,6 +175,11 @@ export class TraceIndex {
   /** Adds a record (ignored when it belongs to another export); returns whether it was kept. */
   add(r: TraceRecord): boolean {
     if (this.exportName !== undefined && r.export !== this.exportName) return false;
+    if (r.op === 'snapshot') {
+      if (this.marks.length > 0 && r.t < this.marks[this.marks.length - 1].t) this.marksSorted = false;
+      this.marks.push({ t: r.t, layer: r.layer });
+      return true;
+    }
     if (this.n === this.t.length) this.grow();
     const i = this.n++;
     if (i > 0 && r.t < this.t[i - 1]) this.sorted = false;
@@ -177,7 +200,7 @@ export class TraceIndex {
       const last = Math.floor((r.offset + r.length - 1) / this.blockSize);
       if (last + 1 > this.blockCount) this.blockCount = last + 1;
     }
-    this.writesBefore = null;
+    if (this.sorted) this.appendDerived(i);
     this.csrStart = null;
     this.csrRecords = null;
     return true;
@@ -211,6 +234,50 @@ export class TraceIndex {
     this.layer = g(this.layer, Uint16Array);
   }
 
+  /** Extends the write view and the prefix counts by record `i` (records in time order). */
+  private appendDerived(i: number): void {
+    if (i + 2 > this.wBefore.length) {
+      const cap = this.wBefore.length * 2;
+      const w = new Uint32Array(cap); w.set(this.wBefore); this.wBefore = w;
+      const r = new Uint32Array(cap); r.set(this.rBefore); this.rBefore = r;
+    }
+    const write = this.isWrite(i);
+    this.wBefore[i + 1] = this.wBefore[i] + (write ? 1 : 0);
+    this.rBefore[i + 1] = this.rBefore[i] + (this.op[i] === READ ? 1 : 0);
+    if (!write) return;
+    if (this.wN === this.wT.length) {
+      const cap = this.wT.length * 2;
+      const t = new Float64Array(cap); t.set(this.wT); this.wT = t;
+      const f = new Uint32Array(cap); f.set(this.wFirst); this.wFirst = f;
+      const l = new Uint32Array(cap); l.set(this.wLast); this.wLast = l;
+    }
+    const j = this.wN++;
+    const first = Math.floor(this.offset[i] / this.blockSize);
+    const last = Math.min(Math.floor((this.offset[i] + this.length[i] - 1) / this.blockSize), this.fixedBlocks ? this.blockCount - 1 : Infinity);
+    this.wT[j] = this.t[i];
+    // Past the grid (or past 2^32 blocks): an empty span, counted as a write but painting nothing.
+    if (first > 0xfffffffe || last < first) { this.wFirst[j] = 1; this.wLast[j] = 0; return; }
+    this.wFirst[j] = first;
+    this.wLast[j] = Math.min(last, 0xfffffffe);
+  }
+
+  /** Rebuilds the write view and prefix counts from the (now sorted) records. */
+  private rebuildDerived(): void {
+    this.wN = 0;
+    this.wBefore[0] = 0;
+    this.rBefore[0] = 0;
+    for (let i = 0; i < this.n; i++) this.appendDerived(i);
+  }
+
+  /** Snapshot marks in time order. */
+  get snapshots(): SnapshotMark[] {
+    if (!this.marksSorted) {
+      this.marks.sort((a, b) => a.t - b.t);
+      this.marksSorted = true;
+    }
+    return this.marks.map((m) => ({ ...m }));
+  }
+
   /** Stable sort by time (only after an out-of-order record). */
   private ensureSorted(): void {
     if (this.sorted) return;
@@ -229,6 +296,7 @@ export class TraceIndex {
     this.op = perm(this.op);
     this.layer = perm(this.layer);
     this.sorted = true;
+    this.rebuildDerived();
   }
 
   private isWrite(i: number): boolean {
@@ -255,6 +323,19 @@ export class TraceIndex {
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
       if (this.t[mid] <= time) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** First write-view index with time >= `time` (or > `time` when `after`). */
+  private writeBound(time: number, after: boolean): number {
+    const t = this.wT;
+    let lo = 0;
+    let hi = this.wN;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (t[mid] < time || (after && t[mid] === time)) lo = mid + 1;
       else hi = mid;
     }
     return lo;
@@ -290,20 +371,6 @@ export class TraceIndex {
     this.csrRecords = records;
   }
 
-  private ensureWritesBefore(): Uint32Array {
-    if (this.writesBefore) return this.writesBefore;
-    this.ensureSorted();
-    const w = new Uint32Array(this.n + 1);
-    const r = new Uint32Array(this.n + 1);
-    for (let i = 0; i < this.n; i++) {
-      w[i + 1] = w[i] + (this.isWrite(i) ? 1 : 0);
-      r[i + 1] = r[i] + (this.op[i] === READ ? 1 : 0);
-    }
-    this.writesBefore = w;
-    this.readsBefore = r;
-    return w;
-  }
-
   /**
    * Blocks written with from <= t <= to, with the time of the last write to each and the count:
    * one pass over the records in the range, no pass over the whole trace.
@@ -312,9 +379,11 @@ export class TraceIndex {
     this.ensureSorted();
     const blocks = this.blockCount;
     if (!this.stamp || this.stamp.length < blocks) {
-      this.stamp = new Uint32Array(Math.max(blocks, 1));
-      this.scratchLast = new Float64Array(Math.max(blocks, 1));
-      this.scratchCount = new Uint32Array(Math.max(blocks, 1));
+      const size = Math.max(blocks, 1);
+      this.stamp = new Uint32Array(size);
+      this.touched = new Uint32Array(size);
+      this.scratchLast = new Float64Array(size);
+      this.scratchCount = new Uint32Array(size);
       this.stampNow = 0;
     }
     if (++this.stampNow === 0xffffffff) {
@@ -322,36 +391,46 @@ export class TraceIndex {
       this.stampNow = 1;
     }
     const stamp = this.stamp;
+    const touched = this.touched!;
     const last = this.scratchLast!;
     const count = this.scratchCount!;
     const now = this.stampNow;
-    const i0 = this.lowerBound(from);
-    const i1 = this.upperBound(to);
-    const touched: number[] = [];
-    let records = 0;
-    for (let i = i0; i < i1; i++) {
-      if (!this.isWrite(i)) continue;
-      records++;
-      const [a, b] = this.blockSpan(i);
-      const ti = this.t[i];
-      for (let k = a; k <= b; k++) {
-        if (stamp[k] !== now) {
-          stamp[k] = now;
-          count[k] = 0;
-          touched.push(k);
+    const wT = this.wT;
+    const wFirst = this.wFirst;
+    const wLast = this.wLast;
+    const j0 = this.writeBound(from, false);
+    const j1 = this.writeBound(to, true);
+    let k = 0;
+    for (let j = j0; j < j1; j++) {
+      const ti = wT[j];
+      const b = wLast[j];
+      for (let a = wFirst[j]; a <= b; a++) {
+        if (stamp[a] !== now) {
+          stamp[a] = now;
+          count[a] = 1;
+          touched[k++] = a;
+        } else {
+          count[a]++;
         }
-        last[k] = ti;
-        count[k]++;
+        last[a] = ti;
       }
     }
-    const out = Uint32Array.from(touched).sort();
-    const lastWrite = new Float64Array(out.length);
-    const writes = new Uint32Array(out.length);
-    for (let j = 0; j < out.length; j++) {
+    // Ascending block numbers: sort the few touched, or sweep the stamps when many were.
+    let out: Uint32Array;
+    if (k * 16 > blocks) {
+      out = new Uint32Array(k);
+      let o = 0;
+      for (let b = 0; b < blocks && o < k; b++) if (stamp[b] === now) out[o++] = b;
+    } else {
+      out = touched.slice(0, k).sort();
+    }
+    const lastWrite = new Float64Array(k);
+    const writes = new Uint32Array(k);
+    for (let j = 0; j < k; j++) {
       lastWrite[j] = last[out[j]];
       writes[j] = count[out[j]];
     }
-    return { blocks: out, lastWrite, writes, records };
+    return { blocks: out, lastWrite, writes, records: j1 - j0 };
   }
 
   /** Every write that reached `block` (time order), optionally only those with from <= t <= to. */
@@ -388,8 +467,8 @@ export class TraceIndex {
   /** Reads and writes per time bin, `bins` equal bins over [from, to] (the timeline's density strip). */
   density(from: number, to: number, bins: number): Density {
     this.ensureSorted();
-    const w = this.ensureWritesBefore();
-    const r = this.readsBefore!;
+    const w = this.wBefore;
+    const r = this.rBefore;
     const reads = new Uint32Array(bins);
     const writes = new Uint32Array(bins);
     const width = (to - from) / bins;

@@ -161,8 +161,34 @@ describe('Timeline tab and live blocks in Chromium (real HTML, CSP and bundle; t
       // Live writes flash their blocks on the Blocks tab without a reload.
       await h.page.click('#tab-blocks');
       await h.send({ type: 'liveWrites', blocks: Uint32Array.from([1, 2, 3]), writesPerSecond: 42 });
-      await h.page.waitForFunction(() => (document.querySelector('#blocks-heatmap canvas') as HTMLElement).dataset.flashing === '3');
+      await h.page.waitForFunction(() => (document.querySelector('#blocks-heatmap canvas.write-flash') as HTMLElement).dataset.flashing === '3');
       assert.match((await h.page.textContent('.live-strip'))!, /42 writes\/s/);
+      // The flash fades: the lit cells' opacity falls through intermediate levels to none; other cells stay clear.
+      const fade = await h.page.evaluate(() => new Promise<Array<{ ms: number; lit: number[]; other: number }>>((resolve) => {
+        const c = document.querySelector('#blocks-heatmap canvas.write-flash') as HTMLCanvasElement;
+        const ctx = c.getContext('2d')!;
+        const alphaAt = (b: number) => {
+          const d = c.dataset; const px = Number(d.cellPx); const cell = Math.floor(b / Number(d.blocksPerCell));
+          const x = (cell % Number(d.cols)) * px + Math.floor((px - 1) / 2);
+          const y = Math.floor(cell / Number(d.cols)) * px - Number(d.scrollY) + Math.floor((px - 1) / 2);
+          return ctx.getImageData(x, y, 1, 1).data[3];
+        };
+        const t0 = performance.now();
+        const out: Array<{ ms: number; lit: number[]; other: number }> = [];
+        const step = () => {
+          out.push({ ms: performance.now() - t0, lit: [1, 2, 3].map(alphaAt), other: alphaAt(10) });
+          if (performance.now() - t0 < 3500) setTimeout(step, 100); else resolve(out);
+        };
+        step();
+      }));
+      assert.ok(fade.every((f) => f.other === 0), 'an unwritten block is never lit');
+      const lit = fade.map((f) => f.lit[1]);
+      assert.ok(lit[0] > 200, `lit at first (${lit[0]})`);
+      assert.equal(lit[lit.length - 1], 0, 'faded out in the end');
+      const between = new Set(lit.filter((a) => a > 10 && a < 245).map((a) => Math.round(a / 25)));
+      assert.ok(between.size >= 3, `fades through intermediate levels: ${lit.join(' ')}`);
+      for (let i = 1; i < lit.length; i++) assert.ok(lit[i] <= lit[i - 1], `never brightens without a new write: ${lit.join(' ')}`);
+      await h.page.waitForFunction(() => (document.querySelector('#blocks-heatmap canvas.write-flash') as HTMLElement).dataset.flashing === undefined);
       assert.equal(h.posted.filter((m) => m.type === 'ready').length, 1, 'no reload');
       assert.deepEqual(problems, []);
     } finally {

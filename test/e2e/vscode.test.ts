@@ -5,14 +5,17 @@
  * test-results/measurements.json.
  */
 import { strict as assert } from 'assert';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'fs';
+import { execFileSync } from 'child_process';
+import { createHash } from 'crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'fs';
 import * as path from 'path';
 import { pathToFileURL } from 'url';
-import type { Browser, Frame, Page } from 'playwright-core';
+import type { Browser, Frame, Locator, Page } from 'playwright-core';
 import { buildBlockMap } from '../../src/chain/blockMap';
 import { openChain } from '../../src/chain/chain';
 import { createChild } from '../../src/chain/createChild';
 import { createImage } from '../../src/format/vhd/create';
+import { readSessionRecords } from '../../src/extension/sessionModel';
 import { formatUuid } from '../../src/format/vhd/uuid';
 import { VhdImage } from '../../src/format/vhd/vhdImage';
 import { hasChromium, launchChromium, RESULTS } from '../helpers/browser';
@@ -87,10 +90,83 @@ async function runCommand(page: Page, title: string): Promise<void> {
   await page.keyboard.press('Enter');
 }
 
+/** The Disk Image Sessions view in the explorer, expanded. */
+async function sessionsPane(page: Page): Promise<Locator> {
+  const header = page.locator('.pane-header', { hasText: 'Disk Image Sessions' }).first();
+  await header.waitFor();
+  if ((await header.getAttribute('aria-expanded')) === 'false') await header.click();
+  return page.locator('.pane').filter({ has: header });
+}
+
+/** Starts an undo session without automatic snapshots on the active editor's image, from the command palette; returns its NBD URL. */
+async function startUndoSession(page: Page, image: string): Promise<string> {
+  await runCommand(page, 'Disk Image: Start Emulator Session…');
+  await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Undo session' }).first().click();
+  await page.locator('.quick-input-widget', { hasText: 'Automatic snapshots' }).waitFor();
+  await page.keyboard.press('Enter');
+  const note = page.locator('.notification-list-item-message', { hasText: `Serving ${image} on ` }).first();
+  await note.waitFor({ timeout: 60000 });
+  const url = /on (nbd\+unix:\/\/\/\?socket=\S+)/.exec((await note.textContent())!)?.[1];
+  assert.ok(url, `the notification names the session's URL: ${await note.textContent()}`);
+  await runCommand(page, 'Notifications: Clear All Notifications');
+  return url!;
+}
+
+/** Real writes over the session's URL with qemu-io (pattern bytes), as a guest's would arrive. */
+function qemuWrites(url: string, writes: Array<{ offset: number; length: number; pattern: number }>): void {
+  execFileSync('qemu-io', ['-f', 'raw', ...writes.flatMap((w) => ['-c', `write -P ${w.pattern} ${w.offset} ${w.length}`]), url], { stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** Blocks of the editor's grid a list of writes reaches, ascending. */
+function blocksOf(writes: Array<{ offset: number; length: number }>, blockSize: number): number[] {
+  const set = new Set<number>();
+  for (const w of writes) for (let b = Math.floor(w.offset / blockSize); b <= Math.floor((w.offset + w.length - 1) / blockSize); b++) set.add(b);
+  return [...set].sort((a, b) => a - b);
+}
+
+/**
+ * Waits in the page until the write flash over the Blocks heatmap lights every block of `blocks`
+ * at once (sampled in the same frame): returns the opacity at each, and the most lit other block.
+ */
+async function litBlocks(f: Frame, blocks: number[], blockCount: number): Promise<{ lit: number[]; otherMax: number }> {
+  // A string, not a function: the test runner's transpiler would wrap named inner functions in a
+  // helper (__name) that VS Code's webview frame does not have.
+  return f.evaluate(`new Promise((resolve, reject) => {
+    const blocks = ${JSON.stringify(blocks)};
+    const blockCount = ${blockCount};
+    const c = document.querySelector('#blocks-heatmap canvas.write-flash');
+    const ctx = c.getContext('2d');
+    const alpha = (b) => {
+      const d = c.dataset; const px = Number(d.cellPx); const cell = Math.floor(b / Number(d.blocksPerCell));
+      const x = (cell % Number(d.cols)) * px + Math.floor((px - 1) / 2);
+      const y = Math.floor(cell / Number(d.cols)) * px - Number(d.scrollY) + Math.floor((px - 1) / 2);
+      return ctx.getImageData(x, y, 1, 1).data[3];
+    };
+    const t0 = performance.now();
+    const check = () => {
+      if (c.dataset.flashing) {
+        const lit = blocks.map(alpha);
+        if (lit.every((a) => a > 0)) {
+          let otherMax = 0;
+          for (let b = 0; b < blockCount; b++) if (!blocks.includes(b)) otherMax = Math.max(otherMax, alpha(b));
+          resolve({ lit, otherMax });
+          return;
+        }
+      }
+      if (performance.now() - t0 > 30000) reject(new Error('blocks ' + blocks + ' did not light up together (flashing: ' + c.dataset.flashing + ')'));
+      else setTimeout(check, 16);
+    };
+    check();
+  })`);
+}
+
+const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
+
 describe('end to end: the packaged extension in code-server, driven in Chromium', function () {
   this.timeout(15 * 60 * 1000);
   const t = tempDir('e2e-vscode-');
   const ws = path.join(t.dir, 'workspace');
+  const sessionTmp = path.join(t.dir, 'tmp');
   let browser: Browser;
   let server: CodeServer;
   let page: Page;
@@ -117,7 +193,9 @@ describe('end to end: the packaged extension in code-server, driven in Chromium'
     c = await openChain(path.join(ws, 'big.vhd'), { writable: true });
     for (const b of [2, 300_000, 999_999]) await c.write(b * 2 * MiB + 4096, Buffer.alloc(4096, 0xa5));
     await c.close();
-    server = await startCodeServer({ entry, home: path.join(t.dir, 'home'), folder: ws, vsix });
+    // Its own temp folder: the sessions it starts are announced there, not to other VS Code windows.
+    mkdirSync(sessionTmp, { recursive: true });
+    server = await startCodeServer({ entry, home: path.join(t.dir, 'home'), folder: ws, vsix, env: { TMPDIR: sessionTmp } });
     browser = await launchChromium();
     page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
     await page.goto(`${server.url}/?folder=${encodeURIComponent(ws)}`);
@@ -142,6 +220,10 @@ describe('end to end: the packaged extension in code-server, driven in Chromium'
     if (Object.keys(measurements).length) console.log(`      measurements: ${JSON.stringify(measurements)}`);
     await browser?.close();
     await server?.stop();
+    // Session servers are detached (they outlive VS Code by design): stop any a failed test left.
+    for (const r of readSessionRecords(path.join(sessionTmp, 'diskimg-sessions'))) {
+      try { process.kill(r.pid, 'SIGTERM'); } catch { /* gone */ }
+    }
     t.cleanup();
   });
 
@@ -306,5 +388,125 @@ describe('end to end: the packaged extension in code-server, driven in Chromium'
     measurements.vsixKiB = vsixKiB;
     const fresh = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
     assert.ok(fresh.contributes.customEditors[0].viewType === 'diskImageInspector.imageEditor');
+  });
+  describe('emulator sessions: start from the palette, real qemu-io writes, live blocks, timeline, snapshot, undo question', () => {
+    let grid: { blockSize: number; blockCount: number };
+    const sessionFiles = () => readdirSync(ws).filter((n) => /^child2\.session-/.test(n));
+
+    afterEach(async function () {
+      if (this.currentTest?.state === 'failed') await page.screenshot({ path: path.join(RESULTS, `failure-session-${this.currentTest.title.slice(0, 30).replace(/\W+/g, '-')}.png`) });
+    });
+
+    before(async () => {
+      const chain = await openChain(demo.child2);
+      const map = await buildBlockMap(chain);
+      await chain.close();
+      grid = { blockSize: map.blockSize, blockCount: map.blockCount };
+    });
+
+    it('an undo session from the palette: writes light up their blocks, the timeline brush paints exactly them, a snapshot from the Sessions view marks the axis, Discard leaves the image byte-identical', async () => {
+      await openFile(page, 'child2.vhd');
+      const f = await editorFrame(page, 'child2.vhd');
+      await f.click('#tab-blocks');
+      const before = sha256(demo.child2);
+      const started = Date.now();
+      const url = await startUndoSession(page, 'child2.vhd');
+      measurements.sessionStartMs = Date.now() - started;
+      assert.equal(sessionFiles().length, 1, `one session child next to the image: ${sessionFiles()}`);
+      const bs = grid.blockSize;
+      // Before the snapshot: blocks 3, 50, and a write across the 10/11 boundary; after it: four others.
+      const first = [{ offset: 3 * bs + 4096, length: 8192, pattern: 0x31 }, { offset: 11 * bs - 4096, length: 8192, pattern: 0x32 }, { offset: 50 * bs, length: 65536, pattern: 0x33 }];
+      const second = [{ offset: 20 * bs + 512, length: 4096, pattern: 0x41 }, { offset: 64 * bs, length: 4096, pattern: 0x42 }, { offset: 100 * bs + 1024 * 1024, length: 8192, pattern: 0x43 }, { offset: 127 * bs, length: 512, pattern: 0x44 }];
+      const firstBlocks = blocksOf(first, bs);
+      const secondBlocks = blocksOf(second, bs);
+      assert.deepEqual(firstBlocks, [3, 10, 11, 50]);
+
+      qemuWrites(url, first);
+      const flash = await litBlocks(f, firstBlocks, grid.blockCount);
+      assert.equal(flash.otherMax, 0, `only the written blocks light up (lit: ${flash.lit})`);
+      await page.screenshot({ path: path.join(RESULTS, 'vscode-session-live.png') });
+
+      // Snapshot Now from the Sessions view (the session's inline action).
+      const pane = await sessionsPane(page);
+      const row = pane.locator('.monaco-list-row', { hasText: 'child2.vhd' }).first();
+      await row.hover();
+      await row.locator('.action-label[aria-label="Snapshot Now"]').click();
+      await pane.locator('.monaco-list-row', { hasText: 'Snapshots' }).filter({ hasNotText: 'none' }).first().waitFor({ timeout: 30000 });
+      await until('the snapshot mark on the timeline', () => f.evaluate(() => (document.querySelector('.timeline-view') as HTMLElement).dataset.snapshots?.split(',').filter(Boolean).length === 1), 30000, 100);
+      assert.equal(sessionFiles().length, 2, `the frozen session child and the new top: ${sessionFiles()}`);
+
+      qemuWrites(url, second);
+      const flash2 = await litBlocks(f, secondBlocks, grid.blockCount);
+      assert.ok(flash2.lit.every((a) => a > 0));
+      await page.screenshot({ path: path.join(RESULTS, 'vscode-sessions-view.png') });
+
+      // The timeline: every write is in (7 writes), then a brush dragged from the snapshot mark past the axis' end.
+      await f.click('#tab-timeline');
+      await until('the trace of all 7 writes', () => f.evaluate(() => (document.querySelector('.timeline-view') as HTMLElement).dataset.writeRecords === '7'), 30000, 100);
+      const tl = await f.evaluate(() => ({ ...(document.querySelector('.timeline-view') as HTMLElement).dataset }));
+      const from = Number(tl.from); const to = Number(tl.to); const snap = Number(tl.snapshots);
+      assert.ok(snap > from && snap < to, `the snapshot mark ${snap} is inside the trace ${from}..${to}`);
+      const box = (await f.locator('#timeline-axis').boundingBox())!;
+      const xSnap = box.x + ((snap - from) / (to - from)) * box.width;
+      await page.mouse.move(xSnap + 1, box.y + box.height / 2);
+      await page.mouse.down();
+      await page.mouse.move(box.x + box.width + 40, box.y + box.height / 2, { steps: 5 });
+      await page.mouse.up();
+      const blocksShown = async () => f.evaluate(() => (document.querySelector('.timeline-view') as HTMLElement).dataset.blocks ?? '');
+      await until('the brushed blocks', async () => (await blocksShown()) === secondBlocks.join(','), 15000, 50)
+        .catch(async (e) => { throw new Error(`${(e as Error).message}: shows [${await blocksShown()}], want [${secondBlocks}]`); });
+      const canvas = '#timeline-heatmap canvas';
+      await f.waitForTimeout(300);
+      const all = Array.from({ length: grid.blockCount }, (_, i) => i);
+      const colors = await sampleBlocks(f, canvas, all);
+      const empty = colors[1]!; // never written
+      for (const b of all) {
+        if (secondBlocks.includes(b)) assert.ok(!sameColor(colors[b], empty, 12), `block ${b}, written after the snapshot, is painted (${colors[b]} vs empty ${empty})`);
+        else assert.ok(sameColor(colors[b], empty, 2), `block ${b} is not painted (${colors[b]}; empty ${empty})`);
+      }
+      await page.screenshot({ path: path.join(RESULTS, 'vscode-timeline.png') });
+      // "start → #1" is one click: exactly the blocks written before the snapshot.
+      await f.locator('.timeline-snapshots vscode-button, .timeline-snapshots button', { hasText: 'start → #1' }).first().click();
+      await until('the blocks before the snapshot', async () => (await blocksShown()) === firstBlocks.join(','), 15000, 50)
+        .catch(async (e) => { throw new Error(`${(e as Error).message}: shows [${await blocksShown()}], want [${firstBlocks}]`); });
+
+      // End Session: the undo question names the files; Discard.
+      await runCommand(page, 'Disk Image: End Session…');
+      const dialog = page.locator('.monaco-dialog-box');
+      await dialog.waitFor();
+      const text = (await dialog.textContent())!;
+      for (const n of sessionFiles()) assert.ok(text.includes(n), `the question names ${n}: ${text}`);
+      assert.match(text, /Keep the changes/);
+      assert.match(text, /Merge into the parent/);
+      await page.screenshot({ path: path.join(RESULTS, 'vscode-undo-question.png') });
+      await dialog.locator('.monaco-button', { hasText: /^Discard them$/ }).click();
+      await until('the session\'s layers to be deleted', async () => sessionFiles().length === 0, 60000, 100);
+      assert.equal(sha256(demo.child2), before, 'child2.vhd is byte-identical to before the session');
+      await pane.locator('.monaco-list-row', { hasText: 'Snapshots' }).waitFor({ state: 'detached', timeout: 30000 });
+    });
+
+    it('a second undo session ended with Merge into the parent: the image holds the writes', async () => {
+      await openFile(page, 'child2.vhd');
+      await editorFrame(page, 'child2.vhd');
+      const bs = grid.blockSize;
+      const writes = [{ offset: 7 * bs + 8192, length: 16384, pattern: 0x5c }, { offset: 90 * bs, length: 4096, pattern: 0x5d }];
+      const c0 = await openChain(demo.child2);
+      const untouched = await c0.readRange(30 * bs, 65536);
+      await c0.close();
+      const url = await startUndoSession(page, 'child2.vhd');
+      qemuWrites(url, writes);
+      await runCommand(page, 'Disk Image: End Session…');
+      const dialog = page.locator('.monaco-dialog-box');
+      await dialog.waitFor();
+      await dialog.locator('.monaco-button', { hasText: /^Merge into the parent$/ }).click();
+      await until('the merged session layers to be deleted', async () => sessionFiles().length === 0, 60000, 100);
+      const c = await openChain(demo.child2);
+      try {
+        for (const w of writes) assert.deepEqual(await c.readRange(w.offset, w.length), Buffer.alloc(w.length, w.pattern), `child2.vhd holds the write at ${w.offset}`);
+        assert.deepEqual(await c.readRange(30 * bs, 65536), untouched, 'and nothing else changed');
+      } finally {
+        await c.close();
+      }
+    });
   });
 });

@@ -19,6 +19,8 @@ export interface CodeServerOptions {
   vsix?: string;
   settings?: Record<string, unknown>;
   port?: number;
+  /** Added to code-server's environment (the e2e gives it its own TMPDIR: its own sessions folder). */
+  env?: Record<string, string>;
 }
 
 interface Module {

@@ -1,13 +1,13 @@
 import { strict as assert } from 'assert';
 import { execFileSync, spawn } from 'child_process';
 import { createHash } from 'crypto';
-import { existsSync, readFileSync } from 'fs';
+import { existsSync, readFileSync, writeFileSync } from 'fs';
 import * as path from 'path';
 import { controlRequest } from '../../src/serve/control';
 import { TraceIndex } from '../../src/serve/traceIndex';
 import {
-  applyUndoChoice, ExportStatusView, parseDurationSetting, qemuArgv, RateMeter, revertDiscards, serveArgs, servingUrl, SessionRecord,
-  sessionLayers, shellLine, spawnServe, splitArgs, undoConsequences,
+  applyUndoChoice, ExportStatusView, parseDurationSetting, qemuArgv, RateMeter, readSessionRecords, removeSessionRecord, revertDiscards, serveArgs,
+  servingUrl, SessionRecord, sessionLayers, shellLine, spawnServe, splitArgs, undoConsequences, writeSessionRecord,
 } from '../../src/extension/sessionModel';
 import { CLI, runCli, tempDir } from '../helpers/util';
 
@@ -64,6 +64,30 @@ describe('emulator sessions: settings, command lines, the undo question', () => 
     assert.equal(m.rate, 100);
     for (let t = 2; t <= 20; t++) m.push(t, 100 + (t - 1) * 10);
     assert.equal(m.rate, 10);
+  });
+
+  it('announces sessions as record files: read back whole, malformed or misnamed files ignored, removed on end', () => {
+    const t = tempDir('session-records-');
+    try {
+      const dir = path.join(t.dir, 'records');
+      assert.deepEqual(readSessionRecords(dir), [], 'no folder: no sessions');
+      const rec: SessionRecord = {
+        id: 'demo-1', image: '/d/child2.vhd', mode: 'undo', control: '/t/demo-1.ctl', trace: '/t/demo-1.trace.jsonl', log: '/t/demo-1.log',
+        url: 'nbd+unix:///?socket=/t/demo-1.nbd', pid: 4242, started: '2026-12-02T14:00:00.000Z', snapshotEvery: '30s',
+      };
+      const file = writeSessionRecord(dir, rec);
+      assert.equal(path.basename(file), 'demo-1.json');
+      writeFileSync(path.join(dir, 'torn.json'), '{"id":"torn","ima');
+      writeFileSync(path.join(dir, 'other.json'), JSON.stringify({ ...rec, id: 'not-other' }));
+      writeFileSync(path.join(dir, 'bad.json'), JSON.stringify({ ...rec, id: 'bad', pid: 0 }));
+      writeFileSync(path.join(dir, 'notes.txt'), 'x');
+      assert.deepEqual(readSessionRecords(dir), [rec]);
+      removeSessionRecord(dir, 'demo-1');
+      removeSessionRecord(dir, 'demo-1');
+      assert.deepEqual(readSessionRecords(dir), []);
+    } finally {
+      t.cleanup();
+    }
   });
 });
 

@@ -1,7 +1,7 @@
 import { strict as assert } from 'assert';
 import { makePalette, mix, pack } from '../../webview/heatmap/colors';
 import { cellColor } from '../../webview/heatmap/render';
-import { blockAges, brushRange, replayStep, timeToX, xToTime } from '../../webview/timeline/logic';
+import { blockAges, brushRange, flashAlpha, FLASH_FADE_MS, FLASH_HOLD_MS, replayStep, timeToX, xToTime } from '../../webview/timeline/logic';
 import { parseWebviewMessage } from '../../src/protocol';
 
 describe('timeline logic (webview)', () => {
@@ -28,6 +28,24 @@ describe('timeline logic (webview)', () => {
     assert.equal(cellColor(d, 'timeline', 2, 3, p), pack(mix(p.allocated, p.changed, 1)));
     assert.equal(cellColor(d, 'timeline', 0, 4, p), pack(mix(p.allocated, p.changed, 1)), 'an aggregated cell shows its newest write');
     assert.notEqual(pack(mix(p.allocated, p.changed, 0)), pack(mix(p.allocated, p.changed, 1)));
+  });
+
+  it('fades a write flash gradually: full for a moment, then strictly decreasing to 0, never on/off', () => {
+    assert.equal(flashAlpha(0), 1);
+    assert.equal(flashAlpha(FLASH_HOLD_MS), 1);
+    assert.equal(flashAlpha(FLASH_FADE_MS), 0);
+    assert.equal(flashAlpha(FLASH_FADE_MS + 1000), 0);
+    let prev = 1;
+    const levels = new Set<number>();
+    for (let ms = FLASH_HOLD_MS + 50; ms < FLASH_FADE_MS; ms += 50) {
+      const a = flashAlpha(ms);
+      assert.ok(a < prev && a > 0, `${ms} ms: ${a} after ${prev}`);
+      levels.add(Math.round(a * 10));
+      prev = a;
+    }
+    assert.ok(levels.size >= 9, `many intermediate levels (${[...levels]})`);
+    const mid = flashAlpha((FLASH_HOLD_MS + FLASH_FADE_MS) / 2);
+    assert.ok(Math.abs(mid - 0.5) < 1e-9, `half way through the fade: ${mid}`);
   });
 
   it('steps a replay at the chosen speed and stops at the end', () => {

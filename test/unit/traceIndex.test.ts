@@ -216,6 +216,23 @@ describe('trace index', function () {
     }
   });
 
+  it('keeps snapshot marks apart from the records: in time order, not counted as writes or reads, other exports ignored', () => {
+    assert.deepEqual(parseTraceLine('{"t":2.5,"export":"d","op":"snapshot","offset":0,"length":0,"layer":"d.session-1.vhd"}'),
+      { t: 2.5, export: 'd', op: 'snapshot', offset: 0, length: 0, layer: 'd.session-1.vhd' });
+    const idx = new TraceIndex({ blockSize: 1000, exportName: 'd' });
+    idx.add({ t: 1, export: 'd', op: 'write', offset: 0, length: 10, layer: 's0' });
+    idx.add({ t: 5, export: 'd', op: 'snapshot', offset: 0, length: 0, layer: 's1' });
+    idx.add({ t: 6, export: 'd', op: 'write', offset: 3000, length: 10, layer: 's2' });
+    idx.add({ t: 2, export: 'd', op: 'snapshot', offset: 0, length: 0, layer: 's0' });
+    idx.add({ t: 3, export: 'e', op: 'snapshot', offset: 0, length: 0, layer: 'other' });
+    assert.equal(idx.size, 2);
+    assert.deepEqual(idx.snapshots, [{ t: 2, layer: 's0' }, { t: 5, layer: 's1' }]);
+    assert.deepEqual([...idx.density(0, 6, 6).writes], [0, 1, 0, 0, 0, 1]);
+    const [, second] = idx.snapshots;
+    assert.deepEqual([...idx.blocksWritten(second.t, 6).blocks], [3]);
+    assert.deepEqual([...idx.blocksWritten(0, second.t).blocks], [0]);
+  });
+
   it('clamps writes past a fixed block count out of the grid', () => {
     const idx = new TraceIndex({ blockSize: 100, blockCount: 3 });
     idx.add({ t: 0, export: '', op: 'write', offset: 250, length: 200, layer: 'x' }); // blocks 2..4 -> 2

@@ -22,8 +22,9 @@ export function brushRange(x0: number, x1: number, from: number, to: number, wid
  * Per-block colour position for the heatmap: the block's last write in the range, 0 at `from`
  * (oldest) to 1 at `to` (newest); -1 for blocks not written in the range.
  */
-export function blockAges(blockCount: number, blocks: ArrayLike<number>, lastWrite: ArrayLike<number>, from: number, to: number): Float32Array {
-  const age = new Float32Array(blockCount).fill(-1);
+export function blockAges(blockCount: number, blocks: ArrayLike<number>, lastWrite: ArrayLike<number>, from: number, to: number, into?: Float32Array): Float32Array {
+  // `into` (blockCount long) is reused across brushes instead of a new array each time.
+  const age = (into && into.length === blockCount ? into : new Float32Array(blockCount)).fill(-1);
   const span = to - from;
   for (let i = 0; i < blocks.length; i++) {
     const b = blocks[i];
@@ -52,4 +53,20 @@ export class RateHistory {
   get max(): number {
     return Math.max(1, ...this.values);
   }
+}
+
+/** How long a live write's flash takes to fade out, and how long it stays at full strength first. */
+export const FLASH_FADE_MS = 2500;
+export const FLASH_HOLD_MS = 150;
+
+/**
+ * Opacity of a block's write flash `elapsedMs` after the write was seen: full for a moment, then an
+ * ease-out to 0 (gradual, not on/off), so a burst of writes reads as a trail, newest brightest.
+ */
+export function flashAlpha(elapsedMs: number, fadeMs = FLASH_FADE_MS, holdMs = FLASH_HOLD_MS): number {
+  if (elapsedMs < 0) return 1;
+  if (elapsedMs <= holdMs) return 1;
+  if (elapsedMs >= fadeMs) return 0;
+  const p = (elapsedMs - holdMs) / (fadeMs - holdMs);
+  return 1 - p * p * (3 - 2 * p);
 }

@@ -3,6 +3,7 @@ import { formatBytes, formatInt, hexDump, locate, percent } from '../format';
 import { blockRanges } from '../heatmap/layout';
 import { HeatmapData, Mode, NO_OWNER, zeroBlockCount } from '../heatmap/render';
 import { HeatmapView } from '../heatmap/view';
+import { flashAlpha } from '../timeline/logic';
 import { append, button, clear, dropdown, Dropdown, el, textField } from '../ui';
 
 export interface BlocksHost {
@@ -20,6 +21,8 @@ const MODE_LABELS: Record<Mode, string> = {
 export class BlocksView {
   readonly element = el('div', 'view blocks-view');
   readonly heatmap: HeatmapView;
+  /** An emulator session's writes, fading on top of the heatmap. */
+  readonly writeFlash: WriteFlash;
   private model: ImageModel | null = null;
   private blocks: BlockData | null = null;
   private diff: DiffData | null = null;
@@ -50,6 +53,7 @@ export class BlocksView {
     this.heatmap.setMode(this.mode);
     this.heatmap.onHover((b) => this.showHover(b));
     this.heatmap.onClick((b) => this.selectBlock(b));
+    this.writeFlash = new WriteFlash(this.heatmap);
     append(this.element,
       el('div', 'toolbar',
         el('label', 'tool-label', 'Mode'), this.modeBox.element,
@@ -282,4 +286,86 @@ function countBits(bitmap: Uint8Array, n: number): number {
   let c = 0;
   for (let i = 0; i < n; i++) if (bitmap[i >> 3] & (0x80 >> (i & 7))) c++;
   return c;
+}
+
+/**
+ * The live write flash: each block an emulator session writes lights up in the flash colour and
+ * fades out over a few seconds (a new write lights it again), drawn on a transparent canvas over
+ * the heatmap so the heatmap is not redrawn every frame; cells follow its zoom and scroll. The
+ * canvas publishes the heatmap's geometry (and `flashing`, the blocks still lit) for the tests.
+ */
+export class WriteFlash {
+  readonly canvas = document.createElement('canvas');
+  private readonly ctx: CanvasRenderingContext2D;
+  /** Block -> when its latest write was seen (performance.now()). */
+  private readonly lit = new Map<number, number>();
+  private frame = 0;
+
+  constructor(private readonly heatmap: HeatmapView) {
+    const c = this.canvas;
+    c.className = 'write-flash';
+    c.style.position = 'absolute';
+    c.style.left = '0';
+    c.style.top = '0';
+    c.style.pointerEvents = 'none';
+    c.width = 1;
+    c.height = 1;
+    heatmap.container.appendChild(c);
+    this.ctx = c.getContext('2d')!;
+  }
+
+  flash(blocks: ArrayLike<number>): void {
+    const now = performance.now();
+    for (let i = 0; i < blocks.length; i++) this.lit.set(blocks[i], now);
+    this.canvas.dataset.flashing = String(this.lit.size);
+    if (!this.frame) this.frame = requestAnimationFrame((t) => this.draw(t));
+  }
+
+  private draw(now: number): void {
+    this.frame = 0;
+    const l = this.heatmap.describe();
+    const src = this.heatmap.canvas;
+    const c = this.canvas;
+    if (c.width !== src.width || c.height !== src.height) {
+      c.width = src.width;
+      c.height = src.height;
+    }
+    c.style.width = src.style.width;
+    c.style.height = src.style.height;
+    this.ctx.clearRect(0, 0, c.width, c.height);
+    if (!l) {
+      if (this.lit.size) this.frame = requestAnimationFrame((t) => this.draw(t));
+      return;
+    }
+    const d = c.dataset;
+    d.cols = String(l.cols); d.cellPx = String(l.cellPx); d.blocksPerCell = String(l.blocksPerCell); d.scrollY = String(l.scrollY);
+    // Several blocks in one cell (zoomed out): the cell shows the most recent.
+    const cells = new Map<number, number>();
+    for (const [block, at] of this.lit) {
+      const a = flashAlpha(now - at);
+      if (a <= 0) { this.lit.delete(block); continue; }
+      const cell = Math.floor(block / l.blocksPerCell);
+      if ((cells.get(cell) ?? 0) < a) cells.set(cell, a);
+    }
+    const css = getComputedStyle(document.documentElement);
+    this.ctx.fillStyle = css.getPropertyValue('--vscode-charts-yellow').trim() || css.getPropertyValue('--vscode-editorWarning-foreground').trim() || '#cca700';
+    const px = l.cellPx;
+    const gap = px >= 4 ? 1 : 0;
+    // Cells under 3 px get a 3x3 mark, as the heatmap does, so one lit block is still seen.
+    const grow = px < 3 ? 1 : 0;
+    for (const [cell, a] of cells) {
+      const x = (cell % l.cols) * px;
+      const y = Math.floor(cell / l.cols) * px - l.scrollY;
+      if (y + px < 0 || y > c.height) continue;
+      this.ctx.globalAlpha = a;
+      this.ctx.fillRect(x - grow, y - grow, px - gap + 2 * grow, px - gap + 2 * grow);
+    }
+    this.ctx.globalAlpha = 1;
+    if (this.lit.size) {
+      d.flashing = String(this.lit.size);
+      this.frame = requestAnimationFrame((t) => this.draw(t));
+    } else {
+      delete d.flashing;
+    }
+  }
 }

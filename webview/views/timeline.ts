@@ -24,6 +24,7 @@ export class TimelineView {
   private blockCount = 0;
   private blockSize = 1;
   private range: { from: number; to: number } | null = null;
+  private grid: { age: Float32Array; allocated: Uint8Array; fill: Uint8Array; owner: Uint16Array } | null = null;
   private readonly axisBox = el('div', 'timeline-axis');
   private readonly axis: HTMLCanvasElement;
   private readonly info = el('div', 'timeline-info', 'No trace yet: start an emulator session on this image, or Open Trace… a file written by diskimg serve --trace.');
@@ -90,12 +91,21 @@ export class TimelineView {
     this.summary = s;
     this.info.textContent = `${s.records.toLocaleString('en-US')} trace records, ${s.from.toFixed(3)} s to ${s.to.toFixed(3)} s${s.live ? ' (live)' : ''} — ${s.source}. Drag across the axis to brush a range.`;
     clear(this.snapBar);
-    const marks = [{ label: 'start', t: s.from }, ...s.snapshots, { label: 'now', t: s.to }];
+    const marks = [{ label: 'start', t: s.from }, ...s.snapshots, { label: s.live ? 'now' : 'end', t: s.to }];
     for (let i = 0; i + 1 < marks.length; i++) {
       const a = marks[i];
       const b = marks[i + 1];
-      this.snapBar.appendChild(button(`${a.label} → ${b.label}`, () => this.brush(a.t, b.t), { secondary: true, title: `Blocks written between ${a.label} and ${b.label}` }));
+      const what = (m: { label: string; layer?: string }) => (m.layer ? `snapshot ${m.label} (${m.layer} frozen)` : m.label);
+      const bt = button(`${a.label} → ${b.label}`, () => this.brush(a.t, b.t), { secondary: true, title: `Blocks written between ${what(a)} and ${what(b)}` });
+      bt.dataset.from = String(a.t);
+      bt.dataset.to = String(b.t);
+      this.snapBar.appendChild(bt);
     }
+    this.element.dataset.from = String(s.from);
+    this.element.dataset.to = String(s.to);
+    this.element.dataset.records = String(s.records);
+    this.element.dataset.writeRecords = String(s.writes.reduce((n, w) => n + w, 0));
+    this.element.dataset.snapshots = s.snapshots.map((m) => m.t).join(',');
     if (first || !this.range) this.brush(s.from, s.to);
     this.drawAxis();
   }
@@ -108,11 +118,19 @@ export class TimelineView {
 
   /** The host's answer to a brush: colour exactly the blocks written in it, oldest to newest. */
   showRange(m: Extract<HostMessage, { type: 'timelineRange' }>): void {
-    const age = blockAges(this.blockCount, m.blocks, m.lastWrite, m.from, m.to);
-    this.heatmap.setData({ blockCount: this.blockCount, allocated: new Uint8Array(this.blockCount), fill: new Uint8Array(this.blockCount), owner: new Uint16Array(this.blockCount), changed: null, age });
+    // One set of per-block arrays for every brush (a 2 TiB grid has a million blocks): the ages are
+    // refilled in place, the unused layers stay zero.
+    if (!this.grid || this.grid.age.length !== this.blockCount) {
+      const n = this.blockCount;
+      this.grid = { age: new Float32Array(n), allocated: new Uint8Array(n), fill: new Uint8Array(n), owner: new Uint16Array(n) };
+    }
+    const g = this.grid;
+    const age = blockAges(this.blockCount, m.blocks, m.lastWrite, m.from, m.to, g.age);
+    this.heatmap.setData({ blockCount: this.blockCount, allocated: g.allocated, fill: g.fill, owner: g.owner, changed: null, age });
     this.heatmap.canvas.dataset.written = String(m.blocks.length);
     this.element.dataset.range = `${m.from},${m.to}`;
-    this.element.dataset.blocks = Array.from(m.blocks).join(',');
+    // The written blocks as text for the tests, only when short (a long list would cost more than the paint).
+    this.element.dataset.blocks = m.blocks.length <= 10_000 ? m.blocks.join(',') : '';
     this.info.textContent = `${m.blocks.length.toLocaleString('en-US')} blocks written by ${m.records.toLocaleString('en-US')} writes between ${m.from.toFixed(3)} s and ${m.to.toFixed(3)} s (colour: oldest to newest). Click a block for its writes.`;
   }
 
@@ -191,10 +209,16 @@ export class TimelineView {
     ctx.fillText(`${s.from.toFixed(2)} s`, 2, AXIS_HEIGHT - 2);
     const endLabel = `${s.to.toFixed(2)} s`;
     ctx.fillText(endLabel, w - ctx.measureText(endLabel).width - 2, AXIS_HEIGHT - 2);
+    // Snapshot marks at their trace time (the server writes them on the requests' clock), on a
+    // whole pixel so a mark between two bursts of writes is seen between them.
     ctx.strokeStyle = v('--vscode-charts-yellow', '--vscode-foreground');
+    ctx.fillStyle = ctx.strokeStyle;
+    ctx.lineWidth = 1;
     for (const snap of s.snapshots) {
-      const x = timeToX(snap.t, s.from, s.to, w);
+      const x = Math.round(timeToX(snap.t, s.from, s.to, w)) + 0.5;
       ctx.beginPath(); ctx.moveTo(x, 0); ctx.lineTo(x, AXIS_HEIGHT - 12); ctx.stroke();
+      const tw = ctx.measureText(snap.label).width;
+      ctx.fillText(snap.label, Math.min(w - tw - 1, x + 2), 9);
     }
     if (this.range) {
       const a = timeToX(this.range.from, s.from, s.to, w);
