@@ -97,6 +97,7 @@ describe('info --json, check --json and the chain view show a parent on a server
     const grand = path.join(d, 'g.vhd');
     await createChild(child, grand);
     assert.equal(JSON.parse((await cli(['info', '--json', grand])).stdout).parent.source, null);
+    assert.equal('parent' in JSON.parse((await cli(['check', '--json', grand])).stdout), false, 'check --json of an image-file parent is {ok, problems}');
     const chain = await openChain(grand, { tolerant: true });
     try {
       const model = await buildImageModel(chain, false);

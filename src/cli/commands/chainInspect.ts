@@ -76,7 +76,9 @@ export function register(program: Command): void {
     .action(async (image: string, opts: { json?: boolean }) => {
       const r = await checkImage(image);
       if (opts.json) {
-        out(`${JSON.stringify({ ok: r.ok, problems: r.problems, parent: await parentSourceOf(image) })}\n`);
+        // `parent` only for a parent on a server, a raw file or a device: {ok, problems} stays as it was otherwise.
+        const parent = await parentSourceOf(image);
+        out(`${JSON.stringify({ ok: r.ok, problems: r.problems, ...(parent ? { parent } : {}) })}\n`);
       } else {
         out(`${image}: ${summary(r.problems)}\n`);
         printProblems(r.problems);
