@@ -5,6 +5,8 @@ import { ImageDocument } from './imageDocument';
 import { blockDetail, diffSector, sectorDetail } from './model';
 
 export const VIEW_TYPE = 'diskImageInspector.imageEditor';
+/** The same editor offered by "Open With" for raw dumps (.img, .raw, …), which no content probe claims. */
+export const RAW_VIEW_TYPE = 'diskImageInspector.rawImageEditor';
 
 /** Maps the webview's command names to contributed command ids. */
 const COMMAND_IDS: Record<EditorCommand, string> = {
@@ -49,10 +51,12 @@ export class ImageEditorProvider implements vscode.CustomReadonlyEditorProvider<
 
   static register(context: vscode.ExtensionContext, log: vscode.OutputChannel): ImageEditorProvider {
     const provider = new ImageEditorProvider(context, log);
-    context.subscriptions.push(vscode.window.registerCustomEditorProvider(VIEW_TYPE, provider, {
-      webviewOptions: { retainContextWhenHidden: true },
-      supportsMultipleEditorsPerDocument: true,
-    }));
+    for (const viewType of [VIEW_TYPE, RAW_VIEW_TYPE]) {
+      context.subscriptions.push(vscode.window.registerCustomEditorProvider(viewType, provider, {
+        webviewOptions: { retainContextWhenHidden: true },
+        supportsMultipleEditorsPerDocument: true,
+      }));
+    }
     return provider;
   }
 

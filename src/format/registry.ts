@@ -116,6 +116,12 @@ export interface DiskFormat {
   createChild?(parent: DiskImage, childPath: string, options?: CreateChildOptions): Promise<void>;
   /** Has no signature (raw): never probed; chosen only where a fallback is allowed (see OpenOptions.rawFallback). */
   readonly fallback?: boolean;
+  /**
+   * Names under which content no format recognises opens as this fallback format (a raw dump named
+   * `disk.img`), as qemu reads unknown content as raw; other names still get the default format's
+   * explanation of why the file is not one of its images.
+   */
+  readonly fallbackExtensions?: readonly string[];
   /** The file's own structures, read tolerantly; throws only when the file is not this format at all. */
   scan(path: string, file: ImageFile, options?: ScanOptions): Promise<FormatScan>;
   /** What repair would change, from a scan of this format, in a crash-safe order. */
@@ -164,7 +170,8 @@ export async function detectFormat(path: string, options: { rawFallback?: boolea
     const found = FORMATS.find((f) => !f.fallback && f.probe(head, tail, size));
     if (found) return found;
     const fallback = FORMATS.find((f) => f.fallback);
-    if (fallback && (options.rawFallback || file.isBlockDevice)) return fallback;
+    const ext = nodePath.extname(path).toLowerCase();
+    if (fallback && (options.rawFallback || file.isBlockDevice || fallback.fallbackExtensions?.includes(ext))) return fallback;
     return formatByExtension(path) ?? FORMATS[0];
   } finally {
     await file.close();

@@ -52,10 +52,35 @@ describe('format registry and the format-neutral DiskImage contract', () => {
 
   it('a file no format recognises is explained by the default format, with structure and offset', async () => {
     const d = sub();
-    const junk = path.join(d, 'junk.img');
+    const junk = path.join(d, 'junk.dat');
     writeFileSync(junk, Buffer.alloc(4096, 0x41));
     assert.equal((await detectFormat(junk)).name, FORMATS[0].name);
     await assert.rejects(openImage(junk), (e: unknown) => e instanceof DiskImageError && e.code === 'EFORMAT' && e.structure === 'footer' && e.offset === 3584);
+    // A name of an image format keeps that format's explanation too.
+    const vhdNamed = path.join(d, 'junk.vhdx');
+    writeFileSync(vhdNamed, Buffer.alloc(4096, 0x41));
+    assert.equal((await detectFormat(vhdNamed)).name, 'vhdx');
+  });
+
+  it('content no format recognises, named as a raw dump (.img, .raw, .iso, .dd, .bin), opens as a raw one-layer image', async () => {
+    const d = sub();
+    const dump = path.join(d, 'disk.img');
+    const data = randomBytes(rng(7), 3 * MiB + 512);
+    writeFileSync(dump, data);
+    assert.equal((await detectFormat(dump)).name, 'raw');
+    const info = cliJson(['info', dump]);
+    assert.equal(info.format, 'raw');
+    assert.equal(info.virtualSize, data.length);
+    assert.deepEqual(cliOk(['read', dump, '--offset', String(MiB), '--length', '4096']), data.subarray(MiB, MiB + 4096));
+    // A raw dump exported to VHD and back is the same bytes.
+    const vhd = path.join(d, 'disk.vhd');
+    cliOk(['export', dump, vhd, '--format', 'vhd-dynamic']);
+    assert.equal(cliJson(['diff', dump, vhd]).identical, true);
+    // The same name over an image's content still opens that image.
+    const qcowNamed = path.join(d, 'qcow.img');
+    await createImage(path.join(d, 'q.qcow2'), { size: 4 * MiB });
+    renameSync(path.join(d, 'q.qcow2'), qcowNamed);
+    assert.equal((await detectFormat(qcowNamed)).name, 'qcow2');
   });
 
   it('export targets come from the registry; unknown ones are refused', () => {

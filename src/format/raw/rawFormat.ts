@@ -19,6 +19,8 @@ export const rawFormat: DiskFormat = {
   // Raw has no signature: the registry falls back to it only where a raw image may stand (a
   // block device, a parent), after every other format's probe said no.
   fallback: true,
+  // Content no other format recognises, under a raw dump's usual names, opens as raw (qemu's rule).
+  fallbackExtensions: ['.img', '.raw', '.iso', '.dd', '.bin'],
   probe: () => false,
 
   open: (path, options) => RawImage.open(path, options),
