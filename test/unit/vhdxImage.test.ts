@@ -8,7 +8,8 @@ import { DiskImageError } from '../../src/format/errors';
 import { PayloadBlockState } from '../../src/format/vhdx/bat';
 import { createVhdx } from '../../src/format/vhdx/create';
 import { createVhdxChild } from '../../src/format/vhdx/createChild';
-import { HEADER_OFFSETS, parseHeader } from '../../src/format/vhdx/header';
+import { HEADER_OFFSETS, parseHeader, serializeHeader } from '../../src/format/vhdx/header';
+import { repairImage } from '../../src/chain/repair';
 import { VhdxImage } from '../../src/format/vhdx/vhdxImage';
 import { buildDirtyLog, runKillTest } from '../helpers/vhdxLog';
 import { fixture, hasTool, randomBytes, rng, tempDir } from '../helpers/util';
@@ -386,6 +387,46 @@ describe('VHDX images', function () {
     });
     it('both headers bad: refused, naming the header', async () => {
       await expectError(damaged('hdr2.vhdx', (b) => { b[HEADER_OFFSETS[0] + 200] ^= 1; b[HEADER_OFFSETS[1] + 200] ^= 1; }), 'header', 65536, /neither header is valid/);
+    });
+    it('headers at the 64-bit sequence limit: a write is refused naming the header, repair renumbers them', async () => {
+      const p = damaged('seqmax.vhdx', (b) => {
+        for (const [slot, seq] of [[0, 0xffff_ffff_ffff_fffen], [1, 0xffff_ffff_ffff_ffffn]] as Array<[number, bigint]>) {
+          const h = parseHeader(b.subarray(HEADER_OFFSETS[slot], HEADER_OFFSETS[slot] + 4096));
+          serializeHeader({ ...h, sequenceNumber: seq }).copy(b, HEADER_OFFSETS[slot]);
+        }
+      });
+      const before = fileHash(p);
+      const img = await VhdxImage.open(p, { writable: true });
+      await assert.rejects(img.write(3 * MiB, Buffer.alloc(4096, 9), zeros), (e: unknown) =>
+        e instanceof DiskImageError && e.structure === 'header' && e.code === 'EFORMAT' && /64-bit limit/.test(e.message));
+      await img.close();
+      assert.equal(fileHash(p), before, 'nothing written');
+      await repairImage(p);
+      const fixed = await VhdxImage.open(p, { writable: true });
+      await fixed.write(3 * MiB, Buffer.alloc(4096, 9), zeros);
+      await fixed.close();
+      const again = await VhdxImage.open(p);
+      const out = Buffer.alloc(4096);
+      await readThrough([again], 0, 3 * MiB, out);
+      await again.close();
+      assert.ok(out.equals(Buffer.alloc(4096, 9)));
+      assert.ok(hasTool('qemu-img'));
+      const chk = spawnSync('qemu-img', ['check', '-f', 'vhdx', p]);
+      assert.equal(chk.status, 0, chk.stdout.toString() + chk.stderr.toString());
+    });
+    it('a BAT entry pointing into the log: a write into that block is refused naming the entry, the log untouched', async () => {
+      const probe = await VhdxImage.open(good);
+      const batEntry = probe.layout.bat.fileOffset; // block 0's payload entry is the first
+      const logOffset = probe.header.logOffset;
+      const logLength = probe.header.logLength;
+      await probe.close();
+      const p = damaged('batlog.vhdx', (b) => { b.writeBigUInt64LE((BigInt(logOffset / MiB) << 20n) | BigInt(PayloadBlockState.FullyPresent), batEntry); });
+      const logBefore = readFileSync(p).subarray(logOffset, logOffset + logLength);
+      const img = await VhdxImage.open(p, { writable: true });
+      await assert.rejects(img.write(4096, Buffer.alloc(4096, 5), zeros), (e: unknown) =>
+        e instanceof DiskImageError && e.structure === 'BAT entry' && e.offset === batEntry && e.code === 'ECORRUPT' && /lies in the log/.test(e.message));
+      await img.close();
+      assert.ok(readFileSync(p).subarray(logOffset, logOffset + logLength).equals(logBefore));
     });
     it('not a VHDX', async () => {
       await expectError(damaged('sig.vhdx', (b) => { b.write('VHDXFILE', 0); }), 'file identifier', 0, /not a VHDX/);

@@ -20,6 +20,10 @@ export function planVhdxRepair(scan: VhdxScan): RepairStep[] {
   const current = l.headers[l.currentHeader]!;
   let seq = current.sequenceNumber;
   for (const h of l.headers) if (h && h.sequenceNumber > seq) seq = h.sequenceNumber;
+  // Headers at the 64-bit limit cannot be superseded by a higher number: renumber them from 1,
+  // the copy not in use first (the current one keeps winning until it is rewritten with 2).
+  const renumber = seq > 0xffff_ffff_ffff_ffffn - 2n;
+  if (renumber) seq = 0n;
   const other = 1 - l.currentHeader;
   if (l.replayedInMemory) {
     for (const w of l.pendingLog) {
@@ -36,6 +40,12 @@ export function planVhdxRepair(scan: VhdxScan): RepairStep[] {
   } else {
     for (const slot of scan.badHeaders) {
       steps.push({ structure: 'header', offset: HEADER_OFFSETS[slot], message: `rewrite header ${slot + 1} from the good copy`, apply: (f) => f.writeAt(serializeHeader({ ...current, sequenceNumber: seq + 1n }), HEADER_OFFSETS[slot]) });
+    }
+    if (renumber) {
+      if (!scan.badHeaders.includes(other)) {
+        steps.push({ structure: 'header', offset: HEADER_OFFSETS[other], message: 'renumber the headers (sequence number at its 64-bit limit): the copy not in use', apply: (f) => f.writeAt(serializeHeader({ ...current, sequenceNumber: 1n }), HEADER_OFFSETS[other]) });
+      }
+      steps.push({ structure: 'header', offset: HEADER_OFFSETS[l.currentHeader], message: 'renumber the headers (sequence number at its 64-bit limit): the copy in use', apply: (f) => f.writeAt(serializeHeader({ ...current, sequenceNumber: 2n }), HEADER_OFFSETS[l.currentHeader]) });
     }
   }
   for (const slot of scan.badRegionTables) {

@@ -601,6 +601,28 @@ export class VhdxImage implements DiskImage {
     return off;
   }
 
+  /**
+   * dataOffset for a write: a block whose entry points into the log, the BAT or the metadata region
+   * is refused, since writing there would corrupt that structure (and the log's next entry would
+   * overwrite the data). Reads of such a block are left to checkExtent (check reports the overlap).
+   */
+  private writableDataOffset(block: number): number {
+    const off = this.dataOffset(block);
+    const l = this.layout;
+    const fixed: Array<[string, number, number]> = [
+      ['the log', this.header.logOffset, this.header.logLength],
+      ['the BAT region', l.bat.fileOffset, l.bat.length],
+      ['the metadata region', l.metadata.fileOffset, l.metadata.length],
+    ];
+    for (const [name, start, length] of fixed) {
+      if (off < start + length && start < off + this.blockSize) {
+        const i = payloadEntryIndex(block, this.geometry.chunkRatio);
+        throw new DiskImageError(this.path, `block ${block} (${off}..${off + this.blockSize}) lies in ${name}: refusing to write into it`, 'BAT entry', this.batEntryOffset(i), 'ECORRUPT');
+      }
+    }
+    return off;
+  }
+
   private checkExtent(off: number, length: number, what: string, index: number): void {
     const limit = Math.max(this.file.size, this.layout.replayedInMemory ? this.maxOverlayEnd() : 0);
     if (off < FIRST_REGION) {
@@ -853,7 +875,7 @@ export class VhdxImage implements DiskImage {
 
     const differencing = this.diskType === 'differencing';
     if (state === PayloadBlockState.FullyPresent || (state === PayloadBlockState.PartiallyPresent && !differencing)) {
-      await this.file.writeAt(piece, this.dataOffset(block) + inBlock);
+      await this.file.writeAt(piece, this.writableDataOffset(block) + inBlock);
       return;
     }
     // Whole sectors: partial ones are completed from this layer's current view.
@@ -865,7 +887,7 @@ export class VhdxImage implements DiskImage {
       piece.copy(sectors, inBlock - alignedStart);
     }
     if (state === PayloadBlockState.PartiallyPresent && differencing) {
-      const at = this.dataOffset(block);
+      const at = this.writableDataOffset(block);
       await this.file.writeAt(sectors, at + alignedStart);
       await this.markSectors(block, s0, s1 - s0, pending);
       return;
@@ -926,7 +948,7 @@ export class VhdxImage implements DiskImage {
     await this.beginSession();
     for (const plan of plans) {
       if (plan.fresh) continue;
-      const at = this.dataOffset(plan.block);
+      const at = this.writableDataOffset(plan.block);
       for (const part of plan.parts) await this.file.writeAt(part.data, at + part.inBlock);
     }
     if (fresh.length === 0) return this.stagedMetadata.add(new Map());
@@ -1036,6 +1058,8 @@ export class VhdxImage implements DiskImage {
   }
 }
 
+const MAX_HEADER_SEQUENCE = 0xffff_ffff_ffff_ffffn;
+
 /**
  * Header update as the spec describes: the new header (sequence + 1) goes into the slot not in
  * use, flush; then into the other slot (sequence + 2), flush. A kill at any point leaves at least
@@ -1044,6 +1068,11 @@ export class VhdxImage implements DiskImage {
 export async function updateHeaders(file: ImageFile, headers: Array<Header | null>, current: number, next: Header): Promise<{ headers: Array<Header | null>; current: number }> {
   let seq = next.sequenceNumber;
   for (const h of headers) if (h && h.sequenceNumber > seq) seq = h.sequenceNumber;
+  // Two more numbers are needed; a header at the 64-bit limit (hostile or damaged) cannot be
+  // superseded, so nothing is written rather than a header that would lose to the old one.
+  if (seq > MAX_HEADER_SEQUENCE - 2n) {
+    throw new DiskImageError(file.path, `header sequence number ${seq} is at the 64-bit limit: the headers cannot be updated, so the image is not written`, 'header', HEADER_OFFSETS[current], 'EFORMAT');
+  }
   const out = [...headers];
   let slot = 1 - current;
   for (let k = 0; k < 2; k++) {
