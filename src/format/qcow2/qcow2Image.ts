@@ -2,6 +2,7 @@ import { CommitStaged, DiskImage, DiskTypeName, FieldLocation, ImageField, Layer
 import { DiskImageError } from '../errors';
 import { ImageFile } from '../../io/imageFile';
 import { StagedCommits } from '../stagedCommits';
+import { writeInChunks } from '../bulkWrite';
 import { decompressCluster } from './compressedCluster';
 import { hasFeature, HEADER_OFFSETS, INCOMPAT, MAX_BACKING_FILE_NAME, parseHeader, Qcow2Header, V3_HEADER_LENGTH_WITH_COMPRESSION } from './header';
 import { EXTENSION, HeaderExtensions, parseHeaderExtensions, serializeHeaderExtension } from './headerExtension';
@@ -683,7 +684,7 @@ export class Qcow2Image implements DiskImage {
     const first = fresh.length > 0 ? await this.allocateClusters(fresh.length) : 0;
     // Writes in file order, runs of adjacent clusters in one writev.
     let run: { at: number; end: number; parts: Buffer[] } | null = null;
-    const flushRun = async () => { if (run) await this.file.writevAt(run.parts, run.at); run = null; };
+    const flushRun = async () => { if (run) await writeInChunks(this.file, run.parts, run.at); run = null; };
     const put = async (at: number, data: Buffer) => {
       if (run && run.end === at && run.parts.length < 512) run.parts.push(data);
       else { await flushRun(); run = { at, end: at, parts: [data] }; }

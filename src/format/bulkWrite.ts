@@ -1,0 +1,33 @@
+import { ImageFile } from '../io/imageFile';
+
+/** Bytes per write call on the bulk paths (see writeInChunks). */
+const WRITE_CHUNK = 512 * 1024;
+
+/**
+ * Writes `parts` back to back from `at`, no call longer than 512 KiB. A 2 MiB write at a 2 MiB
+ * aligned offset makes the kernel build a 2 MiB page-cache folio, which on the benchmark VM cost
+ * 4-5x the system time of the same bytes in calls of 1 MiB or less (512 MiB: 1.2-1.7 s against
+ * 0.3 s); VHD's block data (after a 512-byte bitmap) was never aligned, VHDX's and qcow2's are.
+ */
+export async function writeInChunks(file: ImageFile, parts: Buffer[], at: number): Promise<void> {
+  let batch: Buffer[] = [];
+  let batchAt = at;
+  let batchLen = 0;
+  const flush = async () => {
+    if (batch.length === 1) await file.writeAt(batch[0], batchAt);
+    else if (batch.length > 1) await file.writevAt(batch, batchAt);
+    batchAt += batchLen;
+    batch = [];
+    batchLen = 0;
+  };
+  for (const part of parts) {
+    for (let done = 0; done < part.length;) {
+      const n = Math.min(part.length - done, WRITE_CHUNK - batchLen);
+      batch.push(part.subarray(done, done + n));
+      batchLen += n;
+      done += n;
+      if (batchLen === WRITE_CHUNK) await flush();
+    }
+  }
+  await flush();
+}
