@@ -64,11 +64,15 @@ describe('raw files and block devices as parents', () => {
     assert.ok(cliOk(['read', child]).equals(padded));
     const check = cliJson(['check', '--json', child]);
     assert.equal(check.ok, true, JSON.stringify(check.problems));
-    // The raw parent itself, named on its own, is not an image: the default format explains why.
-    const r = runCli(['info', raw]);
+    // Named on its own, the raw dump (disk.img) is a one-layer raw image (issue 13) ...
+    assert.equal(cliJson(['info', raw]).format, 'raw');
+    // ... while the same bytes under a name that suggests no raw dump are explained by the default format.
+    const dat = path.join(d, 'disk.dat');
+    writeFileSync(dat, bytes);
+    const r = runCli(['info', dat]);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /not a VHD/);
-    // ... but where a parent stands it is raw.
+    // Where a parent stands it is raw whatever its name.
     assert.equal((await detectFormat(raw, { rawFallback: true })).name, 'raw');
   });
 
