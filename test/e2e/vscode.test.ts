@@ -114,7 +114,7 @@ async function startUndoSession(page: Page, image: string): Promise<string> {
 
 /** Real writes over the session's URL with qemu-io (pattern bytes), as a guest's would arrive. */
 function qemuWrites(url: string, writes: Array<{ offset: number; length: number; pattern: number }>): void {
-  execFileSync('qemu-io', ['-f', 'raw', ...writes.flatMap((w) => ['-c', `write -P ${w.pattern} ${w.offset} ${w.length}`]), url], { stdio: ['ignore', 'pipe', 'pipe'] });
+  execFileSync('qemu-io', ['-f', 'raw', ...writes.flatMap((w) => ['-c', `write -P ${w.pattern} ${w.offset} ${w.length}`]), url], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
 }
 
 /** Blocks of the editor's grid a list of writes reaches, ascending. */
@@ -131,7 +131,10 @@ function blocksOf(writes: Array<{ offset: number; length: number }>, blockSize: 
 async function litBlocks(f: Frame, blocks: number[], blockCount: number): Promise<{ lit: number[]; otherMax: number }> {
   // A string, not a function: the test runner's transpiler would wrap named inner functions in a
   // helper (__name) that VS Code's webview frame does not have.
-  return f.evaluate(`new Promise((resolve, reject) => {
+  // Raced with a host-side timer: a page whose timers stall must fail the test, not hang it.
+  let timer: NodeJS.Timeout | undefined;
+  const stall = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`the flash of blocks ${blocks} was not seen within 45 s`)), 45_000); });
+  return Promise.race([stall, f.evaluate(`new Promise((resolve, reject) => {
     const blocks = ${JSON.stringify(blocks)};
     const blockCount = ${blockCount};
     const c = document.querySelector('#blocks-heatmap canvas.write-flash');
@@ -157,7 +160,7 @@ async function litBlocks(f: Frame, blocks: number[], blockCount: number): Promis
       else setTimeout(check, 16);
     };
     check();
-  })`);
+  })`) as Promise<{ lit: number[]; otherMax: number }>]).finally(() => clearTimeout(timer));
 }
 
 const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
@@ -422,7 +425,7 @@ describe('end to end: the packaged extension in code-server, driven in Chromium'
       assert.deepEqual(firstBlocks, [3, 10, 11, 50]);
 
       qemuWrites(url, first);
-      const flash = await litBlocks(f, firstBlocks, grid.blockCount);
+      const flash = await litBlocks(await editorFrame(page, 'child2.vhd'), firstBlocks, grid.blockCount);
       assert.equal(flash.otherMax, 0, `only the written blocks light up (lit: ${flash.lit})`);
       await page.screenshot({ path: path.join(RESULTS, 'vscode-session-live.png') });
 
