@@ -100,9 +100,16 @@ async function sessionsPane(page: Page): Promise<Locator> {
 
 /** Starts an undo session without automatic snapshots on the active editor's image, from the command palette; returns its NBD URL. */
 async function startUndoSession(page: Page, image: string): Promise<string> {
-  await runCommand(page, 'Disk Image: Start Emulator Session…');
-  await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Undo session' }).first().click();
-  await page.locator('.quick-input-widget', { hasText: 'Automatic snapshots' }).waitFor();
+  // The quick input closes when focus goes elsewhere (a webview taking it back); nothing starts
+  // until the interval box is answered, so asking again is safe.
+  for (let attempt = 1; ; attempt++) {
+    await runCommand(page, 'Disk Image: Start Emulator Session…');
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Undo session' }).first().click();
+    const box = page.locator('.quick-input-widget', { hasText: 'Automatic snapshots' });
+    if (await box.waitFor({ timeout: 10_000 }).then(() => true, () => false)) break;
+    if (attempt === 3) throw new Error('the automatic snapshots box did not stay open');
+    await page.keyboard.press('Escape');
+  }
   await page.keyboard.press('Enter');
   const note = page.locator('.notification-list-item-message', { hasText: `Serving ${image} on ` }).first();
   await note.waitFor({ timeout: 60000 });
