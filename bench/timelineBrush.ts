@@ -104,11 +104,18 @@ async function main(): Promise<void> {
       const naiveCount = naiveBrush(records, blockSize, blockCount, from, to);
       const naiveMs = Number(process.hrtime.bigint() - s1) / 1e6;
       if (naiveCount !== answer.blocks.length) throw new Error(`index ${answer.blocks.length} blocks, naive ${naiveCount}`);
+      if (process.env.PROFILE && i === runs - 1) { await cdp.send('Profiler.enable'); await cdp.send('Profiler.start'); }
       const busy0 = await busy();
       const drawnBefore = Number(await h.page.$eval('#timeline-heatmap canvas', (c) => (c as HTMLElement).dataset.drawn ?? 0));
       await h.send({ type: 'timelineRange', requestId: q.requestId, from, to, blocks: answer.blocks, lastWrite: answer.lastWrite, records: answer.records });
       await h.page.waitForFunction((n) => Number((document.querySelector('#timeline-heatmap canvas') as HTMLElement).dataset.drawn) > n, drawnBefore);
       const pageBusyMs = await busy() - busy0;
+      if (process.env.PROFILE && i === runs - 1) {
+        const { profile } = await cdp.send('Profiler.stop') as { profile: { nodes: Array<{ id: number; hitCount?: number; callFrame: { functionName: string; url: string; lineNumber: number } }>; samples?: number[]; timeDeltas?: number[] } };
+        const self = new Map<string, number>();
+        for (const n of profile.nodes) { const k = `${n.callFrame.functionName || '(anon)'} ${n.callFrame.url.split('/').pop()}:${n.callFrame.lineNumber}`; self.set(k, (self.get(k) ?? 0) + (n.hitCount ?? 0)); }
+        console.error([...self].sort((a, b) => b[1] - a[1]).slice(0, 15).map(([k, v]) => `${v}\t${k}`).join('\n'));
+      }
       const paintMs = await h.page.evaluate(() => { const w = window as unknown as { __arrived: number; __drawnAt: number }; return w.__drawnAt - w.__arrived; });
       console.log(JSON.stringify({ queryMs, naiveMs, paintMs, pageBusyMs, totalMs: queryMs + paintMs, blocks: answer.blocks.length, writes: answer.records, indexMs }));
     }

@@ -100,9 +100,16 @@ async function sessionsPane(page: Page): Promise<Locator> {
 
 /** Starts an undo session without automatic snapshots on the active editor's image, from the command palette; returns its NBD URL. */
 async function startUndoSession(page: Page, image: string): Promise<string> {
-  await runCommand(page, 'Disk Image: Start Emulator Session…');
-  await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Undo session' }).first().click();
-  await page.locator('.quick-input-widget', { hasText: 'Automatic snapshots' }).waitFor();
+  // The quick input closes when focus goes elsewhere (a webview taking it back); nothing starts
+  // until the interval box is answered, so asking again is safe.
+  for (let attempt = 1; ; attempt++) {
+    await runCommand(page, 'Disk Image: Start Emulator Session…');
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Undo session' }).first().click();
+    const box = page.locator('.quick-input-widget', { hasText: 'Automatic snapshots' });
+    if (await box.waitFor({ timeout: 10_000 }).then(() => true, () => false)) break;
+    if (attempt === 3) throw new Error('the automatic snapshots box did not stay open');
+    await page.keyboard.press('Escape');
+  }
   await page.keyboard.press('Enter');
   const note = page.locator('.notification-list-item-message', { hasText: `Serving ${image} on ` }).first();
   await note.waitFor({ timeout: 60000 });
@@ -114,7 +121,7 @@ async function startUndoSession(page: Page, image: string): Promise<string> {
 
 /** Real writes over the session's URL with qemu-io (pattern bytes), as a guest's would arrive. */
 function qemuWrites(url: string, writes: Array<{ offset: number; length: number; pattern: number }>): void {
-  execFileSync('qemu-io', ['-f', 'raw', ...writes.flatMap((w) => ['-c', `write -P ${w.pattern} ${w.offset} ${w.length}`]), url], { stdio: ['ignore', 'pipe', 'pipe'] });
+  execFileSync('qemu-io', ['-f', 'raw', ...writes.flatMap((w) => ['-c', `write -P ${w.pattern} ${w.offset} ${w.length}`]), url], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
 }
 
 /** Blocks of the editor's grid a list of writes reaches, ascending. */
@@ -131,7 +138,10 @@ function blocksOf(writes: Array<{ offset: number; length: number }>, blockSize: 
 async function litBlocks(f: Frame, blocks: number[], blockCount: number): Promise<{ lit: number[]; otherMax: number }> {
   // A string, not a function: the test runner's transpiler would wrap named inner functions in a
   // helper (__name) that VS Code's webview frame does not have.
-  return f.evaluate(`new Promise((resolve, reject) => {
+  // Raced with a host-side timer: a page whose timers stall must fail the test, not hang it.
+  let timer: NodeJS.Timeout | undefined;
+  const stall = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`the flash of blocks ${blocks} was not seen within 45 s`)), 45_000); });
+  return Promise.race([stall, f.evaluate(`new Promise((resolve, reject) => {
     const blocks = ${JSON.stringify(blocks)};
     const blockCount = ${blockCount};
     const c = document.querySelector('#blocks-heatmap canvas.write-flash');
@@ -157,7 +167,7 @@ async function litBlocks(f: Frame, blocks: number[], blockCount: number): Promis
       else setTimeout(check, 16);
     };
     check();
-  })`);
+  })`) as Promise<{ lit: number[]; otherMax: number }>]).finally(() => clearTimeout(timer));
 }
 
 const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
@@ -422,7 +432,7 @@ describe('end to end: the packaged extension in code-server, driven in Chromium'
       assert.deepEqual(firstBlocks, [3, 10, 11, 50]);
 
       qemuWrites(url, first);
-      const flash = await litBlocks(f, firstBlocks, grid.blockCount);
+      const flash = await litBlocks(await editorFrame(page, 'child2.vhd'), firstBlocks, grid.blockCount);
       assert.equal(flash.otherMax, 0, `only the written blocks light up (lit: ${flash.lit})`);
       await page.screenshot({ path: path.join(RESULTS, 'vscode-session-live.png') });
 
@@ -431,14 +441,18 @@ describe('end to end: the packaged extension in code-server, driven in Chromium'
       const row = pane.locator('.monaco-list-row', { hasText: 'child2.vhd' }).first();
       await row.hover();
       await row.locator('.action-label[aria-label="Snapshot Now"]').click();
-      await pane.locator('.monaco-list-row', { hasText: 'Snapshots' }).filter({ hasNotText: 'none' }).first().waitFor({ timeout: 30000 });
       await until('the snapshot mark on the timeline', () => f.evaluate(() => (document.querySelector('.timeline-view') as HTMLElement).dataset.snapshots?.split(',').filter(Boolean).length === 1), 30000, 100);
-      assert.equal(sessionFiles().length, 2, `the frozen session child and the new top: ${sessionFiles()}`);
+      assert.equal(sessionFiles().filter((n) => n.endsWith('.vhd')).length, 2, `the frozen session child and the new top: ${sessionFiles()}`);
 
       qemuWrites(url, second);
       const flash2 = await litBlocks(f, secondBlocks, grid.blockCount);
       assert.ok(flash2.lit.every((a) => a > 0));
+      // The Sessions view with room to show the whole session (the folder's section folded meanwhile).
+      const folder = page.locator('.pane-header', { hasText: /^\s*workspace/i }).first();
+      await folder.click();
+      await pane.locator('.monaco-list-row', { hasText: 'Snapshots' }).filter({ hasNotText: 'none' }).first().waitFor({ timeout: 30000 });
       await page.screenshot({ path: path.join(RESULTS, 'vscode-sessions-view.png') });
+      await folder.click();
 
       // The timeline: every write is in (7 writes), then a brush dragged from the snapshot mark past the axis' end.
       await f.click('#tab-timeline');
