@@ -128,8 +128,13 @@ export function renderHeatmap(out: Uint32Array, l: Layout, d: HeatmapData, mode:
     const ys = Math.max(0, y0);
     const ye = Math.min(l.height, y0 + px - gap);
     const xe = Math.min(l.width, x0 + px - gap);
+    if (px < 3) {
+      // 1–2 px cells: plain stores (a fill call per pixel row costs more than the pixels).
+      for (let y = ys; y < ye; y++) for (let i = y * l.width + x0, e = y * l.width + xe; i < e; i++) out[i] = color;
+      if (color !== emptyColor) marks.push(x0, y0, color);
+      return;
+    }
     for (let y = ys; y < ye; y++) out.fill(color, y * l.width + x0, y * l.width + xe);
-    if (px < 3 && color !== emptyColor) marks.push(x0, y0, color);
   };
   if (found && gap === 0 && !flash) {
     // Cells without gaps: each row of cells is one band, painted empty with a native fill per pixel
@@ -165,10 +170,17 @@ export function renderHeatmap(out: Uint32Array, l: Layout, d: HeatmapData, mode:
       paintCell(col, row, color);
     }
   }
+  // 3x3 marks with plain stores: hundreds of thousands of them on a brushed 2 TiB grid, where a
+  // fill call per 3-pixel row was most of the redraw.
+  const w = l.width;
+  const hMax = l.height - 1;
   for (let i = 0; i < marks.length; i += 3) {
     const cx = marks[i]; const cy = marks[i + 1]; const color = marks[i + 2];
-    for (let y = Math.max(0, cy - 1); y <= Math.min(l.height - 1, cy + 1); y++) {
-      out.fill(color, y * l.width + Math.max(0, cx - 1), y * l.width + Math.min(l.width, cx + 2));
+    const xs = cx > 0 ? cx - 1 : 0;
+    const xe = cx + 2 < w ? cx + 2 : w;
+    const ye = cy + 1 < hMax ? cy + 1 : hMax;
+    for (let y = cy > 0 ? cy - 1 : 0; y <= ye; y++) {
+      for (let j = y * w + xs, e = y * w + xe; j < e; j++) out[j] = color;
     }
   }
 }
