@@ -1,43 +1,11 @@
 // Every image of the malformed corpus, with its expected outcome in info, map/read, check and the CLI.
 import { strict as assert } from 'assert';
 import * as path from 'path';
-import { openChain } from '../../src/chain/chain';
 import { checkImage } from '../../src/chain/check';
 import { describeImage } from '../../src/chain/info';
-import { DiskImageError } from '../../src/format/errors';
-import { buildCorpus, CheckExpectation, Corpus, ErrorExpectation } from './corpus';
+import { buildCorpus, CheckExpectation, Corpus } from './corpus';
 import { runCli, tempDir } from '../helpers/util';
-
-function matchError(e: unknown, x: ErrorExpectation, image: string, what: string): void {
-  if (!(e instanceof DiskImageError)) throw new Error(`${what}: expected a DiskImageError, got ${(e as Error)?.stack ?? e}`);
-  const msg = `${what}: ${e.message}`;
-  assert.equal(e.code, x.code, msg);
-  assert.equal(path.basename(e.file), x.file ?? path.basename(image), msg);
-  assert.equal(e.structure, x.structure, msg);
-  assert.equal(e.offset, x.offset, msg);
-  assert.match(e.message, x.message, msg);
-  // The one-line form the CLI prints: file: what (structure at offset N).
-  if (x.structure !== undefined && x.offset !== undefined) assert.ok(e.message.endsWith(`(${x.structure} at offset ${x.offset})`), msg);
-}
-
-async function outcome(fn: () => Promise<unknown>): Promise<{ ok: true; value: unknown } | { ok: false; error: unknown }> {
-  try {
-    return { ok: true, value: await fn() };
-  } catch (error) {
-    return { ok: false, error };
-  }
-}
-
-async function readAll(image: string): Promise<void> {
-  const chain = await openChain(image);
-  try {
-    const map = await chain.map();
-    assert.equal(map.reduce((a, e) => a + e.length, 0), chain.virtualSize);
-    for (let pos = 0; pos < chain.virtualSize; pos += 1 << 20) await chain.readRange(pos, Math.min(1 << 20, chain.virtualSize - pos));
-  } finally {
-    await chain.close();
-  }
-}
+import { matchError, outcome, readAll } from './corpusChecks';
 
 describe('malformed corpus', function () {
   this.timeout(120000);

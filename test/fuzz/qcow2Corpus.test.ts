@@ -3,43 +3,12 @@
 import { strict as assert } from 'assert';
 import { spawnSync } from 'child_process';
 import * as path from 'path';
-import { openChain } from '../../src/chain/chain';
 import { checkImage } from '../../src/chain/check';
 import { describeImage } from '../../src/chain/info';
-import { DiskImageError } from '../../src/format/errors';
-import { CheckExpectation, CorpusCase, ErrorExpectation } from './corpus';
+import { CheckExpectation, CorpusCase } from './corpus';
 import { buildQcow2Corpus } from './qcow2Corpus';
 import { CLI, runCli, tempDir } from '../helpers/util';
-
-function matchError(e: unknown, x: ErrorExpectation, image: string, what: string): void {
-  if (!(e instanceof DiskImageError)) throw new Error(`${what}: expected a DiskImageError, got ${(e as Error)?.stack ?? e}`);
-  const msg = `${what}: ${e.message}`;
-  assert.equal(e.code, x.code, msg);
-  assert.equal(path.basename(e.file), x.file ?? path.basename(image), msg);
-  assert.equal(e.structure, x.structure, msg);
-  assert.equal(e.offset, x.offset, msg);
-  assert.match(e.message, x.message, msg);
-  if (x.structure !== undefined && x.offset !== undefined) assert.ok(e.message.endsWith(`(${x.structure} at offset ${x.offset})`), msg);
-}
-
-async function outcome(fn: () => Promise<unknown>): Promise<{ ok: true; value: unknown } | { ok: false; error: unknown }> {
-  try {
-    return { ok: true, value: await fn() };
-  } catch (error) {
-    return { ok: false, error };
-  }
-}
-
-async function readAll(image: string): Promise<void> {
-  const chain = await openChain(image);
-  try {
-    const map = await chain.map();
-    assert.equal(map.reduce((a, e) => a + e.length, 0), chain.virtualSize);
-    for (let pos = 0; pos < chain.virtualSize; pos += 1 << 20) await chain.readRange(pos, Math.min(1 << 20, chain.virtualSize - pos));
-  } finally {
-    await chain.close();
-  }
-}
+import { matchError, outcome, readAll } from './corpusChecks';
 
 async function checkCase(c: CorpusCase): Promise<void> {
   const info = await outcome(() => describeImage(c.image));
