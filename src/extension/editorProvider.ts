@@ -5,7 +5,7 @@ import { ImageDocument } from './imageDocument';
 import { blockDetail, diffSector, sectorDetail } from './model';
 
 export const VIEW_TYPE = 'diskImageInspector.imageEditor';
-/** The same editor offered by "Open With" for raw dumps (.img, .raw, …), which no content probe claims. */
+/** The same editor offered by "Open With" for raw dumps (.img, .raw, .iso, .dd), which no content probe claims. */
 export const RAW_VIEW_TYPE = 'diskImageInspector.rawImageEditor';
 
 /** Maps the webview's command names to contributed command ids. */

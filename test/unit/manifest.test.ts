@@ -18,11 +18,11 @@ describe('extension manifest (package.json contributes)', () => {
     assert.equal(pkg.main, './dist/extension.js');
   });
 
-  it('offers the same editor for raw dumps (.img, .raw, .iso, .dd, .bin) through Open With only', () => {
+  it('offers the same editor for raw dumps (.img, .raw, .iso, .dd) through Open With only', () => {
     const raw = pkg.contributes.customEditors.find((e: { viewType: string }) => e.viewType === 'diskImageInspector.rawImageEditor');
     assert.ok(raw, 'raw editor contributed');
     assert.equal(raw.priority, 'option');
-    assert.deepEqual(raw.selector.map((s: { filenamePattern: string }) => s.filenamePattern).sort(), ['*.bin', '*.dd', '*.img', '*.iso', '*.raw']);
+    assert.deepEqual(raw.selector.map((s: { filenamePattern: string }) => s.filenamePattern).sort(), ['*.dd', '*.img', '*.iso', '*.raw']);
     assert.ok(pkg.activationEvents.includes('onCustomEditor:diskImageInspector.rawImageEditor'));
   });
 

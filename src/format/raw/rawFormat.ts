@@ -20,7 +20,7 @@ export const rawFormat: DiskFormat = {
   // block device, a parent), after every other format's probe said no.
   fallback: true,
   // Content no other format recognises, under a raw dump's usual names, opens as raw (qemu's rule).
-  fallbackExtensions: ['.img', '.raw', '.iso', '.dd', '.bin'],
+  fallbackExtensions: ['.img', '.raw', '.iso', '.dd'],
   probe: () => false,
 
   open: (path, options) => RawImage.open(path, options),
