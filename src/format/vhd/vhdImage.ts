@@ -12,7 +12,7 @@ import { LocatorData, vhdParentCandidates } from './locatorPaths';
 import { checkVhdParent, writeVhdParentLink } from './parentLink';
 import { vhdTimestampToIso } from './timestamp';
 import { readLayerView } from '../layerView';
-import { StagedCommits } from '../stagedCommits';
+import { planStagedBlocks, StagedCommits } from '../stagedCommits';
 
 export type { LocatorData } from './locatorPaths';
 
@@ -547,26 +547,12 @@ export class VhdImage implements DiskImage {
   async stageWrites(pieces: WritePiece[], _below: ReadBelow): Promise<CommitStaged | null> {
     if (!this.bat || !this.file.writable) return null;
     const bat = this.bat;
-    type Part = { inBlock: number; data: Buffer };
-    const plans: Array<{ block: number; fresh: boolean; parts: Part[] }> = [];
-    for (const p of pieces) {
-      if (p.offset % SECTOR_SIZE !== 0 || p.data.length % SECTOR_SIZE !== 0 || p.offset < 0 || p.offset + p.data.length > this.virtualSize) return null;
-      for (let done = 0; done < p.data.length;) {
-        const pos = p.offset + done;
-        const block = Math.floor(pos / this.blockSize);
-        const inBlock = pos - block * this.blockSize;
-        const n = Math.min(this.blockSize - inBlock, p.data.length - done);
-        if (block >= bat.length) return null;
-        const fresh = !bat.isAllocated(block);
-        if (!fresh && (this.diskType === 'differencing' || this.unsafeReason(block))) return null;
-        const last = plans[plans.length - 1];
-        const part = { inBlock, data: p.data.subarray(done, done + n) };
-        if (last && last.block === block && (last.parts[last.parts.length - 1].inBlock + last.parts[last.parts.length - 1].data.length) <= inBlock) last.parts.push(part);
-        else if (plans.some((x) => x.block === block)) return null;
-        else plans.push({ block, fresh, parts: [part] });
-        done += n;
-      }
-    }
+    const plans = planStagedBlocks(pieces, { sectorSize: SECTOR_SIZE, blockSize: this.blockSize, virtualSize: this.virtualSize }, (block) => {
+      if (block >= bat.length) return null;
+      if (!bat.isAllocated(block)) return 'fresh';
+      return this.diskType === 'differencing' || this.unsafeReason(block) ? null : 'inPlace';
+    });
+    if (!plans) return null;
     const span = this.bitmapSize + this.blockSize;
     const freshCount = plans.reduce((n, x) => n + (x.fresh ? 1 : 0), 0);
     if ((Math.ceil(this.layout.footerOffset / SECTOR_SIZE) * SECTOR_SIZE + freshCount * span) / SECTOR_SIZE >= BAT_UNUSED) return null;

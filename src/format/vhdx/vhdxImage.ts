@@ -25,7 +25,7 @@ import { bitRunLength, SECTOR_BITMAP_BLOCK_SIZE, setBitRange, testBit } from './
 import { isValidSectorSize, parseSectorSize, SECTOR_SIZE_ITEM_SIZE } from './sectorSize';
 import { MAX_VHDX_VIRTUAL_SIZE, parseVirtualDiskSize, VIRTUAL_DISK_SIZE_SIZE } from './virtualDiskSize';
 import { readLayerView } from '../layerView';
-import { StagedCommits } from '../stagedCommits';
+import { planStagedBlocks, StagedCommits } from '../stagedCommits';
 import { writeInChunks } from '../bulkWrite';
 
 /** Entries we hold in memory at most (two 32-bit words each): 64 TiB at 4 MiB blocks. */
@@ -926,28 +926,14 @@ export class VhdxImage implements DiskImage {
     if (!this.file.writable || !this.bat) return null;
     const ss = this.sectorSize;
     const differencing = this.diskType === 'differencing';
-    type Part = { inBlock: number; data: Buffer };
-    const plans: Array<{ block: number; fresh: boolean; parts: Part[] }> = [];
-    for (const p of pieces) {
-      if (p.offset % ss !== 0 || p.data.length % ss !== 0 || p.offset < 0 || p.offset + p.data.length > this.virtualSize) return null;
-      for (let done = 0; done < p.data.length;) {
-        const pos = p.offset + done;
-        const block = Math.floor(pos / this.blockSize);
-        const inBlock = pos - block * this.blockSize;
-        const n = Math.min(this.blockSize - inBlock, p.data.length - done);
-        const state = this.blockState(block);
-        const whole = inBlock === 0 && n === this.blockSize;
-        const inPlace = state === PayloadBlockState.FullyPresent || (state === PayloadBlockState.PartiallyPresent && !differencing);
-        const fresh = state <= PayloadBlockState.Unmapped && (!differencing || whole || state === PayloadBlockState.Zero || state === PayloadBlockState.Unmapped);
-        if (!inPlace && !fresh) return null;
-        const last = plans[plans.length - 1];
-        const part = { inBlock, data: p.data.subarray(done, done + n) };
-        if (last && last.block === block) last.parts.push(part);
-        else if (plans.some((x) => x.block === block)) return null;
-        else plans.push({ block, fresh, parts: [part] });
-        done += n;
-      }
-    }
+    const plans = planStagedBlocks(pieces, { sectorSize: ss, blockSize: this.blockSize, virtualSize: this.virtualSize }, (block, inBlock, n) => {
+      const state = this.blockState(block);
+      const whole = inBlock === 0 && n === this.blockSize;
+      if (state === PayloadBlockState.FullyPresent || (state === PayloadBlockState.PartiallyPresent && !differencing)) return 'inPlace';
+      const fresh = state <= PayloadBlockState.Unmapped && (!differencing || whole || state === PayloadBlockState.Zero || state === PayloadBlockState.Unmapped);
+      return fresh ? 'fresh' : null;
+    });
+    if (!plans) return null;
     const fresh = plans.filter((x) => x.fresh);
     // Every new block's BAT entry must fit one log entry (with room to spare, as write() keeps).
     if (fresh.length > this.maxSectorsPerEntry - 24) return null;
