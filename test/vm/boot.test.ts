@@ -8,11 +8,9 @@
 import { strict as assert } from 'assert';
 import { mkdirSync, readdirSync, readFileSync } from 'fs';
 import * as path from 'path';
-import { openChain } from '../../src/chain/chain';
-import { createImage } from '../../src/format/vhd/create';
 import { cliOk, runCli, tempDir } from '../helpers/util';
 import { run, sha, startServe } from '../serve/helpers';
-import { bootGuest, makePlan, requireVm, verifyDisk } from './vm';
+import { bootGuest, makeBaseWithKeptData, makePlan, requireVm, verifyDisk } from './vm';
 
 describe('a real emulator on diskimg serve (undo session over a dynamic VHD)', function () {
   this.timeout(900_000);
@@ -26,14 +24,9 @@ describe('a real emulator on diskimg serve (undo session over a dynamic VHD)', f
       const dir = path.join(t.dir, onExit);
       mkdirSync(dir);
       const base = path.join(dir, 'base.vhd');
-      await createImage(base, { size: DISK, type: 'dynamic', blockSize: 2 << 20, exactSize: true });
       // Data already in the base where the guest writes nothing: it must read through the session
-      // and survive the merge. (The second half of the disk is the guest's pattern area.)
-      const kept = { offset: DISK / 2 + (6 << 20) + 4096, data: Buffer.alloc(70_000, 0x5a) };
-      const c = await openChain(base, { writable: true });
-      await c.write(kept.offset, kept.data);
-      await c.flush();
-      await c.close();
+      // and survive the merge.
+      const kept = await makeBaseWithKeptData(base, DISK);
       const before = sha(base);
       const plan = makePlan(onExit === 'merge' ? 2 : 3, DISK);
 

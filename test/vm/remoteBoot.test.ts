@@ -6,13 +6,11 @@ import { strict as assert } from 'assert';
 import { spawn } from 'child_process';
 import { mkdirSync, readFileSync } from 'fs';
 import * as path from 'path';
-import { openChain } from '../../src/chain/chain';
 import { createChild } from '../../src/chain/createChild';
-import { createImage } from '../../src/format/vhd/create';
 import { cacheStatus, parentCachePath } from '../../src/io/parentCache';
 import { ROOT, tempDir } from '../helpers/util';
 import { run, sha, startServe } from '../serve/helpers';
-import { bootGuest, makePlan, requireVm, verifyDisk } from './vm';
+import { bootGuest, makeBaseWithKeptData, makePlan, requireVm, verifyDisk } from './vm';
 
 /** The bench's range server in its own process: this one blocks while nbdcopy runs. */
 async function slowHttpServer(dir: string, latencyMs: number): Promise<{ url: (name: string) => string; requests: () => Promise<number>; stop: () => void }> {
@@ -40,13 +38,8 @@ describe('a real emulator on diskimg serve over a base behind a slow HTTP server
     const serverDir = path.join(t.dir, 'server');
     mkdirSync(serverDir);
     const base = path.join(serverDir, 'base.vhd');
-    await createImage(base, { size: DISK, type: 'dynamic', blockSize: 2 << 20, exactSize: true });
     // Base data where the guest writes nothing: it must read through the session, the child and HTTP.
-    const kept = { offset: DISK / 2 + (6 << 20) + 4096, data: Buffer.alloc(70_000, 0x5a) };
-    const c = await openChain(base, { writable: true });
-    await c.write(kept.offset, kept.data);
-    await c.flush();
-    await c.close();
+    const kept = await makeBaseWithKeptData(base, DISK);
     const baseSha = sha(base);
     const http = await slowHttpServer(serverDir, 20);
     const seconds: Record<string, number> = {};

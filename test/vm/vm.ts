@@ -8,6 +8,8 @@ import { spawn, spawnSync } from 'child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, readSync, closeSync, writeFileSync } from 'fs';
 import { homedir } from 'os';
 import * as path from 'path';
+import { openChain } from '../../src/chain/chain';
+import { createImage } from '../../src/format/vhd/create';
 import { buildCpio, CpioEntry } from './initramfs';
 
 export interface GuestFile {
@@ -80,6 +82,20 @@ function patternBytes(seed: number, n: number): Buffer {
  * second half: sector-aligned, unaligned and crossing 64 KiB and 2 MiB boundaries, and the last
  * sector of the disk.
  */
+/**
+ * A dynamic VHD base (2 MiB blocks) holding 70,000 bytes of 0x5a where the guest writes nothing (past
+ * the start of its pattern area in the second half): data that must read through the whole chain.
+ */
+export async function makeBaseWithKeptData(base: string, diskBytes: number): Promise<{ offset: number; data: Buffer }> {
+  await createImage(base, { size: diskBytes, type: 'dynamic', blockSize: 2 << 20, exactSize: true });
+  const kept = { offset: diskBytes / 2 + (6 << 20) + 4096, data: Buffer.alloc(70_000, 0x5a) };
+  const c = await openChain(base, { writable: true });
+  await c.write(kept.offset, kept.data);
+  await c.flush();
+  await c.close();
+  return kept;
+}
+
 export function makePlan(seed: number, diskBytes: number): GuestPlan {
   if (diskBytes < 16 << 20) throw new Error('makePlan: disk must be at least 16 MiB');
   const fsBytes = Math.floor(diskBytes / 2 / (1 << 20)) * (1 << 20);
