@@ -682,22 +682,82 @@ export class VhdImage implements DiskImage {
   }
 
   /**
-   * Appends a new block where the end footer is (see appendRegion: the moved footer goes first);
+   * Appends a new block where the end footer is (see appendSparse: the moved footer goes first);
    * only then points the BAT entry at it. A crash before the BAT write leaves an unreferenced block
-   * and a valid file.
+   * and a valid file. Only the bitmap and the sectors written are written: the rest of the data
+   * area lies past the old end of the file, so it is a file hole that reads as zeros (what the
+   * 2 MiB of zeros written before held), and a differencing block reads those sectors from its
+   * parent anyway (their bits are clear).
    */
   private async allocateBlock(block: number, alignedStart: number, sectors: Buffer, s0: number, count: number): Promise<void> {
     const bitmap = Buffer.alloc(this.bitmapSize);
     if (this.diskType === 'dynamic') bitmap.fill(0xff);
     else setBits(bitmap, s0, count);
-    // Bitmap, zeros before, the data, zeros after: written as one vector, without joining them.
-    const tail = this.blockSize - alignedStart - sectors.length;
-    const parts = [bitmap, ...zeroBytes(alignedStart), sectors, ...zeroBytes(tail)];
-    const at = await this.appendRegion(parts, { structure: 'BAT entry', offset: this.layout.tableOffset! + block * 4 });
+    const pieces = [{ offset: 0, data: bitmap }, { offset: this.bitmapSize + alignedStart, data: sectors }];
+    const at = await this.appendSparse(this.bitmapSize + this.blockSize, pieces, { structure: 'BAT entry', offset: this.layout.tableOffset! + block * 4 });
     const sectorOffset = at / SECTOR_SIZE;
     await this.file.writeAt(Bat.entryBytes(sectorOffset), this.layout.tableOffset! + block * 4);
     this.bat!.entries[block] = sectorOffset;
     this.cacheBitmap(block, bitmap);
+  }
+
+  /**
+   * Appends a region of `length` bytes (a multiple of the sector size) where the end footer is, of
+   * which only `pieces` (offsets relative to the region, in order, not overlapping) are written:
+   * the moved footer first, behind the region (growing the file), then the pieces. What lies
+   * between them past the old end of the file is a hole (reads as zeros); between them but before
+   * the old end (the old footer's sector) gets written zeros, so the region reads exactly as if
+   * it had been written whole. Returns the region's offset.
+   */
+  private async appendSparse(length: number, pieces: Array<{ offset: number; data: Buffer }>, where: { structure: string; offset: number }): Promise<number> {
+    const at = this.appendStart(where);
+    const oldEnd = this.file.size;
+    const writes: Array<{ at: number; parts: Buffer[] }> = [];
+    const add = (pos: number, data: Buffer) => {
+      const last = writes[writes.length - 1];
+      const lastEnd = last ? last.at + last.parts.reduce((n, b) => n + b.length, 0) : -1;
+      if (last && lastEnd === pos) last.parts.push(data);
+      else writes.push({ at: pos, parts: [data] });
+    };
+    let cursor = at;
+    for (const piece of [...pieces, { offset: length, data: Buffer.alloc(0) }]) {
+      const start = at + piece.offset;
+      // A gap still inside the old file (the old footer): zeros, as a whole write would have left.
+      const zeroEnd = Math.min(start, oldEnd);
+      for (const z of zeroEnd > cursor ? zeroBytes(zeroEnd - cursor) : []) {
+        add(cursor, z);
+        cursor += z.length;
+      }
+      if (piece.data.length > 0) add(start, piece.data);
+      cursor = start + piece.data.length;
+    }
+    await this.file.writeAt(this.footerBytes, at + length);
+    for (const w of writes) {
+      if (w.parts.length === 1) await this.file.writeAt(w.parts[0], w.at);
+      else await this.file.writevAt(w.parts, w.at);
+    }
+    this.appendEnd(at + length);
+    return at;
+  }
+
+  /** Where an append starts (the end footer's sector), checked against 32-bit BAT offsets. */
+  private appendStart(where: { structure: string; offset: number }): number {
+    if (!this.bat) throw new DiskImageError(this.path, 'a fixed image has no room to append to', where.structure, where.offset, 'EINTERNAL');
+    // Judge the existing BAT against the file as it was, before it grows (see unsafeReason).
+    this.unsafe ??= this.findUnsafeBlocks();
+    const at = Math.ceil(this.layout.footerOffset / SECTOR_SIZE) * SECTOR_SIZE;
+    if (at / SECTOR_SIZE >= BAT_UNUSED) {
+      throw new DiskImageError(this.path, 'file too large for 32-bit BAT sector offsets', where.structure, where.offset, 'ERANGE');
+    }
+    return at;
+  }
+
+  /** The end footer now lies at `footerOffset` (written there by the append). */
+  private appendEnd(footerOffset: number): void {
+    this.layout.footerOffset = footerOffset;
+    this.layout.footerSource = 'end';
+    this.layout.footerLength = 512;
+    this.layout.fileSize = this.layout.footerOffset + FOOTER_SIZE;
   }
 
   /**
@@ -707,22 +767,13 @@ export class VhdImage implements DiskImage {
    * end in a valid footer at every instant. Returns the data's offset.
    */
   async appendRegion(data: Buffer | Buffer[], where: { structure: string; offset: number } = { structure: 'footer', offset: this.layout.footerOffset }): Promise<number> {
-    if (!this.bat) throw new DiskImageError(this.path, 'a fixed image has no room to append to', where.structure, where.offset, 'EINTERNAL');
-    // Judge the existing BAT against the file as it was, before it grows (see unsafeReason).
-    this.unsafe ??= this.findUnsafeBlocks();
-    const at = Math.ceil(this.layout.footerOffset / SECTOR_SIZE) * SECTOR_SIZE;
-    if (at / SECTOR_SIZE >= BAT_UNUSED) {
-      throw new DiskImageError(this.path, 'file too large for 32-bit BAT sector offsets', where.structure, where.offset, 'ERANGE');
-    }
+    const at = this.appendStart(where);
     const parts = Array.isArray(data) ? data : [data];
     const length = parts.reduce((n, b) => n + b.length, 0);
     const padded = Math.ceil(length / SECTOR_SIZE) * SECTOR_SIZE;
     await this.file.writeAt(this.footerBytes, at + padded);
     await this.file.writevAt([...parts, ...zeroBytes(padded - length)].filter((b) => b.length > 0), at);
-    this.layout.footerOffset = at + padded;
-    this.layout.footerSource = 'end';
-    this.layout.footerLength = 512;
-    this.layout.fileSize = this.layout.footerOffset + FOOTER_SIZE;
+    this.appendEnd(at + padded);
     return at;
   }
 
