@@ -498,16 +498,26 @@ async function handle(socket: Socket, s: Negotiated, req: Request, host: Connect
   }
 }
 
-const corked = new WeakSet<Socket>();
+/** Replies queued on a corked socket since it was last flushed. */
+const corked = new WeakMap<Socket, number>();
+/**
+ * Replies per writev at most. One turn of the event loop can finish all of a client's queue (32
+ * 4 KiB writes); holding every reply to its end left the client idle meanwhile, then the server
+ * idle while the client answered the burst. Four per writev keeps both busy (30,000 4 KiB writes at
+ * QD32, 6 interleaved runs: median 2.45 s vs 4.2 s) at a quarter of the syscalls of one each.
+ */
+const REPLIES_PER_WRITEV = 4;
 
 /**
- * Queues a reply. Replies finished in the same turn of the event loop leave in one writev: the
- * socket is corked at the first and uncorked once the turn's other completions have queued theirs.
+ * Queues a reply. Replies finished in the same turn of the event loop leave together, up to
+ * REPLIES_PER_WRITEV per writev: the socket is corked at the first, flushed every
+ * REPLIES_PER_WRITEV replies and uncorked once the turn's other completions have queued theirs.
  */
 function write(socket: Socket, parts: Buffer[], done?: () => void): void {
   if (!socket.writable) { done?.(); return; }
-  if (!corked.has(socket)) {
-    corked.add(socket);
+  let queued = corked.get(socket);
+  if (queued === undefined) {
+    queued = 0;
     socket.cork();
     setImmediate(() => {
       corked.delete(socket);
@@ -515,6 +525,12 @@ function write(socket: Socket, parts: Buffer[], done?: () => void): void {
     });
   }
   parts.forEach((p, i) => socket.write(p, i === parts.length - 1 && done ? () => done() : undefined));
+  if (++queued >= REPLIES_PER_WRITEV) {
+    queued = 0;
+    socket.uncork();
+    socket.cork();
+  }
+  corked.set(socket, queued);
 }
 
 /**
