@@ -161,11 +161,14 @@ async function ownedExtents(layers: DiskImage[], t: number, offset: number, leng
  */
 export async function mergeChild(childPath: string, options: MergeOptions = {}): Promise<MergeResult> {
   // The child is opened for writing so nobody writes to it while its data moves (write lock).
+  phase('start');
   const chain = await openChain(childPath, { writable: true });
+  phase('opened');
   const releases: Array<() => void> = [];
   let target: DiskImage | null = null;
   try {
     const plan = await makePlan(chain, options);
+    phase('planned');
     if (plan.siblings.length > 0 && !options.force) {
       throw new DiskImageError(plan.child, `refusing to merge: ${plan.siblings.length} other image(s) use ${plan.kept.length ? 'a merged layer or ' : ''}the target as parent and would read differently: ${plan.siblings.join(', ')} (use --force)`, undefined, undefined, 'ESIBLINGS');
     }
@@ -283,6 +286,7 @@ export async function mergeChild(childPath: string, options: MergeOptions = {}):
     }
     await barrier();
     await settle();
+    phase('copied');
     // The target must be durable before anything points at it or anything is deleted.
     await target.flush();
     failpoint('flushed');
@@ -315,6 +319,7 @@ export async function mergeChild(childPath: string, options: MergeOptions = {}):
     }
     if (existsSync(journalPath(plan.child))) unlinkSync(journalPath(plan.child));
     for (const d of new Set(plan.merged.map((p) => nodePath.dirname(p)))) syncDir(d);
+    phase('done');
     return { ...plan, bytesWritten };
   } finally {
     if (target) await target.close().catch(() => undefined);
@@ -323,11 +328,20 @@ export async function mergeChild(childPath: string, options: MergeOptions = {}):
   }
 }
 
+/** With DISKIMG_MERGE_PHASES set, each phase's end is logged to stderr (ms since start, CPU ms): for measuring only. */
+const phaseLog = process.env.DISKIMG_MERGE_PHASES ? { t0: performance.now(), c0: process.cpuUsage() } : null;
+function phase(name: string): void {
+  if (!phaseLog) return;
+  const c = process.cpuUsage(phaseLog.c0);
+  process.stderr.write(`merge phase ${name}: ${(performance.now() - phaseLog.t0).toFixed(0)} ms, cpu ${((c.user + c.system) / 1000).toFixed(0)} ms (sys ${(c.system / 1000).toFixed(0)})\n`);
+}
+
 /**
  * Crash points for the kill tests: with DISKIMG_FAILPOINT=<name> in the environment the process
  * kills itself (SIGKILL, like a crash) when it reaches that point. Unset, it costs one lookup.
  */
 function failpoint(name: string): void {
+  phase(name);
   if (process.env.DISKIMG_FAILPOINT === name) process.kill(process.pid, 'SIGKILL');
 }
 
