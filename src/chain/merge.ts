@@ -4,6 +4,7 @@ import { CommitStaged, DiskImage } from '../format/diskImage';
 import { DiskImageError } from '../format/errors';
 import { getFormat, openImage } from '../format/registry';
 import { acquireWriteLock } from '../io/lock';
+import { setSynchronousIo } from '../io/imageFile';
 import { isRemoteLocation } from '../io/byteSource';
 import { Chain, MapExtent, openChain, readThrough } from './chain';
 import { findChildren, realPath } from './findChildren';
@@ -262,7 +263,14 @@ export async function mergeChild(childPath: string, options: MergeOptions = {}):
       await settle();
       inFlight = f;
     };
+    // The copy's reads and writes are page-cache copies: made synchronously (see setSynchronousIo),
+    // with a turn of the event loop per window so progress and cancellation still get through.
+    const ioMode = process.env.DISKIMG_MERGE_IO ?? 'writes';
+    const syncIo = ioMode !== 'pool';
+    if (syncIo) setSynchronousIo({ writes: true, reads: ioMode === 'sync' });
+    try {
     for (let pos = 0; pos < size; pos += window) {
+      if (syncIo) await new Promise((resolve) => setImmediate(resolve));
       throwIfCancelled(options.signal, plan.child);
       fill();
       const current = await queue.shift()!;
@@ -286,6 +294,9 @@ export async function mergeChild(childPath: string, options: MergeOptions = {}):
     }
     await barrier();
     await settle();
+    } finally {
+      if (syncIo) setSynchronousIo({ writes: false, reads: false });
+    }
     phase('copied');
     // The target must be durable before anything points at it or anything is deleted.
     await target.flush();

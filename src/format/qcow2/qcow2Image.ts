@@ -699,7 +699,10 @@ export class Qcow2Image implements DiskImage {
       const slot = this.slots[l1i];
       if (!slot || !slot.copied) await this.newL2Table(l1i);
     }
-    const first = fresh.length > 0 ? await this.allocateClusters(fresh.length) : 0;
+    // The new clusters go at the cluster-aligned end of the file; the data writes below extend the
+    // file over all of them (whole clusters), so no ftruncate first (one per batch cost a pool round
+    // trip and an inode update each). Nothing else allocates until they are written.
+    const first = fresh.length > 0 ? Math.ceil(this.file.size / cs) * cs : 0;
     // Writes in file order, runs of adjacent clusters in one writev.
     let run: { at: number; end: number; parts: Buffer[] } | null = null;
     const flushRun = async () => { if (run) await writeInChunks(this.file, run.parts, run.at); run = null; };
