@@ -29,14 +29,19 @@ let syncAll = false;
 let syncAllWrites = false;
 
 /**
- * Local writes (and with `reads`, reads too) synchronous whatever their length, vectored ones too:
- * merge's copy phase. Such a call is a page-cache copy; through the pool it also costs two thread
- * hand-offs (futex wake-ups, and the wait for the woken thread on a busy machine). Flushes stay in
- * the pool, so they still overlap the copy.
+ * Local writes (and with `reads`, reads too) synchronous whatever their length, vectored ones too,
+ * until the returned function restores the previous setting: merge. Such a call is a page-cache
+ * copy; through the pool it also costs two thread hand-offs (futex wake-ups, and the wait for the
+ * woken thread on a busy machine). Flushes stay in the pool, so they still overlap the copy.
  */
-export function setSynchronousIo(on: { writes: boolean; reads: boolean }): void {
+export function setSynchronousIo(on: { writes: boolean; reads: boolean }): () => void {
+  const before = { writes: syncAllWrites, reads: syncAll };
   syncAllWrites = on.writes;
   syncAll = on.reads;
+  return () => {
+    syncAllWrites = before.writes;
+    syncAll = before.reads;
+  };
 }
 
 /**
