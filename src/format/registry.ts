@@ -109,6 +109,11 @@ export interface DiskFormat {
   readonly creatableTypes: CreatableType[];
   /** True when the bytes are this format's: `head` is the file's first bytes, `tail` its last 512. */
   probe(head: Buffer, tail: Buffer, fileSize: number): boolean;
+  /**
+   * False when the same bytes already show the image has no parent link (a folder scan for
+   * children then skips the file without opening it); absent or true: open it to find out.
+   */
+  mayHaveParent?(head: Buffer, tail: Buffer, fileSize: number): boolean;
   open(path: string, options?: OpenOptions): Promise<DiskImage>;
   /** Creates a fixed or dynamic image; returns the virtual size used. */
   create(path: string, options: CreateImageOptions): Promise<number>;
@@ -134,8 +139,9 @@ export interface DiskFormat {
 /** Every format, in probe order; the first is the default for new files with an unknown extension. */
 export const FORMATS: readonly DiskFormat[] = [vhdFormat, vhdxFormat, qcow2Format, rawFormat];
 
-const PROBE_HEAD = 4096;
-const PROBE_TAIL = 512;
+/** Bytes a probe reads from the start and from the end of a file. */
+export const PROBE_HEAD = 4096;
+export const PROBE_TAIL = 512;
 
 export function getFormat(name: string): DiskFormat {
   const f = FORMATS.find((x) => x.name === name);
@@ -176,6 +182,16 @@ export async function detectFormat(path: string, options: { rawFallback?: boolea
   } finally {
     await file.close();
   }
+}
+
+/**
+ * For folder scans: false when a file's first PROBE_HEAD and last PROBE_TAIL bytes show it cannot be
+ * anyone's child — no format recognises them (opening would fail or give a raw image, which has no
+ * parent), or the format sees no parent link in them. True means: open it to find out.
+ */
+export function mayBeDifferencing(head: Buffer, tail: Buffer, fileSize: number): boolean {
+  const format = FORMATS.find((f) => !f.fallback && f.probe(head, tail, fileSize));
+  return format !== undefined && (format.mayHaveParent?.(head, tail, fileSize) ?? true);
 }
 
 /** Opens an image of whatever format its content is. */

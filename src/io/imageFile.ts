@@ -1,4 +1,4 @@
-import { constants as fsc, promises as fsp, readSync, writeSync } from 'fs';
+import { constants as fsc, promises as fsp, readSync, readvSync, writeSync, writevSync } from 'fs';
 import { DiskImageError } from '../format/errors';
 import { blockDeviceSize, mountsOf } from './blockDevice';
 import { ByteSource, isRemoteLocation, remoteOptionsFor } from './byteSource';
@@ -23,6 +23,25 @@ let syncWriteLimit = 0;
 /** The same for positioned writes (not vectored appends): a small write into the page cache. */
 export function setSynchronousWriteLimit(bytes: number): void {
   syncWriteLimit = bytes;
+}
+
+let syncAll = false;
+let syncAllWrites = false;
+
+/**
+ * Local writes (and with `reads`, reads too) synchronous whatever their length, vectored ones too,
+ * until the returned function restores the previous setting: merge. Such a call is a page-cache
+ * copy; through the pool it also costs two thread hand-offs (futex wake-ups, and the wait for the
+ * woken thread on a busy machine). Flushes stay in the pool, so they still overlap the copy.
+ */
+export function setSynchronousIo(on: { writes: boolean; reads: boolean }): () => void {
+  const before = { writes: syncAllWrites, reads: syncAll };
+  syncAllWrites = on.writes;
+  syncAll = on.reads;
+  return () => {
+    syncAllWrites = before.writes;
+    syncAll = before.reads;
+  };
 }
 
 /**
@@ -168,7 +187,7 @@ export class ImageFile {
     let done = 0;
     while (done < target.length) {
       const want = target.length - done;
-      const bytesRead = want <= syncReadLimit
+      const bytesRead = want <= syncReadLimit || syncAll
         ? readSync(this.handle.fd, target, done, want, pos + done)
         : (await this.handle.read(target, done, want, pos + done)).bytesRead;
       if (bytesRead === 0) break;
@@ -193,7 +212,7 @@ export class ImageFile {
       }
       return done;
     }
-    let { bytesRead } = await this.handle.readv(parts, pos);
+    let bytesRead = syncAll ? readvSync(this.handle.fd, parts, pos) : (await this.handle.readv(parts, pos)).bytesRead;
     if (bytesRead < total && bytesRead > 0) {
       // A short vectored read (a signal, or the end of the file): finish part by part.
       let skip = bytesRead;
@@ -224,7 +243,7 @@ export class ImageFile {
     let done = 0;
     while (done < data.length) {
       const want = data.length - done;
-      done += want <= syncWriteLimit
+      done += want <= syncWriteLimit || syncAllWrites
         ? writeSync(this.handle!.fd, data, done, want, pos + done)
         : (await this.handle!.write(data, done, want, pos + done)).bytesWritten;
     }
@@ -235,7 +254,7 @@ export class ImageFile {
   async writevAt(parts: Uint8Array[], pos: number): Promise<void> {
     if (!this.writable) throw new DiskImageError(this.path, 'opened read-only', undefined, undefined, 'EREADONLY');
     const total = parts.reduce((n, b) => n + b.length, 0);
-    const { bytesWritten } = await this.handle!.writev(parts, pos);
+    const bytesWritten = syncAllWrites ? writevSync(this.handle!.fd, parts, pos) : (await this.handle!.writev(parts, pos)).bytesWritten;
     if (bytesWritten < total) {
       // A short vectored write (rare on regular files): finish the rest with plain writes.
       let skip = bytesWritten;

@@ -29,6 +29,8 @@ export interface MergeCrashCase {
   kills: number;
   tries: number;
   killSeed: number;
+  /** Runs on the base once its writes are in, before its child is made (e.g. an internal snapshot). */
+  afterBaseWrites?: (file: string) => void;
   /** A check of one file by another tool after each kill (e.g. qemu-img check); throws when it fails. */
   crossCheck?: (file: string, what: string) => void;
 }
@@ -92,6 +94,7 @@ export function describeMergeCrash(c: MergeCrashCase): void {
         await chain.close();
       };
       await write(base, c.writes[0]);
+      c.afterBaseWrites?.(base);
       await createChild(base, path.join(template, c.child));
       await write(path.join(template, c.child), c.writes[1]);
       childModel = Buffer.from(model);

@@ -11,6 +11,8 @@ import { checkImage } from '../../src/chain/check';
 import { createChild } from '../../src/chain/createChild';
 import { mergeChild } from '../../src/chain/merge';
 import { createImage } from '../../src/format/registry';
+import { Qcow2Image } from '../../src/format/qcow2/qcow2Image';
+import { readFileSync } from 'fs';
 import { rng, randomBytes, tempDir, readChain } from '../helpers/util';
 
 const QEMU_FORMAT: Record<string, string> = { vhd: 'vpc', vhdx: 'vhdx', qcow2: 'qcow2' };
@@ -94,5 +96,50 @@ describe('merge: bulk writes (data, one flush, then metadata) for VHD, VHDX and 
     assert.deepEqual(errors, []);
     // (qemu-img's vpc driver does not follow differencing VHDs, so the model is the only reference here.)
     assert.ok((await readChain(base)).equals(baseModel), 'the base is untouched');
+  });
+
+  it('qcow2: a base with an internal snapshot: clusters shared with it are copied on write in batches; the snapshot keeps its data', async () => {
+    const r = rng(4242);
+    const base = path.join(dir, 's-base.qcow2');
+    const ov = path.join(dir, 's-ov.qcow2');
+    const size = 16 * MiB;
+    assert.equal(qemu(['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=65536', base, String(size)]).code, 0);
+    const model = Buffer.alloc(size);
+    await writeAll(base, model, [[0, 8 * MiB]], r);
+    const snapModel = Buffer.from(model);
+    assert.equal(qemu(['snapshot', '-c', 'before', base]).code, 0);
+    await createChild(base, ov);
+    // Over the shared data (whole clusters, an odd piece), and past it (new clusters).
+    await writeAll(ov, model, [[MiB, 5 * MiB], [7 * MiB + 1536, 3000], [10 * MiB, 2 * MiB]], r);
+    // Count the windows the bulk path took, and those it left to write().
+    const counts = { staged: 0, declined: 0 };
+    const proto = Qcow2Image.prototype as unknown as { stageWrites: Qcow2Image['stageWrites'] };
+    const original = proto.stageWrites;
+    proto.stageWrites = async function (this: Qcow2Image, ...args: Parameters<Qcow2Image['stageWrites']>) {
+      const c = await original.apply(this, args);
+      counts[c ? 'staged' : 'declined']++;
+      return c;
+    };
+    try {
+      await mergeChild(ov);
+    } finally {
+      proto.stageWrites = original;
+    }
+    // 1 MiB windows (a 16 MiB disk): [1, 6) MiB shared, the odd piece's cluster (the overlay holds it
+    // whole) and [10, 12) MiB new: every window with data goes through the bulk path.
+    assert.equal(counts.declined, 0, JSON.stringify(counts));
+    assert.ok(counts.staged >= 8, JSON.stringify(counts));
+    assert.ok((await readChain(base)).equals(model), 'the base reads as the model');
+    const chk = qemu(['check', '-f', 'qcow2', base]);
+    assert.equal(chk.code, 0, `qemu-img check (no errors, no leaks): ${chk.out}`);
+    const raw = path.join(dir, 's-model.raw');
+    writeFileSync(raw, model);
+    const cmp = qemu(['compare', '-f', 'qcow2', '-F', 'raw', base, raw]);
+    assert.equal(cmp.code, 0, `qemu-img compare: ${cmp.out}`);
+    // The snapshot still reads as before the merge, as qemu reads it.
+    const snapRaw = path.join(dir, 's-snap.raw');
+    const conv = qemu(['convert', '-f', 'qcow2', '-O', 'raw', '-l', 'snapshot.name=before', base, snapRaw]);
+    assert.equal(conv.code, 0, conv.out);
+    assert.ok(readFileSync(snapRaw).equals(snapModel), 'the snapshot reads as before');
   });
 });

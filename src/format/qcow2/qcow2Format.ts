@@ -24,6 +24,8 @@ export const qcow2Format: DiskFormat = {
 
   // "QFI\xfb" at offset 0.
   probe: (head) => hasQcow2Magic(head),
+  // No backing file offset in the header: no backing file (merge's folder scan skips the file).
+  mayHaveParent: (head) => head.length < 16 || head.readBigUInt64BE(8) !== 0n,
 
   open: (path, options) => Qcow2Image.open(path, options),
 

@@ -670,14 +670,17 @@ export class Qcow2Image implements DiskImage {
    * allocated together at the end of the file, their data written in as few vectored writes as
    * lie back to back, and counted at once (a refcount with no L2 entry is only a leak, which a kill
    * may leave); their L2 entries are written at commit, once the caller has made the data durable.
-   * Clusters this layer owns (copied, normal) are written in place. Anything else (partial,
-   * compressed, shared or subcluster-mixed clusters) goes to write().
+   * Clusters this layer owns (copied, normal; with internal snapshots, refcount 1 too) are written
+   * in place. Normal clusters it shares (with a snapshot) are copied on write in the same batch:
+   * new clusters like the unallocated ones, the old ones released at commit after the L2 entries
+   * that no longer point at them (a kill in between leaves only leaks). Anything else (partial,
+   * compressed, zero-with-data or subcluster-mixed clusters) goes to write().
    */
   async stageWrites(pieces: WritePiece[], _below: ReadBelow): Promise<CommitStaged | null> {
     this.requireWritable();
     this.requireBlocks();
     const cs = this.blockSize;
-    const plans: Array<{ cluster: number; fresh: boolean; data: Buffer }> = [];
+    const plans: Array<{ cluster: number; inPlace: boolean; data: Buffer; old: number }> = [];
     for (const p of pieces) {
       if (p.offset % cs !== 0 || p.data.length % cs !== 0 || p.offset < 0 || p.offset + p.data.length > this.virtualSize) return null;
       for (let done = 0; done < p.data.length; done += cs) {
@@ -685,21 +688,30 @@ export class Qcow2Image implements DiskImage {
         const slot = this.slotOf(cluster);
         const j = cluster % this.l2Entries;
         const kind = slot ? slot.kinds[j] : ClusterKind.Unallocated;
-        const inPlace = slot !== null && slot.copied && kind === ClusterKind.Normal && slot.copiedBits[j] === 1;
         const fresh = kind === ClusterKind.Unallocated || (kind === ClusterKind.Zero && slot!.host[j] === 0);
-        if (!inPlace && !fresh) return null;
+        const owned = slot !== null && kind === ClusterKind.Normal && slot.copied && slot.copiedBits[j] === 1
+          && (this.snapshots.length === 0 || await this.ownsInPlace(slot, j));
+        const shared = !owned && slot !== null && kind === ClusterKind.Normal && slot.host[j] !== 0;
+        if (!owned && !fresh && !shared) return null;
         if (plans.length > 0 && plans[plans.length - 1].cluster >= cluster) return null;
-        plans.push({ cluster, fresh, data: p.data.subarray(done, done + cs) });
+        plans.push({ cluster, inPlace: owned, data: p.data.subarray(done, done + cs), old: shared ? slot!.host[j] * cs : 0 });
       }
     }
-    const fresh = plans.filter((x) => x.fresh);
-    // L2 tables first (a new, empty table changes no view), so the data clusters lie together after them.
-    for (const x of fresh) {
+    const moved = plans.filter((x) => !x.inPlace);
+    // L2 tables first (a new, empty table or a copy of a shared one changes no view), so the data
+    // clusters lie together after them. A table is asked about once per batch.
+    const ownTable = new Set<number>();
+    for (const x of moved) {
       const l1i = Math.floor(x.cluster / this.l2Entries);
+      if (ownTable.has(l1i)) continue;
       const slot = this.slots[l1i];
-      if (!slot || !slot.copied) await this.newL2Table(l1i);
+      if (!slot || !slot.copied || (this.snapshots.length > 0 && await this.hostRefcount(slot.offset) !== 1)) await this.newL2Table(l1i);
+      ownTable.add(l1i);
     }
-    const first = fresh.length > 0 ? await this.allocateClusters(fresh.length) : 0;
+    // The new clusters go at the cluster-aligned end of the file; the data writes below extend the
+    // file over all of them (whole clusters), so no ftruncate first (one per batch cost a pool round
+    // trip and an inode update each). Nothing else allocates until they are written.
+    const first = moved.length > 0 ? Math.ceil(this.file.size / cs) * cs : 0;
     // Writes in file order, runs of adjacent clusters in one writev.
     let run: { at: number; end: number; parts: Buffer[] } | null = null;
     const flushRun = async () => { if (run) await writeInChunks(this.file, run.parts, run.at); run = null; };
@@ -709,18 +721,18 @@ export class Qcow2Image implements DiskImage {
       run.end = at + data.length;
     };
     for (const x of plans) {
-      if (x.fresh) continue;
+      if (!x.inPlace) continue;
       const slot = this.slotOf(x.cluster)!;
       await put(slot.host[x.cluster % this.l2Entries] * cs, x.data);
     }
-    for (let i = 0; i < fresh.length; i++) await put(first + i * cs, fresh[i].data);
+    for (let i = 0; i < moved.length; i++) await put(first + i * cs, moved[i].data);
     await flushRun();
-    if (fresh.length === 0) return this.stagedL2.add([]); // still queued: committing it commits the stages before it
-    await this.countClusters(first, fresh.length);
+    if (moved.length === 0) return this.stagedL2.add({ runs: [], releases: [] }); // still queued: committing it commits the stages before it
+    await this.countClusters(first, moved.length);
     // The entries as they will be, kept in memory now (later stages see these clusters as ours).
     const l2Runs: Array<{ at: number; bytes: Buffer[] }> = [];
-    for (let i = 0; i < fresh.length; i++) {
-      const cluster = fresh[i].cluster;
+    for (let i = 0; i < moved.length; i++) {
+      const cluster = moved[i].cluster;
       const slot = this.slotOf(cluster)!;
       const j = cluster % this.l2Entries;
       const host = first + i * cs;
@@ -734,12 +746,15 @@ export class Qcow2Image implements DiskImage {
       if (last && last.at + last.bytes.length * this.l2EntryBytes === at) last.bytes.push(b);
       else l2Runs.push({ at, bytes: [b] });
     }
-    return this.stagedL2.add(l2Runs);
+    return this.stagedL2.add({ runs: l2Runs, releases: moved.filter((x) => x.old !== 0).map((x) => x.old) });
   }
 
-  /** L2 entries of staged clusters, written at commit (entries next to each other across stages in one write). */
-  private readonly stagedL2 = new StagedCommits<Array<{ at: number; bytes: Buffer[] }>>(async (stages) => {
-    const runs = stages.flat().sort((a, b) => a.at - b.at);
+  /**
+   * L2 entries of staged clusters, written at commit (entries next to each other across stages in
+   * one write); then the shared clusters they replaced are released.
+   */
+  private readonly stagedL2 = new StagedCommits<{ runs: Array<{ at: number; bytes: Buffer[] }>; releases: number[] }>(async (stages) => {
+    const runs = stages.flatMap((s) => s.runs).sort((a, b) => a.at - b.at);
     for (let i = 0; i < runs.length;) {
       const bytes = [...runs[i].bytes];
       const at = runs[i].at;
@@ -748,6 +763,7 @@ export class Qcow2Image implements DiskImage {
       await this.file.writeAt(Buffer.concat(bytes), at);
       i = j;
     }
+    for (const old of stages.flatMap((s) => s.releases).sort((a, b) => a - b)) await this.addRefcount(old, 1, -1);
   });
 
   /** Adds one to the refcounts of `count` host clusters from `start`: one write per refcount block touched. */

@@ -6,7 +6,7 @@ import { formatBytes } from '../../formatBytes';
 import { scanVhd, VhdScan } from './check';
 import { createImage } from './create';
 import { createVhdChild } from './createChild';
-import { formatCreatorVersion, hasFooterCookie, trimCode } from './footer';
+import { DiskType, formatCreatorVersion, hasFooterCookie, trimCode } from './footer';
 import { chsSizeBytes, Geometry, geometryForSize } from './geometry';
 import { creatorLabel, describeHeader } from './headerFields';
 import { planVhdRepair } from './repair';
@@ -35,6 +35,10 @@ export const vhdFormat: DiskFormat = {
       || (tail.length === 512 && hasFooterCookie(tail))
       || (tail.length >= 511 && hasFooterCookie(tail.subarray(tail.length - 511)));
   },
+
+  // Differencing when any footer copy says so (open() picks between them: stay as lenient).
+  mayHaveParent: (head, tail) => [head, tail, tail.subarray(tail.length - 511)]
+    .some((f) => f.length >= 64 && hasFooterCookie(f) && f.readUInt32BE(60) === DiskType.Differencing),
 
   open: (path, options) => VhdImage.open(path, options),
 
