@@ -3,6 +3,7 @@ import * as http from 'http';
 import * as https from 'https';
 import { DiskImageError } from '../format/errors';
 import { readFileSync } from 'fs';
+import { alignedBuffer } from './alignedBuffer';
 import { ByteSource } from './byteSource';
 import { WireBroken, WirePool, WireUnsupported } from './httpWire';
 
@@ -21,6 +22,8 @@ const READ_AHEAD_CHUNKS = 12;
 const MAX_SOCKETS = 6;
 /** Used body buffers kept for reuse. */
 const SPARE_BODIES = 8;
+/** Answers handed to `onReceived` (a cache storing them) and not yet stored: no more requests start past this. */
+const MAX_STORING = 6;
 const TRIES = 5;
 
 function envNumber(name: string, fallback: number): number {
@@ -38,6 +41,8 @@ class Transient extends Error {}
 class Body {
   /** Chunks in the memory map that point into this body; at 0 its buffer can be used again. */
   holders = 0;
+  /** Settles once `onReceived` has stored the body (its buffer is not reused before). */
+  stored: Promise<void> | null = null;
 
   constructor(readonly pieces: Buffer[], readonly starts: number[], readonly length: number) {}
 
@@ -78,6 +83,9 @@ export class HttpSource implements ByteSource {
   /** Last chunk read; -2 at first, so the first read (a format probe at 0) starts no read-ahead. */
   private lastChunk = -2;
   isHeld?: (offset: number) => boolean;
+  onReceived?: (offset: number, pieces: Buffer[]) => Promise<void>;
+  /** Bodies being stored by onReceived. */
+  private readonly storing = new Set<Promise<void>>();
   private closed = false;
   private readonly ca: Buffer | undefined;
   /** The plain-HTTP client that reads bodies in place (null for https, or once a server needed Node's). */
@@ -187,7 +195,15 @@ export class HttpSource implements ByteSource {
     const start = first * HTTP_CHUNK;
     const end = Math.min(this.size, (last + 1) * HTTP_CHUNK);
     try {
+      // A cache that stores slower than the server sends holds the next request back (memory stays bounded).
+      while (this.storing.size >= MAX_STORING) await Promise.race(this.storing);
       const r = await this.withRetries(() => this.request(start, end - start, this.validator));
+      if (this.onReceived) {
+        const stored = this.onReceived(start, r.body.pieces).catch(() => undefined); // the cache reports its own failures
+        r.body.stored = stored;
+        this.storing.add(stored);
+        void stored.then(() => this.storing.delete(stored));
+      }
       for (let c = first; c <= last; c++) {
         const at = c * HTTP_CHUNK - start;
         this.remember(c, { body: r.body, at, length: Math.min(r.body.length - at, HTTP_CHUNK) });
@@ -212,23 +228,26 @@ export class HttpSource implements ByteSource {
     const held = this.chunks.get(chunk);
     if (!held) return;
     this.chunks.delete(chunk);
-    if (--held.body.holders === 0 && held.body.pieces.length === 1 && this.spare.length < SPARE_BODIES) {
+    if (--held.body.holders === 0 && held.body.pieces.length === 1) {
       const b = held.body.pieces[0];
-      if (b.length === MAX_REQUEST && b.byteOffset === 0) this.spare.push(b);
+      if (b.length !== MAX_REQUEST || b.byteOffset !== 0) return;
+      const reuse = () => { if (!this.closed && this.spare.length < SPARE_BODIES) this.spare.push(b); };
+      if (held.body.stored) void held.body.stored.then(reuse);
+      else reuse();
     }
   }
 
   /**
    * A buffer for a body: a used one when there is one. Fresh memory costs a page fault per 4 KiB
    * on first touch (the kernel's receive copy takes them), which on a virtual machine cost more
-   * than the copy itself.
+   * than the copy itself. Page aligned, so a cache can write it with O_DIRECT.
    */
   private bodyBuffer(length: number): Buffer {
     if (length === MAX_REQUEST) {
       const b = this.spare.pop();
       if (b) return b;
     }
-    return Buffer.allocUnsafeSlow(length);
+    return length >= HTTP_CHUNK ? alignedBuffer(length) : Buffer.allocUnsafeSlow(length);
   }
 
   /** Runs `attempt` up to 5 times with backoff; the last failure becomes one clear line. */
