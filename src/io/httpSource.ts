@@ -25,6 +25,11 @@ const SPARE_BODIES = 8;
 /** Answers handed to `onReceived` (a cache storing them) and not yet stored: no more requests start past this. */
 const MAX_STORING = 6;
 const TRIES = 5;
+/**
+ * The opening request asks for the first sector, not one byte: busybox httpd reads `bytes=0-0` as
+ * "from 0 to the end" and would send the whole file.
+ */
+const PROBE = 512;
 
 function envNumber(name: string, fallback: number): number {
   const v = Number(process.env[name]);
@@ -66,6 +71,9 @@ class Body {
   }
 }
 
+/** What a checked head says: the file's size, the answered length, the validators. */
+interface Head { total: number; length: number; etag?: string; lastModified?: string }
+
 /** A checked answer: its body and what the head said. */
 interface Answer { body: Body; total: number; etag?: string; lastModified?: string }
 
@@ -105,14 +113,14 @@ export class HttpSource implements ByteSource {
     this.wire = url.protocol === 'http:' && !process.env.DISKIMG_HTTP_NODE_CLIENT ? new WirePool(url) : null;
   }
 
-  /** Learns size and validator with a one-byte range request (so servers without ranges are refused now). */
+  /** Learns size and validator with a small range request (so servers without ranges are refused now). */
   static async open(location: string): Promise<HttpSource> {
     const url = new URL(location);
     const Agent = url.protocol === 'https:' ? https.Agent : http.Agent;
     const agent = new Agent({ keepAlive: true, maxSockets: MAX_SOCKETS });
     const probe = new HttpSource(location, url, 0, '', null, agent);
     try {
-      const r = await probe.withRetries(() => probe.request(0, 1, null));
+      const r = await probe.withRetries(() => probe.request(0, PROBE, null));
       const total = r.total;
       const validator = r.etag ?? r.lastModified ?? '';
       const mtime = r.lastModified ? new Date(r.lastModified) : null;
@@ -286,48 +294,51 @@ export class HttpSource implements ByteSource {
    * The head's verdict: an error to throw (retried or not), or what the answer says. Shared by both
    * clients so their errors read the same.
    */
-  private checkHead(status: number, statusMessage: string, header: (name: string) => string | undefined, offset: number, length: number, validator: string | null): Error | { total: number; etag?: string; lastModified?: string } {
+  private checkHead(status: number, statusMessage: string, header: (name: string) => string | undefined, offset: number, length: number, validator: string | null): Error | Head {
     if (status >= 500 || status === 408 || status === 429) return new Transient(`server answered ${status} ${statusMessage}`.trim());
     if (status === 200) return new DiskImageError(this.location, 'the server does not answer range requests (200 instead of 206)', undefined, undefined, 'EREMOTE');
     if (status !== 206) return new DiskImageError(this.location, `server answered ${status} ${statusMessage}`.trim(), undefined, undefined, 'EREMOTE');
     const range = header('content-range') ?? '';
     const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(range);
-    if (!m || Number(m[1]) !== offset || Number(m[2]) !== offset + length - 1) {
+    // The opening probe (no validator yet) may ask past the end of a small file.
+    const total = m ? Number(m[3]) : 0;
+    const last = (validator === null ? Math.min(offset + length, total) : offset + length) - 1;
+    if (!m || Number(m[1]) !== offset || Number(m[2]) !== last || last < offset) {
       return new DiskImageError(this.location, `Content-Range '${range}' does not answer bytes ${offset}-${offset + length - 1}`, undefined, undefined, 'EREMOTE');
     }
-    const total = Number(m[3]);
     const etag = header('etag');
     const lastModified = header('last-modified');
     const now = etag ?? lastModified ?? '';
     if (validator !== null && (now !== validator || total !== this.size)) {
       return new DiskImageError(this.location, `parent changed on the server (${etag ? 'ETag' : 'Last-Modified'} was ${validator || 'none'}, now ${now || 'none'}; size ${this.size}, now ${total})`, undefined, undefined, 'ECHANGED');
     }
-    return { total, etag, lastModified };
+    return { total, length: last - offset + 1, etag, lastModified };
   }
 
   private async requestWire(wire: WirePool, offset: number, length: number, validator: string | null, timeout: number): Promise<Answer> {
-    let verdict: Error | { total: number; etag?: string; lastModified?: string } | null = null;
+    let verdict: Error | Head | null = null;
     let answer;
     try {
       answer = await wire.get(offset, length, timeout, (head, bodyLength) => {
-        verdict = this.checkHead(head.status, head.statusMessage, (n) => head.headers[n], offset, length, validator);
-        if (verdict instanceof Error) return null;
-        if (bodyLength !== length) {
-          verdict = bodyLength > length
-            ? new DiskImageError(this.location, `server sent more than the ${length} bytes asked for`, undefined, undefined, 'EREMOTE')
-            : new Transient(`short body: ${bodyLength} of ${length} bytes`);
+        const v = this.checkHead(head.status, head.statusMessage, (n) => head.headers[n], offset, length, validator);
+        verdict = v;
+        if (v instanceof Error) return null;
+        if (bodyLength !== v.length) {
+          verdict = bodyLength > v.length
+            ? new DiskImageError(this.location, `server sent more than the ${v.length} bytes asked for`, undefined, undefined, 'EREMOTE')
+            : new Transient(`short body: ${bodyLength} of ${v.length} bytes`);
           return null;
         }
-        return this.bodyBuffer(length);
+        return this.bodyBuffer(v.length);
       });
     } catch (e) {
       if (e instanceof WireBroken) throw new Transient(e.code === 'ETIMEDOUT' && e.message === 'timeout' ? `no answer within ${timeout} ms` : describeNetError(e));
       throw e;
     }
-    const v = verdict as Error | { total: number; etag?: string; lastModified?: string } | null;
+    const v = verdict as Error | Head | null;
     if (v instanceof Error) throw v;
     if (!v || !answer.body) throw new Transient('answer without a body');
-    return { body: new Body([answer.body], [0], length), ...v };
+    return { body: new Body([answer.body], [0], v.length), ...v };
   }
 
   private requestNode(offset: number, length: number, validator: string | null, timeout: number): Promise<Answer> {
@@ -346,21 +357,22 @@ export class HttpSource implements ByteSource {
           return Array.isArray(v) ? v.join(', ') : v;
         }, offset, length, validator);
         if (verdict instanceof Error) return fail(verdict);
+        const want = verdict.length;
         const parts: Buffer[] = [];
         const starts: number[] = [];
         let got = 0;
         res.on('data', (b: Buffer) => {
-          if (got + b.length > length) { req.destroy(); done(() => reject(new DiskImageError(this.location, `server sent more than the ${length} bytes asked for`, undefined, undefined, 'EREMOTE'))); return; }
+          if (got + b.length > want) { req.destroy(); done(() => reject(new DiskImageError(this.location, `server sent more than the ${want} bytes asked for`, undefined, undefined, 'EREMOTE'))); return; }
           starts.push(got);
           parts.push(b);
           got += b.length;
         });
         res.on('end', () => {
-          if (got < length) done(() => reject(new Transient(`short body: ${got} of ${length} bytes`)));
+          if (got < want) done(() => reject(new Transient(`short body: ${got} of ${want} bytes`)));
           else done(() => resolve({ body: new Body(parts, starts, got), ...verdict }));
         });
         res.on('error', (e) => done(() => reject(new Transient(describeNetError(e)))));
-        res.on('aborted', () => done(() => reject(new Transient(`connection dropped after ${got} of ${length} bytes`))));
+        res.on('aborted', () => done(() => reject(new Transient(`connection dropped after ${got} of ${want} bytes`))));
       });
       req.setTimeout(timeout, () => {
         req.destroy();
