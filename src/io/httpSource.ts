@@ -26,10 +26,11 @@ const SPARE_BODIES = 8;
 const MAX_STORING = 6;
 const TRIES = 5;
 /**
- * The opening request asks for the first sector, not one byte: busybox httpd reads `bytes=0-0` as
- * "from 0 to the end" and would send the whole file.
+ * The opening request asks for the first chunk, kept as chunk 0: the format probe reads it next,
+ * so it costs no second round trip. Without `prefetch` (a cache likely holds it) only the first
+ * sector: not one byte, since busybox httpd reads `bytes=0-0` as "from 0 to the end".
  */
-const PROBE = 512;
+const PROBE_SECTOR = 512;
 
 function envNumber(name: string, fallback: number): number {
   const v = Number(process.env[name]);
@@ -113,14 +114,18 @@ export class HttpSource implements ByteSource {
     this.wire = url.protocol === 'http:' && !process.env.DISKIMG_HTTP_NODE_CLIENT ? new WirePool(url) : null;
   }
 
-  /** Learns size and validator with a small range request (so servers without ranges are refused now). */
-  static async open(location: string): Promise<HttpSource> {
+  /**
+   * Learns size and validator with a range request (so servers without ranges are refused now).
+   * With `prefetch` it asks for the first chunk and starts fetching the last: format probes read
+   * both ends first.
+   */
+  static async open(location: string, prefetch = true): Promise<HttpSource> {
     const url = new URL(location);
     const Agent = url.protocol === 'https:' ? https.Agent : http.Agent;
     const agent = new Agent({ keepAlive: true, maxSockets: MAX_SOCKETS });
     const probe = new HttpSource(location, url, 0, '', null, agent);
     try {
-      const r = await probe.withRetries(() => probe.request(0, PROBE, null));
+      const r = await probe.withRetries(() => probe.request(0, prefetch ? HTTP_CHUNK : PROBE_SECTOR, null));
       const total = r.total;
       const validator = r.etag ?? r.lastModified ?? '';
       const mtime = r.lastModified ? new Date(r.lastModified) : null;
@@ -129,6 +134,10 @@ export class HttpSource implements ByteSource {
       // The probe's connection is the source's first.
       source.wire?.close();
       source.wire = probe.wire;
+      if (prefetch && total > 0) {
+        source.remember(0, { body: r.body, at: 0, length: Math.min(r.body.length, HTTP_CHUNK) });
+        source.fetchMissing(Math.floor((total - 1) / HTTP_CHUNK), Math.floor((total - 1) / HTTP_CHUNK));
+      }
       return source;
     } catch (e) {
       probe.wire?.close();

@@ -169,7 +169,7 @@ export function cacheStatus(path: string): CacheStatus | null {
  * Another child's cache of the same parent in the same directory (same URL, same validator): a
  * new cache becomes a second name (hard link) of it, so two children of one URL fetch each byte once.
  */
-function siblingCache(path: string, location: string, validator: string): string | null {
+function siblingCache(path: string, location: string, validator: string | null): string | null {
   const dir = nodePath.dirname(path);
   let names: string[];
   try {
@@ -189,7 +189,8 @@ function siblingCache(path: string, location: string, validator: string): string
     }
     try {
       const h = readHeader(fd);
-      if (h && h.location === location && h.validator === validator && readSlots(fd, h)) return other;
+      // (validator null: any cache of that URL, before the server was asked)
+      if (h && h.location === location && (validator === null || h.validator === validator) && readSlots(fd, h)) return other;
     } finally {
       closeSync(fd);
     }
@@ -251,7 +252,7 @@ export class CachedSource implements ByteSource {
     private readonly fd: number,
     private readonly header: CacheHeader,
     private readonly state: SlotState,
-    private readonly openRemote: () => Promise<ByteSource>,
+    private readonly openRemote: (prefetch: boolean) => Promise<ByteSource>,
   ) {
     this.slotBytes = slotSize(state.present.length);
     this.dataOffset = HEADER + 2 * this.slotBytes;
@@ -269,7 +270,8 @@ export class CachedSource implements ByteSource {
   get mtime(): Date | null { return this.remote?.mtime ?? null; }
   get requests(): number { return this.remote?.requests ?? 0; }
 
-  static async open(path: string, location: string, openRemote: () => Promise<ByteSource>): Promise<CachedSource> {
+  /** `openRemote(prefetch)`: prefetch the parent's ends only when no cache is likely to hold them. */
+  static async open(path: string, location: string, openRemote: (prefetch: boolean) => Promise<ByteSource>): Promise<CachedSource> {
     let remote: ByteSource | null = null;
     try {
       let existing: { header: CacheHeader; state: SlotState } | null = null;
@@ -289,7 +291,7 @@ export class CachedSource implements ByteSource {
       }
       if (!existing) {
         // A new cache: the server tells size and validator now.
-        remote = await openRemote();
+        remote = await openRemote(!siblingCache(path, location, null));
         const header: CacheHeader = { location, size: remote.size, validator: remote.validator, chunk: HTTP_CHUNK };
         const sibling = siblingCache(path, location, remote.validator);
         let linked = false;
@@ -386,7 +388,7 @@ export class CachedSource implements ByteSource {
 
   private async server(): Promise<ByteSource> {
     if (this.remote) return this.remote;
-    this.opening ??= this.openRemote().then(async (r) => {
+    this.opening ??= this.openRemote(false).then(async (r) => {
       this.attach(r);
       if (r.validator !== this.header.validator || r.size !== this.header.size) {
         await r.close();

@@ -102,7 +102,8 @@ describe('the parent cache: written without fsync per chunk, never serving wrong
     assert.ok(r1.stdout.equals(bytes));
     // Only chunks the older slot did not vouch for were fetched.
     const fetched = rangesSince(server, from).reduce((s, [x, y]) => s + y - x + 1, 0);
-    assert.ok(fetched <= SIZE - olderFill.cachedBytes + 1, `fetched ${fetched}`);
+    // (+ the opening probe of the first sector: with a cache there, the open fetches no more)
+    assert.ok(fetched <= SIZE - olderFill.cachedBytes + 512, `fetched ${fetched}`);
     // Now tear both slots.
     const fd = openSync(cache, 'r+');
     try {
@@ -158,7 +159,7 @@ describe('the parent cache: written without fsync per chunk, never serving wrong
       const fetched = rangesSince(slow, from);
       assert.ok(fetched.length > 0);
       const fetchedBytes = fetched.reduce((s, [x, y]) => s + y - x + 1, 0);
-      assert.ok(fetchedBytes <= SIZE - recorded * MiB + 1, `fetched ${fetchedBytes} with ${recorded} MiB recorded`);
+      assert.ok(fetchedBytes <= SIZE - recorded * MiB + 512, `fetched ${fetchedBytes} with ${recorded} MiB recorded`);
     } finally {
       await slow.close();
     }
