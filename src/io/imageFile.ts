@@ -26,10 +26,6 @@ export function setSynchronousWriteLimit(bytes: number): void {
 }
 
 /**
- * Positioned reads and writes on one image file: the only place that touches file contents.
- * Reads never go past what is asked; callers decide how much to ask for, bounded by the file size.
- */
-/**
  * Remote sources closed by a format probe, kept for the open that follows it: opening a chain
  * probes the parent's format, closes it and opens it again, and each open of a far server costs a
  * connection and a probe request. Taken by the next open of the same URL with the same cache, or
@@ -39,9 +35,15 @@ export function setSynchronousWriteLimit(bytes: number): void {
 const parked = new Map<string, { source: ByteSource; timer: NodeJS.Timeout }>();
 const PARK_MS = 2000;
 
+/**
+ * Positioned reads and writes on one image file: the only place that touches file contents.
+ * Reads never go past what is asked; callers decide how much to ask for, bounded by the file size.
+ */
 export class ImageFile {
   /** Set by openForProbe: a remote source is parked for the next open instead of closed. */
   private parkOnClose = false;
+  /** Remote files: the URL and cache a parked source is filed under. */
+  private parkKey = '';
 
   private constructor(
     readonly path: string,
@@ -75,8 +77,6 @@ export class ImageFile {
     file.parkKey = key;
     return file;
   }
-
-  private parkKey = '';
 
   /** Opens read-only to probe the format; the open of the same file that follows reuses a remote connection. */
   static async openForProbe(path: string): Promise<ImageFile> {
