@@ -53,14 +53,15 @@ export default async function ({ root }) {
     const localChild = join(d, 'local', 'child.vhd');
     execFileSync(process.execPath, [cli, 'child', parent, localChild]);
     const cache = join(d, 'client', '.child.vhd.parent-cache');
-    const [first, curl] = compare(5, [
+    const pairs = Number(process.env.REMOTE_BENCH_PAIRS ?? 5);
+    const [first, curl] = compare(pairs, [
       () => timed(process.execPath, [cli, 'read', child, '--cache', '--output', '/dev/null']),
       () => timed('curl', ['-s', '-o', '/dev/null', url]),
     ], () => rmSync(cache, { force: true }));
     // Fill the cache once, then read again: no request may reach the server.
     execFileSync(process.execPath, [cli, 'cache', child, '--fill']);
     const before = count();
-    const [second, local] = compare(5, [
+    const [second, local] = compare(pairs, [
       () => timed(process.execPath, [cli, 'read', child, '--output', '/dev/null']),
       () => timed(process.execPath, [cli, 'read', localChild, '--output', '/dev/null']),
     ]);

@@ -166,7 +166,7 @@ export function formatByExtension(path: string): DiskFormat | null {
  * the file is not one.
  */
 export async function detectFormat(path: string, options: { rawFallback?: boolean } = {}): Promise<DiskFormat> {
-  const file = await ImageFile.open(path);
+  const file = await ImageFile.openForProbe(path);
   try {
     const size = file.size;
     const head = Buffer.alloc(Math.min(PROBE_HEAD, size));

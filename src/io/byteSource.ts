@@ -20,6 +20,13 @@ export interface ByteSource {
    * not fetch it again.
    */
   isHeld?: (offset: number) => boolean;
+  /**
+   * Set by a cache over this source: called with each answer's bytes (from `offset`, in pieces) as
+   * they arrive, read ahead or not, so the cache stores them from the buffer they were received
+   * in. The source keeps the pieces unchanged until the promise settles. Sources that do not call
+   * it leave storing to the cache's read.
+   */
+  onReceived?: (offset: number, pieces: Buffer[]) => Promise<void>;
   /** Requests made to the server so far (the cache's tests and the bench count them). */
   readonly requests: number;
   close(): Promise<void>;

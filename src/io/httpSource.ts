@@ -3,6 +3,7 @@ import * as http from 'http';
 import * as https from 'https';
 import { DiskImageError } from '../format/errors';
 import { readFileSync } from 'fs';
+import { alignedBuffer } from './alignedBuffer';
 import { ByteSource } from './byteSource';
 import { WireBroken, WirePool, WireUnsupported } from './httpWire';
 
@@ -21,7 +22,15 @@ const READ_AHEAD_CHUNKS = 12;
 const MAX_SOCKETS = 6;
 /** Used body buffers kept for reuse. */
 const SPARE_BODIES = 8;
+/** Answers handed to `onReceived` (a cache storing them) and not yet stored: no more requests start past this. */
+const MAX_STORING = 6;
 const TRIES = 5;
+/**
+ * The opening request asks for the first chunk, kept as chunk 0: the format probe reads it next,
+ * so it costs no second round trip. Without `prefetch` (a cache likely holds it) only the first
+ * sector: not one byte, since busybox httpd reads `bytes=0-0` as "from 0 to the end".
+ */
+const PROBE_SECTOR = 512;
 
 function envNumber(name: string, fallback: number): number {
   const v = Number(process.env[name]);
@@ -38,6 +47,8 @@ class Transient extends Error {}
 class Body {
   /** Chunks in the memory map that point into this body; at 0 its buffer can be used again. */
   holders = 0;
+  /** Settles once `onReceived` has stored the body (its buffer is not reused before). */
+  stored: Promise<void> | null = null;
 
   constructor(readonly pieces: Buffer[], readonly starts: number[], readonly length: number) {}
 
@@ -61,6 +72,9 @@ class Body {
   }
 }
 
+/** What a checked head says: the file's size, the answered length, the validators. */
+interface Head { total: number; length: number; etag?: string; lastModified?: string }
+
 /** A checked answer: its body and what the head said. */
 interface Answer { body: Body; total: number; etag?: string; lastModified?: string }
 
@@ -78,6 +92,9 @@ export class HttpSource implements ByteSource {
   /** Last chunk read; -2 at first, so the first read (a format probe at 0) starts no read-ahead. */
   private lastChunk = -2;
   isHeld?: (offset: number) => boolean;
+  onReceived?: (offset: number, pieces: Buffer[]) => Promise<void>;
+  /** Bodies being stored by onReceived. */
+  private readonly storing = new Set<Promise<void>>();
   private closed = false;
   private readonly ca: Buffer | undefined;
   /** The plain-HTTP client that reads bodies in place (null for https, or once a server needed Node's). */
@@ -97,14 +114,18 @@ export class HttpSource implements ByteSource {
     this.wire = url.protocol === 'http:' && !process.env.DISKIMG_HTTP_NODE_CLIENT ? new WirePool(url) : null;
   }
 
-  /** Learns size and validator with a one-byte range request (so servers without ranges are refused now). */
-  static async open(location: string): Promise<HttpSource> {
+  /**
+   * Learns size and validator with a range request (so servers without ranges are refused now).
+   * With `prefetch` it asks for the first chunk and starts fetching the last: format probes read
+   * both ends first.
+   */
+  static async open(location: string, prefetch = true): Promise<HttpSource> {
     const url = new URL(location);
     const Agent = url.protocol === 'https:' ? https.Agent : http.Agent;
     const agent = new Agent({ keepAlive: true, maxSockets: MAX_SOCKETS });
     const probe = new HttpSource(location, url, 0, '', null, agent);
     try {
-      const r = await probe.withRetries(() => probe.request(0, 1, null));
+      const r = await probe.withRetries(() => probe.request(0, prefetch ? HTTP_CHUNK : PROBE_SECTOR, null));
       const total = r.total;
       const validator = r.etag ?? r.lastModified ?? '';
       const mtime = r.lastModified ? new Date(r.lastModified) : null;
@@ -113,6 +134,10 @@ export class HttpSource implements ByteSource {
       // The probe's connection is the source's first.
       source.wire?.close();
       source.wire = probe.wire;
+      if (prefetch && total > 0) {
+        source.remember(0, { body: r.body, at: 0, length: Math.min(r.body.length, HTTP_CHUNK) });
+        source.fetchMissing(Math.floor((total - 1) / HTTP_CHUNK), Math.floor((total - 1) / HTTP_CHUNK));
+      }
       return source;
     } catch (e) {
       probe.wire?.close();
@@ -187,7 +212,15 @@ export class HttpSource implements ByteSource {
     const start = first * HTTP_CHUNK;
     const end = Math.min(this.size, (last + 1) * HTTP_CHUNK);
     try {
+      // A cache that stores slower than the server sends holds the next request back (memory stays bounded).
+      while (this.storing.size >= MAX_STORING) await Promise.race(this.storing);
       const r = await this.withRetries(() => this.request(start, end - start, this.validator));
+      if (this.onReceived) {
+        const stored = this.onReceived(start, r.body.pieces).catch(() => undefined); // the cache reports its own failures
+        r.body.stored = stored;
+        this.storing.add(stored);
+        void stored.then(() => this.storing.delete(stored));
+      }
       for (let c = first; c <= last; c++) {
         const at = c * HTTP_CHUNK - start;
         this.remember(c, { body: r.body, at, length: Math.min(r.body.length - at, HTTP_CHUNK) });
@@ -212,23 +245,26 @@ export class HttpSource implements ByteSource {
     const held = this.chunks.get(chunk);
     if (!held) return;
     this.chunks.delete(chunk);
-    if (--held.body.holders === 0 && held.body.pieces.length === 1 && this.spare.length < SPARE_BODIES) {
+    if (--held.body.holders === 0 && held.body.pieces.length === 1) {
       const b = held.body.pieces[0];
-      if (b.length === MAX_REQUEST && b.byteOffset === 0) this.spare.push(b);
+      if (b.length !== MAX_REQUEST || b.byteOffset !== 0) return;
+      const reuse = () => { if (!this.closed && this.spare.length < SPARE_BODIES) this.spare.push(b); };
+      if (held.body.stored) void held.body.stored.then(reuse);
+      else reuse();
     }
   }
 
   /**
    * A buffer for a body: a used one when there is one. Fresh memory costs a page fault per 4 KiB
    * on first touch (the kernel's receive copy takes them), which on a virtual machine cost more
-   * than the copy itself.
+   * than the copy itself. Page aligned, so a cache can write it with O_DIRECT.
    */
   private bodyBuffer(length: number): Buffer {
     if (length === MAX_REQUEST) {
       const b = this.spare.pop();
       if (b) return b;
     }
-    return Buffer.allocUnsafeSlow(length);
+    return length >= HTTP_CHUNK ? alignedBuffer(length) : Buffer.allocUnsafeSlow(length);
   }
 
   /** Runs `attempt` up to 5 times with backoff; the last failure becomes one clear line. */
@@ -267,48 +303,51 @@ export class HttpSource implements ByteSource {
    * The head's verdict: an error to throw (retried or not), or what the answer says. Shared by both
    * clients so their errors read the same.
    */
-  private checkHead(status: number, statusMessage: string, header: (name: string) => string | undefined, offset: number, length: number, validator: string | null): Error | { total: number; etag?: string; lastModified?: string } {
+  private checkHead(status: number, statusMessage: string, header: (name: string) => string | undefined, offset: number, length: number, validator: string | null): Error | Head {
     if (status >= 500 || status === 408 || status === 429) return new Transient(`server answered ${status} ${statusMessage}`.trim());
     if (status === 200) return new DiskImageError(this.location, 'the server does not answer range requests (200 instead of 206)', undefined, undefined, 'EREMOTE');
     if (status !== 206) return new DiskImageError(this.location, `server answered ${status} ${statusMessage}`.trim(), undefined, undefined, 'EREMOTE');
     const range = header('content-range') ?? '';
     const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(range);
-    if (!m || Number(m[1]) !== offset || Number(m[2]) !== offset + length - 1) {
+    // The opening probe (no validator yet) may ask past the end of a small file.
+    const total = m ? Number(m[3]) : 0;
+    const last = (validator === null ? Math.min(offset + length, total) : offset + length) - 1;
+    if (!m || Number(m[1]) !== offset || Number(m[2]) !== last || last < offset) {
       return new DiskImageError(this.location, `Content-Range '${range}' does not answer bytes ${offset}-${offset + length - 1}`, undefined, undefined, 'EREMOTE');
     }
-    const total = Number(m[3]);
     const etag = header('etag');
     const lastModified = header('last-modified');
     const now = etag ?? lastModified ?? '';
     if (validator !== null && (now !== validator || total !== this.size)) {
       return new DiskImageError(this.location, `parent changed on the server (${etag ? 'ETag' : 'Last-Modified'} was ${validator || 'none'}, now ${now || 'none'}; size ${this.size}, now ${total})`, undefined, undefined, 'ECHANGED');
     }
-    return { total, etag, lastModified };
+    return { total, length: last - offset + 1, etag, lastModified };
   }
 
   private async requestWire(wire: WirePool, offset: number, length: number, validator: string | null, timeout: number): Promise<Answer> {
-    let verdict: Error | { total: number; etag?: string; lastModified?: string } | null = null;
+    let verdict: Error | Head | null = null;
     let answer;
     try {
       answer = await wire.get(offset, length, timeout, (head, bodyLength) => {
-        verdict = this.checkHead(head.status, head.statusMessage, (n) => head.headers[n], offset, length, validator);
-        if (verdict instanceof Error) return null;
-        if (bodyLength !== length) {
-          verdict = bodyLength > length
-            ? new DiskImageError(this.location, `server sent more than the ${length} bytes asked for`, undefined, undefined, 'EREMOTE')
-            : new Transient(`short body: ${bodyLength} of ${length} bytes`);
+        const v = this.checkHead(head.status, head.statusMessage, (n) => head.headers[n], offset, length, validator);
+        verdict = v;
+        if (v instanceof Error) return null;
+        if (bodyLength !== v.length) {
+          verdict = bodyLength > v.length
+            ? new DiskImageError(this.location, `server sent more than the ${v.length} bytes asked for`, undefined, undefined, 'EREMOTE')
+            : new Transient(`short body: ${bodyLength} of ${v.length} bytes`);
           return null;
         }
-        return this.bodyBuffer(length);
+        return this.bodyBuffer(v.length);
       });
     } catch (e) {
       if (e instanceof WireBroken) throw new Transient(e.code === 'ETIMEDOUT' && e.message === 'timeout' ? `no answer within ${timeout} ms` : describeNetError(e));
       throw e;
     }
-    const v = verdict as Error | { total: number; etag?: string; lastModified?: string } | null;
+    const v = verdict as Error | Head | null;
     if (v instanceof Error) throw v;
     if (!v || !answer.body) throw new Transient('answer without a body');
-    return { body: new Body([answer.body], [0], length), ...v };
+    return { body: new Body([answer.body], [0], v.length), ...v };
   }
 
   private requestNode(offset: number, length: number, validator: string | null, timeout: number): Promise<Answer> {
@@ -327,21 +366,22 @@ export class HttpSource implements ByteSource {
           return Array.isArray(v) ? v.join(', ') : v;
         }, offset, length, validator);
         if (verdict instanceof Error) return fail(verdict);
+        const want = verdict.length;
         const parts: Buffer[] = [];
         const starts: number[] = [];
         let got = 0;
         res.on('data', (b: Buffer) => {
-          if (got + b.length > length) { req.destroy(); done(() => reject(new DiskImageError(this.location, `server sent more than the ${length} bytes asked for`, undefined, undefined, 'EREMOTE'))); return; }
+          if (got + b.length > want) { req.destroy(); done(() => reject(new DiskImageError(this.location, `server sent more than the ${want} bytes asked for`, undefined, undefined, 'EREMOTE'))); return; }
           starts.push(got);
           parts.push(b);
           got += b.length;
         });
         res.on('end', () => {
-          if (got < length) done(() => reject(new Transient(`short body: ${got} of ${length} bytes`)));
+          if (got < want) done(() => reject(new Transient(`short body: ${got} of ${want} bytes`)));
           else done(() => resolve({ body: new Body(parts, starts, got), ...verdict }));
         });
         res.on('error', (e) => done(() => reject(new Transient(describeNetError(e)))));
-        res.on('aborted', () => done(() => reject(new Transient(`connection dropped after ${got} of ${length} bytes`))));
+        res.on('aborted', () => done(() => reject(new Transient(`connection dropped after ${got} of ${want} bytes`))));
       });
       req.setTimeout(timeout, () => {
         req.destroy();

@@ -45,10 +45,25 @@ export function setSynchronousIo(on: { writes: boolean; reads: boolean }): () =>
 }
 
 /**
+ * Remote sources closed by a format probe, kept for the open that follows it: opening a chain
+ * probes the parent's format, closes it and opens it again, and each open of a far server costs a
+ * connection and a probe request. Taken by the next open of the same URL with the same cache, or
+ * closed after a moment (an unref'd timer: a process that ends first only loses the probe's
+ * uncommitted cache bits, which are fetched again).
+ */
+const parked = new Map<string, { source: ByteSource; timer: NodeJS.Timeout }>();
+const PARK_MS = 2000;
+
+/**
  * Positioned reads and writes on one image file: the only place that touches file contents.
  * Reads never go past what is asked; callers decide how much to ask for, bounded by the file size.
  */
 export class ImageFile {
+  /** Set by openForProbe: a remote source is parked for the next open instead of closed. */
+  private parkOnClose = false;
+  /** Remote files: the URL and cache a parked source is filed under. */
+  private parkKey = '';
+
   private constructor(
     readonly path: string,
     private readonly handle: fsp.FileHandle | null,
@@ -64,14 +79,29 @@ export class ImageFile {
 
   /** A remote parent: `http(s)://` (or `nbd://` when a client is there), through its cache when the chain set one. */
   private static async openRemote(location: string): Promise<ImageFile> {
-    const open = (): Promise<ByteSource> => {
-      if (/^https?:/i.test(location)) return HttpSource.open(location);
+    const open = (prefetch = true): Promise<ByteSource> => {
+      if (/^https?:/i.test(location)) return HttpSource.open(location, prefetch);
       if (/^nbds?(\+unix)?:/i.test(location)) return NbdSource.open(location);
       throw new DiskImageError(location, 'no client for this kind of URL', undefined, undefined, 'EREMOTE');
     };
     const { cachePath } = remoteOptionsFor(location);
-    const source = cachePath ? await CachedSource.open(cachePath, location, open) : await open();
-    return new ImageFile(location, null, false, source.size, () => undefined, false, source);
+    const key = `${cachePath ?? ''}\n${location}`;
+    const kept = parked.get(key);
+    if (kept) {
+      clearTimeout(kept.timer);
+      parked.delete(key);
+    }
+    const source = kept?.source ?? (cachePath ? await CachedSource.open(cachePath, location, open) : await open());
+    const file = new ImageFile(location, null, false, source.size, () => undefined, false, source);
+    file.parkKey = key;
+    return file;
+  }
+
+  /** Opens read-only to probe the format; the open of the same file that follows reuses a remote connection. */
+  static async openForProbe(path: string): Promise<ImageFile> {
+    const file = await ImageFile.open(path);
+    file.parkOnClose = file.remote !== null;
+    return file;
   }
 
   /**
@@ -278,9 +308,26 @@ export class ImageFile {
     if (this.writable) await this.handle!.sync();
   }
 
+  private park(): void {
+    const source = this.remote!;
+    const key = this.parkKey;
+    const before = parked.get(key);
+    if (before) {
+      clearTimeout(before.timer);
+      void before.source.close().catch(() => undefined);
+    }
+    const timer = setTimeout(() => {
+      if (parked.get(key)?.source === source) parked.delete(key);
+      void source.close().catch(() => undefined);
+    }, PARK_MS);
+    timer.unref();
+    parked.set(key, { source, timer });
+  }
+
   async close(): Promise<void> {
     try {
       if (this.handle) await this.handle.close();
+      else if (this.parkOnClose) this.park();
       else await this.remote!.close();
     } finally {
       this.unlock();

@@ -1,9 +1,10 @@
 // The local cache of a remote parent: every byte read once is kept in a sparse file next to the child.
-import { closeSync, existsSync, fdatasync, linkSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, write, writeSync, ftruncateSync, fsyncSync, statSync } from 'fs';
+import { closeSync, constants as fsConstants, existsSync, fdatasync, linkSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, write, writev, writeSync, ftruncateSync, fsyncSync, statSync } from 'fs';
 import * as nodePath from 'path';
 import { promisify } from 'util';
 import { DiskImageError } from '../format/errors';
 import { crc32cUpdate } from '../format/vhdx/crc32c';
+import { isPageAligned, PAGE } from './alignedBuffer';
 import { ByteSource } from './byteSource';
 import { HTTP_CHUNK } from './httpSource';
 
@@ -29,6 +30,7 @@ const SLOT_HEAD = 64;
 const COMMIT_EVERY = 16;
 
 const writeAsync = promisify(write);
+const writevAsync = promisify(writev);
 const fdatasyncAsync = promisify(fdatasync);
 
 export interface CacheHeader {
@@ -167,7 +169,7 @@ export function cacheStatus(path: string): CacheStatus | null {
  * Another child's cache of the same parent in the same directory (same URL, same validator): a
  * new cache becomes a second name (hard link) of it, so two children of one URL fetch each byte once.
  */
-function siblingCache(path: string, location: string, validator: string): string | null {
+function siblingCache(path: string, location: string, validator: string | null): string | null {
   const dir = nodePath.dirname(path);
   let names: string[];
   try {
@@ -187,7 +189,8 @@ function siblingCache(path: string, location: string, validator: string): string
     }
     try {
       const h = readHeader(fd);
-      if (h && h.location === location && h.validator === validator && readSlots(fd, h)) return other;
+      // (validator null: any cache of that URL, before the server was asked)
+      if (h && h.location === location && (validator === null || h.validator === validator) && readSlots(fd, h)) return other;
     } finally {
       closeSync(fd);
     }
@@ -229,6 +232,18 @@ export class CachedSource implements ByteSource {
   /** Slot writes, one after another. */
   private committing: Promise<void> = Promise.resolve();
   private wrote = false;
+  /**
+   * The same file opened with O_DIRECT, for page-aligned received bodies: the disk takes them
+   * from our buffer, no copy into the page cache (null where the file system refuses O_DIRECT).
+   */
+  private directFd: number | null = null;
+  /** Received bodies being stored (onReceived), awaited before the last commit. */
+  private readonly storing = new Set<Promise<void>>();
+  /** Chunks a store is writing now: a read that fetched them leaves the writing to it. */
+  private readonly storingChunks = new Set<number>();
+  /** The first failed store (disk full…): reported by the next read, since the store ran in the background. */
+  private storeError: Error | null = null;
+  private closing = false;
   private readonly dataOffset: number;
   private readonly slotBytes: number;
 
@@ -237,10 +252,15 @@ export class CachedSource implements ByteSource {
     private readonly fd: number,
     private readonly header: CacheHeader,
     private readonly state: SlotState,
-    private readonly openRemote: () => Promise<ByteSource>,
+    private readonly openRemote: (prefetch: boolean) => Promise<ByteSource>,
   ) {
     this.slotBytes = slotSize(state.present.length);
     this.dataOffset = HEADER + 2 * this.slotBytes;
+    try {
+      this.directFd = openSync(path, fsConstants.O_RDWR | fsConstants.O_DIRECT);
+    } catch {
+      this.directFd = null;
+    }
   }
 
   get location(): string { return this.header.location; }
@@ -250,7 +270,8 @@ export class CachedSource implements ByteSource {
   get mtime(): Date | null { return this.remote?.mtime ?? null; }
   get requests(): number { return this.remote?.requests ?? 0; }
 
-  static async open(path: string, location: string, openRemote: () => Promise<ByteSource>): Promise<CachedSource> {
+  /** `openRemote(prefetch)`: prefetch the parent's ends only when no cache is likely to hold them. */
+  static async open(path: string, location: string, openRemote: (prefetch: boolean) => Promise<ByteSource>): Promise<CachedSource> {
     let remote: ByteSource | null = null;
     try {
       let existing: { header: CacheHeader; state: SlotState } | null = null;
@@ -270,7 +291,7 @@ export class CachedSource implements ByteSource {
       }
       if (!existing) {
         // A new cache: the server tells size and validator now.
-        remote = await openRemote();
+        remote = await openRemote(!siblingCache(path, location, null));
         const header: CacheHeader = { location, size: remote.size, validator: remote.validator, chunk: HTTP_CHUNK };
         const sibling = siblingCache(path, location, remote.validator);
         let linked = false;
@@ -295,7 +316,7 @@ export class CachedSource implements ByteSource {
       const source = new CachedSource(path, fd, header, state, openRemote);
       if (remote && remote.validator === header.validator && remote.size === header.size) {
         source.remote = remote;
-        remote.isHeld = (offset) => source.has(Math.floor(offset / header.chunk));
+        source.attach(remote);
       }
       else await remote?.close();
       return source;
@@ -306,14 +327,69 @@ export class CachedSource implements ByteSource {
     }
   }
 
+  /** Read-ahead skips what is here; whatever arrives is stored from the buffer it arrived in. */
+  private attach(r: ByteSource): void {
+    r.isHeld = (offset) => this.has(Math.floor(offset / this.header.chunk));
+    r.onReceived = (offset, pieces) => this.store(offset, pieces);
+  }
+
+  /**
+   * Writes bytes the server sent (from `offset`, a chunk boundary) into the data area and then
+   * marks their whole chunks present. A page-aligned single buffer goes through O_DIRECT except an
+   * unaligned tail (the parent's last bytes), which goes through the page cache.
+   */
+  private store(offset: number, pieces: Buffer[]): Promise<void> {
+    const chunk = this.header.chunk;
+    const length = pieces.reduce((n, p) => n + p.length, 0);
+    if (this.closing || length === 0 || offset % chunk !== 0) return Promise.resolve();
+    const first = offset / chunk;
+    const last = Math.floor((offset + length - 1) / chunk);
+    const whole = (k: number) => (k + 1) * chunk <= offset + length || offset + length === this.size;
+    for (let k = first; k <= last; k++) if (whole(k)) this.storingChunks.add(k);
+    const at = this.dataOffset + offset;
+    const write = async () => {
+      const b = pieces[0];
+      if (pieces.length === 1 && this.directFd !== null && isPageAligned(b)) {
+        const direct = length - (length % PAGE);
+        try {
+          if (direct > 0) await writeAsync(this.directFd, b, 0, direct, at);
+          if (direct < length) await writeAsync(this.fd, b, direct, length - direct, at + direct);
+          return;
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
+          // This file system takes no O_DIRECT writes after all: the page cache from now on.
+          closeSync(this.directFd);
+          this.directFd = null;
+        }
+      }
+      await writevAsync(this.fd, pieces, at);
+    };
+    const stored = write().then(() => {
+      this.wrote = true;
+      for (let k = first; k <= last; k++) {
+        if (!whole(k)) continue;
+        this.state.present[k >> 3] |= 1 << (k & 7);
+        this.uncommitted++;
+      }
+      if (this.uncommitted >= COMMIT_EVERY) void this.commit().catch(() => undefined);
+    }, (e: Error) => {
+      this.storeError ??= new DiskImageError(this.path, `cannot write the parent cache at ${at}: ${e.message}`, undefined, undefined, 'EIO');
+    }).finally(() => {
+      for (let k = first; k <= last; k++) this.storingChunks.delete(k);
+      this.storing.delete(stored);
+    });
+    this.storing.add(stored);
+    return stored;
+  }
+
   private has(c: number): boolean {
     return (this.state.present[c >> 3] & (1 << (c & 7))) !== 0;
   }
 
   private async server(): Promise<ByteSource> {
     if (this.remote) return this.remote;
-    this.opening ??= this.openRemote().then(async (r) => {
-      r.isHeld = (offset) => this.has(Math.floor(offset / this.header.chunk));
+    this.opening ??= this.openRemote(false).then(async (r) => {
+      this.attach(r);
       if (r.validator !== this.header.validator || r.size !== this.header.size) {
         await r.close();
         throw new DiskImageError(this.header.location, `parent changed on the server since it was cached (validator ${this.header.validator || 'none'}, now ${r.validator || 'none'}; size ${this.header.size}, now ${r.size}); cache ${this.path}`, undefined, undefined, 'ECHANGED');
@@ -353,12 +429,22 @@ export class CachedSource implements ByteSource {
         const remote = await this.server();
         const n = await remote.read(from, buf);
         if (n < buf.length) throw new DiskImageError(this.location, `short read: ${n} of ${buf.length} bytes at ${from}`, undefined, undefined, 'EREMOTE');
-        // Written from the thread pool, awaited before the buffer goes back to the caller.
-        await writeAsync(this.fd, buf, 0, buf.length, this.dataOffset + from);
-        this.wrote = true;
-        for (let k = from / chunk; k * chunk < to; k++) {
-          this.state.present[k >> 3] |= 1 << (k & 7);
-          this.uncommitted++;
+        if (this.storeError) throw this.storeError;
+        // Chunks the source did not hand to store() (a source without onReceived): written here,
+        // from the thread pool, awaited before the buffer goes back to the caller.
+        let k = from / chunk;
+        while (k * chunk < to) {
+          if (this.has(k) || this.storingChunks.has(k)) { k++; continue; }
+          const runFrom = k;
+          while (k * chunk < to && !this.has(k) && !this.storingChunks.has(k)) k++;
+          const a = runFrom * chunk;
+          const b = Math.min(to, k * chunk);
+          await writeAsync(this.fd, buf, a - from, b - a, this.dataOffset + a);
+          this.wrote = true;
+          for (let j = runFrom; j < k; j++) {
+            this.state.present[j >> 3] |= 1 << (j & 7);
+            this.uncommitted++;
+          }
         }
         if (!direct) slice.set(buf.subarray(pos - from, runEnd - from));
         if (this.uncommitted >= COMMIT_EVERY) void this.commit().catch(() => undefined);
@@ -395,12 +481,16 @@ export class CachedSource implements ByteSource {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     try {
+      // No more answers arrive once the source is closed; the ones received are stored first.
+      await this.remote?.close();
+      await Promise.all(this.storing);
       const unsynced = this.wrote || this.state.present.some((b, i) => (b & ~this.state.durable[i]) !== 0);
       await this.commit(unsynced && (durableOnClose || bootId() === ''));
     } finally {
       closeSync(this.fd);
-      await this.remote?.close();
+      if (this.directFd !== null) closeSync(this.directFd);
     }
   }
 }

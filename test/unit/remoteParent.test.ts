@@ -1,6 +1,6 @@
 import { strict as assert } from 'assert';
 import { execFile } from 'child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'fs';
 import * as path from 'path';
 import { openChain } from '../../src/chain/chain';
 import { createChild } from '../../src/chain/createChild';
@@ -133,9 +133,33 @@ describe('remote parents over HTTP', function () {
       await chain.close();
     }
     const ranges = s.log.map((l) => /bytes=(\d+)-(\d+)/.exec(l)!).map((m) => Number(m[2]) - Number(m[1]) + 1);
-    // The open's one-byte probe, then whole runs (the file's last run may be shorter).
+    // The open's probe of the first sector, then whole runs (the file's last run may be shorter).
     assert.ok(ranges.length <= 8, `requests: ${s.log.join(', ')}`);
-    assert.ok(ranges.filter((r) => r > 1).slice(0, -1).every((r) => r >= MiB), `ranges: ${ranges.join(', ')}`);
+    assert.ok(ranges.filter((r) => r > 512).slice(0, -1).every((r) => r >= MiB), `ranges: ${ranges.join(', ')}`);
+  });
+
+  it('opening a chain: the first request is the first chunk (kept for the format probe), the last chunk comes with it; the open after the probe reuses its source', async () => {
+    const s = await serve();
+    const child = path.join(sub(), 'c.vhd');
+    await createChild(s.url('disk.img'), child);
+    s.log.length = 0;
+    const size = 5 * MiB + 300;
+    const chain = await openChain(child);
+    try {
+      const ranges = s.log.map((l) => /bytes=(\d+)-(\d+)/.exec(l)!).map((m) => `${m[1]}-${m[2]}`);
+      // One probe for the probe and the open both; the ends fetched at once; nothing asked twice.
+      assert.deepEqual(ranges.slice(0, 2), [`0-${MiB - 1}`, `${5 * MiB}-${size - 1}`], s.log.join(', '));
+      assert.equal(new Set(ranges).size, ranges.length, s.log.join(', '));
+      assert.ok(ranges.length <= 3, s.log.join(', '));
+      const before = s.log.length;
+      // Both ends are read from memory, without another request.
+      const disk = readFileSync(path.join(serverDir, 'disk.img'));
+      assert.ok((await chain.readRange(0, 4096)).equals(disk.subarray(0, 4096)));
+      assert.ok((await chain.readRange(5 * MiB, 300)).equals(disk.subarray(5 * MiB)));
+      assert.equal(s.log.length, before);
+    } finally {
+      await chain.close();
+    }
   });
 
   it('--cache: every remote byte is fetched once; the second full read makes zero requests; cache --status/--drop', async () => {

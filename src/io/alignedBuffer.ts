@@ -1,0 +1,26 @@
+// Page-aligned buffers, so a cache can write them with O_DIRECT (no copy into the page cache).
+
+/**
+ * Why: writing a remote parent's bytes into the cache through the page cache copies every byte
+ * into freshly allocated kernel pages, which on this kind of virtual machine costs more CPU than
+ * receiving them (perf: 30% of a first read). An O_DIRECT write hands the buffer to the disk
+ * instead, but needs its address page aligned, and Node's Buffers come from malloc (16-byte
+ * aligned). A WebAssembly.Memory's backing store is mapped by V8 on its own pages, so it is.
+ */
+export const PAGE = 4096;
+const WASM_PAGE = 65536;
+
+const aligned = new WeakSet<ArrayBufferLike>();
+
+/** A buffer of `length` bytes (rounded up to 64 KiB) whose first byte is page aligned. */
+export function alignedBuffer(length: number): Buffer {
+  const pages = Math.max(1, Math.ceil(length / WASM_PAGE));
+  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages });
+  aligned.add(memory.buffer);
+  return Buffer.from(memory.buffer, 0, length);
+}
+
+/** True when `b` starts on a page boundary of a buffer made by alignedBuffer. */
+export function isPageAligned(b: Uint8Array): boolean {
+  return aligned.has(b.buffer) && b.byteOffset % PAGE === 0;
+}
