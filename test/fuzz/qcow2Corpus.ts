@@ -57,8 +57,12 @@ export async function buildQcow2Corpus(dir: string): Promise<{ dir: string; case
   qemuIo(basePath, ['write -P 0x11 0 256k', 'write -P 0x22 1M 64k']);
   const compPath = path.join(src, 'comp.qcow2');
   qemuImg(['convert', '-c', '-O', 'qcow2', '-o', 'cluster_size=65536', basePath, compPath]);
+  const zstdPath = path.join(src, 'zstd.qcow2');
+  qemuImg(['convert', '-c', '-O', 'qcow2', '-o', 'cluster_size=65536,compression_type=zstd', basePath, zstdPath]);
   const BASE = readFileSync(basePath);
   const COMP = readFileSync(compPath);
+  const ZSTD = readFileSync(zstdPath);
+  const ZSTD_L2 = new Qcow2Bytes(ZSTD).l2Offset;
   const cases: CorpusCase[] = [];
   const err = (code: string, structure: string | undefined, offset: number | undefined, message: RegExp, file?: string): ErrorExpectation => ({ code, structure, offset, message, ...(file ? { file } : {}) });
 
@@ -206,6 +210,20 @@ export async function buildQcow2Corpus(dir: string): Promise<{ dir: string; case
   add('compressed-garbage', 'the compressed data of cluster 2 is not a deflate stream', COMP, (q) => { const at = Number(q.l2(2) & ((1n << 54n) - 1n)); q.b.fill(0xff, at, at + 40); }, {
     info: 'ok', read: err('ECOMPRESSED', 'compressed cluster descriptor', QLAYOUT.l2 + 16, /compressed cluster does not inflate/),
     // Like qemu-img check, check does not inflate compressed data: only reading finds this.
+    check: { ok: true, has: [] },
+  });
+  /** Host offset of the zstd frame of cluster `i` (compressed descriptor, 64 KiB clusters: 54 offset bits). */
+  const frameAt = (q: Qcow2Bytes, i: number) => Number(q.l2(i) & ((1n << 54n) - 1n));
+  add('zstd-huge-window', 'the zstd frame of cluster 1 asks for a 2 GiB window (the decoder would allocate it)', ZSTD, (q) => { const at = frameAt(q, 1); q.b[at + 4] = 0x00; q.b[at + 5] = 0xa8; }, {
+    info: 'ok', read: err('ECOMPRESSED', 'compressed cluster descriptor', ZSTD_L2 + 8, /zstd frame asks for a window of 2147483648 bytes \(more than 8388608\)/),
+    check: { ok: true, has: [] },
+  });
+  add('zstd-garbage', 'the compressed data of cluster 2 is not a zstd frame', ZSTD, (q) => { const at = frameAt(q, 2); q.b.fill(0xff, at, at + 40); }, {
+    info: 'ok', read: err('ECOMPRESSED', 'compressed cluster descriptor', ZSTD_L2 + 16, /compressed cluster is not a zstd frame/),
+    check: { ok: true, has: [] },
+  });
+  add('zstd-bad-block', 'a block of the zstd frame of cluster 3 is cut short: it decodes to less than a cluster', ZSTD, (q) => { const at = frameAt(q, 3); q.b[at + 4] = 0x20; q.b[at + 5] = 0x10; q.b[at + 6] = 0x01; q.b[at + 7] = 0x00; q.b[at + 8] = 0x00; }, {
+    info: 'ok', read: err('ECOMPRESSED', 'compressed cluster descriptor', ZSTD_L2 + 24, /compressed cluster decodes to 0 of 65536 bytes/),
     check: { ok: true, has: [] },
   });
 
