@@ -80,6 +80,8 @@ export class Qcow2Image implements DiskImage {
   /** Damaged L1/L2 entries found at open (each also a warning, up to MAX_ENTRY_WARNINGS). */
   damagedEntries = 0;
   private allocated = 0;
+  /** Clusters of kind Zero or Mixed: while none, zeroRuns has nothing to split (map stays one step per run). */
+  private zeroOrMixed = 0;
   private refcountTable: Buffer = Buffer.alloc(0);
   private readonly refcountBlocks = new Map<number, Buffer>();
   private decompressed: { at: number; data: Buffer } | null = null;
@@ -358,12 +360,14 @@ export class Qcow2Image implements DiskImage {
 
   private storeEntry(slot: L2Slot, j: number, e: L2Entry): void {
     const before = slot.kinds[j] !== ClusterKind.Unallocated;
+    const wasZeroOrMixed = slot.kinds[j] === ClusterKind.Zero || slot.kinds[j] === ClusterKind.Mixed;
     slot.kinds[j] = e.kind;
     slot.host[j] = e.kind === ClusterKind.Compressed ? 0 : e.hostOffset / this.blockSize;
     slot.copiedBits[j] = e.copied ? 1 : 0;
     if (slot.alloc && slot.zero) { slot.alloc[j] = e.allocBits; slot.zero[j] = e.zeroBits; }
     const after = e.kind !== ClusterKind.Unallocated;
     this.allocated += (after ? 1 : 0) - (before ? 1 : 0);
+    this.zeroOrMixed += (e.kind === ClusterKind.Zero || e.kind === ClusterKind.Mixed ? 1 : 0) - (wasZeroOrMixed ? 1 : 0);
   }
 
   private async loadRefcountTable(): Promise<void> {
@@ -575,6 +579,31 @@ export class Qcow2Image implements DiskImage {
       const last = out[out.length - 1];
       if (last && last.present === piece.present && last.offset + last.length === pos) last.length += stop - pos;
       else out.push({ offset: pos, length: stop - pos, present: piece.present });
+      pos = stop;
+    }
+    return out;
+  }
+
+  /** Within a held range: the parts held as zeros (zero clusters, zero subclusters) and the parts with data. */
+  zeroRuns(offset: number, length: number): Array<{ offset: number; length: number; zero: boolean }> {
+    if (this.zeroOrMixed === 0) return [{ offset, length, zero: false }];
+    const out: Array<{ offset: number; length: number; zero: boolean }> = [];
+    const end = offset + length;
+    for (let pos = offset; pos < end;) {
+      const cluster = Math.floor(pos / this.blockSize);
+      const kind = this.clusterKind(cluster);
+      let zero = kind === ClusterKind.Zero;
+      let stop = Math.min(end, (cluster + 1) * this.blockSize);
+      if (kind === ClusterKind.Mixed) {
+        const { zero: zeroBits } = this.bitsOf(cluster);
+        let sub = Math.floor((pos - cluster * this.blockSize) / this.subclusterSize);
+        zero = ((zeroBits >>> sub) & 1) === 1;
+        while (sub < SUBCLUSTERS_PER_CLUSTER && (((zeroBits >>> sub) & 1) === 1) === zero) sub++;
+        stop = Math.min(end, cluster * this.blockSize + sub * this.subclusterSize);
+      }
+      const last = out[out.length - 1];
+      if (last && last.zero === zero && last.offset + last.length === pos) last.length += stop - pos;
+      else out.push({ offset: pos, length: stop - pos, zero });
       pos = stop;
     }
     return out;
