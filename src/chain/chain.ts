@@ -55,6 +55,8 @@ export interface MapExtent {
   length: number;
   depth: number;
   data: boolean;
+  /** Held by layer `depth` as zeros without data (qcow2 zero clusters): data is false. Absent otherwise. */
+  zero?: true;
 }
 
 export class Chain {
@@ -112,7 +114,7 @@ export class Chain {
     const out: MapExtent[] = [];
     let pending: MapExtent | null = null;
     const push = (e: MapExtent) => {
-      if (pending && pending.depth === e.depth && pending.data === e.data && pending.start + pending.length === e.start) {
+      if (pending && pending.depth === e.depth && pending.data === e.data && pending.zero === e.zero && pending.start + pending.length === e.start) {
         pending.length += e.length;
         return;
       }
@@ -170,7 +172,9 @@ async function mapThrough(layers: DiskImage[], depth: number, offset: number, le
   const layer = layers[depth];
   const inside = Math.max(0, Math.min(length, layer.virtualSize - offset));
   for (const run of await layer.runs(offset, inside)) {
-    if (run.present) push({ start: run.offset, length: run.length, depth, data: true });
+    if (run.present && layer.zeroRuns) {
+      for (const z of layer.zeroRuns(run.offset, run.length)) push(z.zero ? { start: z.offset, length: z.length, depth, data: false, zero: true } : { start: z.offset, length: z.length, depth, data: true });
+    } else if (run.present) push({ start: run.offset, length: run.length, depth, data: true });
     else if (layer.diskType === 'differencing' && depth + 1 < layers.length) await mapThrough(layers, depth + 1, run.offset, run.length, push);
     else push({ start: run.offset, length: run.length, depth, data: false });
   }

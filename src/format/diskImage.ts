@@ -143,6 +143,11 @@ export interface DiskImage {
   blockFileOffset(block: number): number | null;
   /** Splits [offset, offset+length) into ranges this layer holds or not, adjacent equal runs merged. */
   runs(offset: number, length: number): Promise<LayerRun[]>;
+  /**
+   * Within a range this layer holds: which parts it holds as zeros without data (qcow2 zero
+   * clusters and subclusters), so `map` reports them as qemu-img map does (zero, no data).
+   */
+  zeroRuns?(offset: number, length: number): Array<{ offset: number; length: number; zero: boolean }>;
   /** Reads bytes this layer holds (every byte of the range must be present). */
   readOwn(offset: number, target: Buffer): Promise<void>;
   /** Writes into this layer; partial sectors not held here are completed from `below`. */

@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import { discardChild } from '../../chain/discard';
 import { exportImage, ExportFormat } from '../../chain/export';
-import { exportFormatChoices } from '../../format/registry';
+import { exportFormatChoices, formatByExtension } from '../../format/registry';
 import { mergeChild } from '../../chain/merge';
 import { reparent } from '../../chain/reparent';
 import { snapshot } from '../../chain/snapshot';
@@ -79,13 +79,15 @@ export function registerExport(program: Command): void {
   program.command('export')
     .argument('<image>')
     .argument('<out>')
-    .addOption(new Option('--format <format>', 'output format').choices(exportFormatChoices()).default('raw'))
-    .description("the chain's whole virtual disk as a flat raw file, or a new fixed or dynamic VHD")
-    .action(async (image: string, output: string, opts: { format: ExportFormat }) => {
+    .addOption(new Option('--format <format>', 'output format (default: dynamic in the format the name says, .vhd .vhdx .qcow2; else raw)').choices(exportFormatChoices()))
+    .description("the chain's whole virtual disk as a flat raw file, or a new fixed or dynamic VHD, VHDX or qcow2")
+    .action(async (image: string, output: string, opts: { format?: ExportFormat }) => {
       const progress = progressReporter('export');
       const cancel = cancelOnSigint();
       try {
-        await exportImage(image, output, { format: opts.format, onProgress: progress.update, signal: cancel.signal });
+        const named = formatByExtension(output);
+        const format = opts.format ?? (named?.creatableTypes.includes('dynamic') ? `${named.name}-dynamic` : 'raw');
+        await exportImage(image, output, { format, onProgress: progress.update, signal: cancel.signal });
       } finally {
         progress.stop();
         cancel.dispose();

@@ -75,7 +75,7 @@ export async function scanQcow2(path: string, file: ImageFile, options: ScanOpti
       checkParent: (parent) => img.checkParent(parent),
     };
   }
-  if (img) for (const w of img.warnings) if (!/corrupt|dirty/.test(w)) p.warning('qcow2 header', 0, w);
+  if (img) for (const w of img.warnings) if (!/corrupt|dirty|damaged (entry|L1\/L2)/.test(w)) p.warning('qcow2 header', 0, w);
 
   // Count references: header cluster, refcount table, refcount blocks, L1 tables, L2 tables, data, snapshot table.
   const refs = new Uint16Array(hostClusters);
@@ -125,7 +125,7 @@ export async function scanQcow2(path: string, file: ImageFile, options: ScanOpti
       if (off === 0) continue;
       if (off % cs !== 0) { p.error('L1 table', at, `L1 entry ${i}: L2 table offset ${off} is not cluster aligned`); continue; }
       if (off < cs) { p.error('L1 table', at, `L1 entry ${i}: L2 table offset ${off} points into the header`); continue; }
-      if (off + cs > file.size) { p.error('L1 table', at, `L1 entry ${i}: L2 table at ${off} lies past the end of the file`); continue; }
+      if (off + cs > file.size) { p.error('L1 table', at, `L1 entry ${i}: L2 table at ${off} runs past the end of the file`); continue; }
       ref(off, 1, 'L2 table', 'L1 table', at);
       if (active) l2Copied.push({ host: owner(off), copied: (e & COPIED_FLAG) !== 0n, at });
       const table = await file.readExact(off, cs, 'L2 table');
@@ -134,21 +134,25 @@ export async function scanQcow2(path: string, file: ImageFile, options: ScanOpti
         const ea = j * entryBytes;
         const word = table.readBigUInt64BE(ea);
         const bitmap = extended ? table.readBigUInt64BE(ea + 8) : null;
-        if (word === 0n) continue;
+        if (word === 0n && (bitmap === null || bitmap === 0n)) continue;
         const x = decodeL2Entry(word, bitmap, h.clusterBits);
         const eat = off + ea;
+        // The guest cluster the entry maps, as reads name it.
+        const g = `cluster ${i * n + j}: `;
         if (x.kind === ClusterKind.Compressed) {
-          if (x.hostOffset < cs) { p.error('L2 table', eat, `compressed cluster data at ${x.hostOffset} points into the header`); continue; }
+          if (x.hostOffset < cs) { p.error('L2 table', eat, `${g}compressed data at ${x.hostOffset} points into the header`); continue; }
           const last = x.hostOffset + x.compressedLength;
-          if (x.hostOffset >= file.size || last - file.size >= 512) { p.error('L2 table', eat, `compressed cluster data (${x.compressedLength} bytes at ${x.hostOffset}) runs past the end of the file`); continue; }
+          if (x.hostOffset >= file.size || last - file.size >= 512) { p.error('L2 table', eat, `${g}compressed cluster data (${x.compressedLength} bytes at ${x.hostOffset}) runs past the end of the file`); continue; }
           ref(x.hostOffset, owner(Math.min(last, file.size) - 1) - owner(x.hostOffset) + 1, 'compressed data', 'L2 table', eat);
           continue;
         }
-        if (x.reserved !== 0n) p.error('L2 table', eat, `L2 entry has reserved bits set (0x${x.reserved.toString(16)})`);
+        if (x.reserved !== 0n) p.error('L2 table', eat, `${g}L2 entry has reserved bits set (0x${x.reserved.toString(16)})`);
+        if (extended && (x.allocBits & x.zeroBits) !== 0) { p.error('L2 table', eat, `${g}subclusters both allocated and zero`); continue; }
+        if (extended && x.hostOffset === 0 && x.allocBits !== 0) { p.error('L2 table', eat, `${g}allocated subclusters without a data offset`); continue; }
         if (x.hostOffset === 0) continue;
-        if (x.hostOffset % cs !== 0) { p.error('L2 table', eat, `data offset ${x.hostOffset} is not cluster aligned`); continue; }
-        if (x.hostOffset < cs) { p.error('L2 table', eat, `data offset ${x.hostOffset} points into the header`); continue; }
-        if (x.hostOffset + cs > file.size + cs - 1 && x.hostOffset >= file.size) { p.error('L2 table', eat, `data at ${x.hostOffset} lies past the end of the file`); continue; }
+        if (x.hostOffset % cs !== 0) { p.error('L2 table', eat, `${g}data offset ${x.hostOffset} is not cluster aligned`); continue; }
+        if (x.hostOffset < cs) { p.error('L2 table', eat, `${g}data offset ${x.hostOffset} points into the header`); continue; }
+        if (x.hostOffset + cs > file.size + cs - 1 && x.hostOffset >= file.size) { p.error('L2 table', eat, `${g}data at ${x.hostOffset} lies past the end of the file`); continue; }
         ref(x.hostOffset, 1, 'data cluster', 'L2 table', eat);
         if (active) dataCopied.push({ host: owner(x.hostOffset), copied: x.copied, at: eat });
       }

@@ -17,6 +17,11 @@ export const enum ClusterKind {
   Compressed = 3,
   /** Extended L2 with subclusters in different states. */
   Mixed = 4,
+  /**
+   * A damaged entry (or a cluster under a damaged L1 entry): present in this layer, so nothing
+   * below shows through, but every read or write of it fails with the entry's error.
+   */
+  Bad = 5,
 }
 
 export interface L2Entry {

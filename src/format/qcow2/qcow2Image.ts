@@ -42,6 +42,8 @@ export interface Qcow2Layout {
 }
 
 const ALL_BITS = 0xffffffff;
+/** Damaged entries listed one by one in the warnings; the rest are counted (check lists them all). */
+const MAX_ENTRY_WARNINGS = 8;
 const NIL_UUID = '00000000-0000-0000-0000-000000000000';
 
 /**
@@ -73,7 +75,13 @@ export class Qcow2Image implements DiskImage {
   readonly corrupt: boolean;
   private l1: Buffer;
   private slots: Array<L2Slot | null> = [];
+  /** L1 entries that are damaged (1 per index): their whole range reads as ClusterKind.Bad. */
+  private badL1: Uint8Array = new Uint8Array(0);
+  /** Damaged L1/L2 entries found at open (each also a warning, up to MAX_ENTRY_WARNINGS). */
+  damagedEntries = 0;
   private allocated = 0;
+  /** Clusters of kind Zero or Mixed: while none, zeroRuns has nothing to split (map stays one step per run). */
+  private zeroOrMixed = 0;
   private refcountTable: Buffer = Buffer.alloc(0);
   private readonly refcountBlocks = new Map<number, Buffer>();
   private decompressed: { at: number; data: Buffer } | null = null;
@@ -231,18 +239,57 @@ export class Qcow2Image implements DiskImage {
   private async loadL2Tables(): Promise<void> {
     const n = this.l1Used();
     this.slots = new Array(n).fill(null);
+    this.badL1 = new Uint8Array(n);
     for (let i = 0; i < n; i++) {
       const e = this.l1EntryAt(i);
-      const at = this.header.l1TableOffset + i * L1_ENTRY_SIZE;
-      if (l1ReservedBits(e) !== 0n) throw new DiskImageError(this.path, `L1 entry ${i} has reserved bits set (0x${e.toString(16)})`, 'L1 table', at, 'EL1');
       const off = l2OffsetOf(e);
+      const problem = this.l1EntryProblem(i);
+      if (problem) {
+        // One damaged entry costs only its own range: the rest of the image opens and reads.
+        this.badL1[i] = 1;
+        this.allocated += Math.max(0, Math.min(this.l2Entries, this.blockCount - i * this.l2Entries));
+        this.noteDamage(problem);
+        continue;
+      }
       if (off === 0) continue;
-      if (off % this.blockSize !== 0) throw new DiskImageError(this.path, `L1 entry ${i}: L2 table offset ${off} is not cluster aligned`, 'L1 table', at, 'EL1');
-      if (off < this.blockSize) throw new DiskImageError(this.path, `L1 entry ${i}: L2 table offset ${off} points into the header`, 'L1 table', at, 'EL1');
-      if (off + this.blockSize > this.file.size) throw new DiskImageError(this.path, `L1 entry ${i}: L2 table at ${off} runs past the end of the file`, 'L1 table', at, 'EL1');
       const table = await this.file.readExact(off, this.blockSize, 'L2 table');
       this.slots[i] = this.decodeL2Table(i, off, (e & COPIED_FLAG) !== 0n, table);
     }
+    if (this.damagedEntries > MAX_ENTRY_WARNINGS) {
+      this.warnings.push(`${this.damagedEntries - MAX_ENTRY_WARNINGS} more damaged L1/L2 entries (diskimg check reports them); reads of their clusters fail`);
+    }
+  }
+
+  /** What is wrong with L1 entry `i` (reserved bits, an L2 table unaligned, in the header or past the file), or null. */
+  private l1EntryProblem(i: number): DiskImageError | null {
+    const e = this.l1EntryAt(i);
+    const at = this.header.l1TableOffset + i * L1_ENTRY_SIZE;
+    const fail = (what: string) => new DiskImageError(this.path, what, 'L1 table', at, 'EL1');
+    if (l1ReservedBits(e) !== 0n) return fail(`L1 entry ${i} has reserved bits set (0x${e.toString(16)})`);
+    const off = l2OffsetOf(e);
+    if (off === 0) return null;
+    if (off % this.blockSize !== 0) return fail(`L1 entry ${i}: L2 table offset ${off} is not cluster aligned`);
+    if (off < this.blockSize) return fail(`L1 entry ${i}: L2 table offset ${off} points into the header`);
+    if (off + this.blockSize > this.file.size) return fail(`L1 entry ${i}: L2 table at ${off} runs past the end of the file`);
+    return null;
+  }
+
+  private noteDamage(problem: DiskImageError): void {
+    this.damagedEntries++;
+    if (this.damagedEntries <= MAX_ENTRY_WARNINGS) this.warnings.push(`damaged entry: ${problem.what} (${problem.structure} at offset ${problem.offset}); reads of the clusters it maps fail`);
+  }
+
+  /**
+   * The error of a read or write that touches guest cluster `cluster`, of kind Bad: its L1 entry's,
+   * or its L2 entry's (read again from the file, so nothing per damaged entry is kept in memory).
+   */
+  private async damagedClusterError(cluster: number): Promise<DiskImageError> {
+    const l1i = Math.floor(cluster / this.l2Entries);
+    if (this.badL1[l1i]) return this.l1EntryProblem(l1i)!;
+    const at = this.l2EntryOffset(cluster);
+    const raw = await this.file.readExact(at, this.l2EntryBytes, 'L2 table');
+    const e = decodeL2Entry(raw.readBigUInt64BE(0), this.extendedL2 ? raw.readBigUInt64BE(8) : null, this.clusterBits);
+    return this.l2EntryProblem(e, at, cluster) ?? new DiskImageError(this.path, `cluster ${cluster}: L2 entry changed since open`, 'L2 table', at, 'EL2');
   }
 
   private newSlot(offset: number, copied: boolean): L2Slot {
@@ -281,36 +328,46 @@ export class Qcow2Image implements DiskImage {
       const bitmap = this.extendedL2 ? table.readBigUInt64BE(at + 8) : null;
       if (word === 0n && (bitmap === null || bitmap === 0n)) continue;
       const e = decodeL2Entry(word, bitmap, this.clusterBits);
-      this.validateEntry(e, offset + at, first + j);
+      const problem = this.l2EntryProblem(e, offset + at, first + j);
+      if (problem) {
+        slot.kinds[j] = ClusterKind.Bad;
+        this.allocated++;
+        this.noteDamage(problem);
+        continue;
+      }
       this.storeEntry(slot, j, e);
     }
     return slot;
   }
 
-  private validateEntry(e: L2Entry, at: number, cluster: number): void {
+  /** What is wrong with an L2 entry (unaligned, in the header, contradictory bits), or null. */
+  private l2EntryProblem(e: L2Entry, at: number, cluster: number): DiskImageError | null {
     const fail = (what: string) => new DiskImageError(this.path, `cluster ${cluster}: ${what}`, 'L2 table', at, 'EL2');
     if (e.kind === ClusterKind.Compressed) {
-      if (this.extendedL2 && (e.allocBits || e.zeroBits)) throw fail('compressed cluster with a subcluster bitmap');
-      if (e.hostOffset < this.blockSize) throw fail(`compressed data at ${e.hostOffset} points into the header`);
-      return;
+      if (this.extendedL2 && (e.allocBits || e.zeroBits)) return fail('compressed cluster with a subcluster bitmap');
+      if (e.hostOffset < this.blockSize) return fail(`compressed data at ${e.hostOffset} points into the header`);
+      return null;
     }
-    if (this.extendedL2 && (e.allocBits & e.zeroBits) !== 0) throw fail('subclusters both allocated and zero');
+    if (this.extendedL2 && (e.allocBits & e.zeroBits) !== 0) return fail('subclusters both allocated and zero');
     if (e.hostOffset !== 0) {
-      if (e.hostOffset % this.blockSize !== 0) throw fail(`data offset ${e.hostOffset} is not cluster aligned`);
-      if (e.hostOffset < this.blockSize) throw fail(`data offset ${e.hostOffset} points into the header`);
+      if (e.hostOffset % this.blockSize !== 0) return fail(`data offset ${e.hostOffset} is not cluster aligned`);
+      if (e.hostOffset < this.blockSize) return fail(`data offset ${e.hostOffset} points into the header`);
     } else if (e.allocBits !== 0) {
-      throw fail('allocated subclusters without a data offset');
+      return fail('allocated subclusters without a data offset');
     }
+    return null;
   }
 
   private storeEntry(slot: L2Slot, j: number, e: L2Entry): void {
     const before = slot.kinds[j] !== ClusterKind.Unallocated;
+    const wasZeroOrMixed = slot.kinds[j] === ClusterKind.Zero || slot.kinds[j] === ClusterKind.Mixed;
     slot.kinds[j] = e.kind;
     slot.host[j] = e.kind === ClusterKind.Compressed ? 0 : e.hostOffset / this.blockSize;
     slot.copiedBits[j] = e.copied ? 1 : 0;
     if (slot.alloc && slot.zero) { slot.alloc[j] = e.allocBits; slot.zero[j] = e.zeroBits; }
     const after = e.kind !== ClusterKind.Unallocated;
     this.allocated += (after ? 1 : 0) - (before ? 1 : 0);
+    this.zeroOrMixed += (e.kind === ClusterKind.Zero || e.kind === ClusterKind.Mixed ? 1 : 0) - (wasZeroOrMixed ? 1 : 0);
   }
 
   private async loadRefcountTable(): Promise<void> {
@@ -410,7 +467,8 @@ export class Qcow2Image implements DiskImage {
   /** Kind of guest cluster `cluster` in this layer. */
   clusterKind(cluster: number): ClusterKind {
     const s = this.slotOf(cluster);
-    return s ? s.kinds[cluster % this.l2Entries] as ClusterKind : ClusterKind.Unallocated;
+    if (s) return s.kinds[cluster % this.l2Entries] as ClusterKind;
+    return this.badL1[Math.floor(cluster / this.l2Entries)] ? ClusterKind.Bad : ClusterKind.Unallocated;
   }
 
   isBlockAllocated(block: number): boolean {
@@ -424,6 +482,7 @@ export class Qcow2Image implements DiskImage {
     const per = this.l2Entries;
     for (let b = Math.max(0, from); b < this.blockCount;) {
       const slot = this.slots[Math.floor(b / per)];
+      if (!slot && this.badL1[Math.floor(b / per)]) return b;
       if (!slot) { b = (Math.floor(b / per) + 1) * per; continue; }
       const end = Math.min(this.blockCount, (Math.floor(b / per) + 1) * per);
       for (; b < end; b++) if (slot.kinds[b % per] !== ClusterKind.Unallocated) return b;
@@ -514,12 +573,37 @@ export class Qcow2Image implements DiskImage {
       // Whole missing L2 tables are skipped in one step (a sparse 2 TiB disk has few).
       const l1i = Math.floor(pos / (this.blockSize * this.l2Entries));
       let piece: { present: boolean; end: number };
-      if (!this.slots[l1i]) piece = { present: false, end: (l1i + 1) * this.blockSize * this.l2Entries };
+      if (!this.slots[l1i]) piece = { present: this.badL1[l1i] === 1, end: (l1i + 1) * this.blockSize * this.l2Entries };
       else piece = this.pieceAt(pos);
       const stop = Math.min(piece.end, end);
       const last = out[out.length - 1];
       if (last && last.present === piece.present && last.offset + last.length === pos) last.length += stop - pos;
       else out.push({ offset: pos, length: stop - pos, present: piece.present });
+      pos = stop;
+    }
+    return out;
+  }
+
+  /** Within a held range: the parts held as zeros (zero clusters, zero subclusters) and the parts with data. */
+  zeroRuns(offset: number, length: number): Array<{ offset: number; length: number; zero: boolean }> {
+    if (this.zeroOrMixed === 0) return [{ offset, length, zero: false }];
+    const out: Array<{ offset: number; length: number; zero: boolean }> = [];
+    const end = offset + length;
+    for (let pos = offset; pos < end;) {
+      const cluster = Math.floor(pos / this.blockSize);
+      const kind = this.clusterKind(cluster);
+      let zero = kind === ClusterKind.Zero;
+      let stop = Math.min(end, (cluster + 1) * this.blockSize);
+      if (kind === ClusterKind.Mixed) {
+        const { zero: zeroBits } = this.bitsOf(cluster);
+        let sub = Math.floor((pos - cluster * this.blockSize) / this.subclusterSize);
+        zero = ((zeroBits >>> sub) & 1) === 1;
+        while (sub < SUBCLUSTERS_PER_CLUSTER && (((zeroBits >>> sub) & 1) === 1) === zero) sub++;
+        stop = Math.min(end, cluster * this.blockSize + sub * this.subclusterSize);
+      }
+      const last = out[out.length - 1];
+      if (last && last.zero === zero && last.offset + last.length === pos) last.length += stop - pos;
+      else out.push({ offset: pos, length: stop - pos, zero });
       pos = stop;
     }
     return out;
@@ -535,7 +619,9 @@ export class Qcow2Image implements DiskImage {
       const kind = this.clusterKind(cluster);
       let n = Math.min(this.blockSize - inCluster, target.length - done);
       const slice = () => target.subarray(done, done + n);
-      if (kind === ClusterKind.Compressed) {
+      if (kind === ClusterKind.Bad) {
+        throw await this.damagedClusterError(cluster);
+      } else if (kind === ClusterKind.Compressed) {
         const data = await this.readCompressed(cluster);
         data.copy(target, done, inCluster, inCluster + n);
       } else if (kind === ClusterKind.Zero) {
@@ -627,6 +713,8 @@ export class Qcow2Image implements DiskImage {
       const piece = data.subarray(done, done + n);
       const s = this.slotOf(cluster);
       const j = cluster % this.l2Entries;
+      // A damaged entry is not overwritten: its old target may be another structure (check, then repair by hand).
+      if (this.clusterKind(cluster) === ClusterKind.Bad) throw await this.damagedClusterError(cluster);
       if (s && s.kinds[j] === ClusterKind.Normal && await this.ownsInPlace(s, j)) {
         await this.file.writeAt(piece, s.host[j] * this.blockSize + inCluster);
       } else {
