@@ -133,7 +133,7 @@ export class TimelineHub {
     if (!src) throw new Error('No trace: start an emulator session on this image or use Open Trace….');
     switch (msg.type) {
       case 'timelineQuery': {
-        const r = src.index.blocksWritten(msg.from, msg.to);
+        const r = src.index.blocksWritten(msg.from, msg.to, { counts: false });
         post({ type: 'timelineRange', requestId: msg.requestId, from: msg.from, to: msg.to, blocks: r.blocks, lastWrite: r.lastWrite, records: r.records });
         break;
       }

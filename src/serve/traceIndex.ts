@@ -37,6 +37,8 @@ export interface TraceWrite {
 const OPS: TraceRecordOp[] = ['read', 'write', 'trim', 'zero', 'flush', 'snapshot'];
 const OP_CODE = new Map(OPS.map((o, i) => [o, i]));
 const READ = 0;
+/** Grids up to this many blocks keep a per-block last-write table (8 bytes a block) for brushes that reach the end. */
+const SWEEP_MAX_BLOCKS = 1 << 22;
 const FLUSH = 4;
 
 /** Ops that change what the disk reads (write, trim, write-zeroes). */
@@ -86,7 +88,7 @@ export interface BlocksInRange {
   blocks: Uint32Array;
   /** For each of `blocks`, the time of its last write in the range. */
   lastWrite: Float64Array;
-  /** For each of `blocks`, how many writes reached it in the range. */
+  /** For each of `blocks`, how many writes reached it in the range (empty when asked without counts). */
   writes: Uint32Array;
   /** Write records in the range (each once, however many blocks it spans). */
   records: number;
@@ -141,11 +143,16 @@ export class TraceIndex {
   private rBefore = new Uint32Array(1025);
   private readonly marks: SnapshotMark[] = [];
   private marksSorted = true;
-  /** Scratch per block for range queries: the query stamp that last touched it. */
-  private stamp: Uint32Array | null = null;
+  /** Scratch per block for range queries (zero between queries): 1 + index of the last write in the range. */
+  private lastOf: Uint32Array | null = null;
+  /**
+   * Per block, the time of its last write among the first `lastTimeUpTo` entries of the write view
+   * (NaN: none), caught up lazily: a brush that reaches the end of the trace ("All", "#k → now")
+   * is then a sequential filter over it instead of a random access per write.
+   */
+  private lastTime: Float64Array | null = null;
+  private lastTimeUpTo = 0;
   private touched: Uint32Array | null = null;
-  private stampNow = 0;
-  private scratchLast: Float64Array | null = null;
   private scratchCount: Uint32Array | null = null;
 
   constructor(options: TraceIndexOptions) {
@@ -264,6 +271,8 @@ export class TraceIndex {
   /** Rebuilds the write view and prefix counts from the (now sorted) records. */
   private rebuildDerived(): void {
     this.wN = 0;
+    this.lastTimeUpTo = 0;
+    this.lastTime?.fill(NaN);
     this.wBefore[0] = 0;
     this.rBefore[0] = 0;
     for (let i = 0; i < this.n; i++) this.appendDerived(i);
@@ -373,64 +382,90 @@ export class TraceIndex {
 
   /**
    * Blocks written with from <= t <= to, with the time of the last write to each and the count:
-   * one pass over the records in the range, no pass over the whole trace.
+   * one pass over the records in the range, no pass over the whole trace. `counts: false` leaves
+   * `writes` empty (the timeline's brush does not show them) and saves a random access per block.
    */
-  blocksWritten(from: number, to: number): BlocksInRange {
+  blocksWritten(from: number, to: number, options: { counts?: boolean } = {}): BlocksInRange {
     this.ensureSorted();
+    const withCounts = options.counts !== false;
     const blocks = this.blockCount;
-    if (!this.stamp || this.stamp.length < blocks) {
+    if (!this.lastOf || this.lastOf.length < blocks) {
       const size = Math.max(blocks, 1);
-      this.stamp = new Uint32Array(size);
+      this.lastOf = new Uint32Array(size);
       this.touched = new Uint32Array(size);
-      this.scratchLast = new Float64Array(size);
       this.scratchCount = new Uint32Array(size);
-      this.stampNow = 0;
     }
-    if (++this.stampNow === 0xffffffff) {
-      this.stamp.fill(0);
-      this.stampNow = 1;
-    }
-    const stamp = this.stamp;
+    // lastOf[b]: 1 + the write-view index of b's last write in the range, 0 when untouched; all
+    // zero again when the query returns (only the touched entries are cleared).
+    const lastOf = this.lastOf;
     const touched = this.touched!;
-    const last = this.scratchLast!;
     const count = this.scratchCount!;
-    const now = this.stampNow;
-    const wT = this.wT;
     const wFirst = this.wFirst;
     const wLast = this.wLast;
     const j0 = this.writeBound(from, false);
     const j1 = this.writeBound(to, true);
+    if (!withCounts && j1 === this.wN && (j1 - j0) * 8 > blocks && blocks <= SWEEP_MAX_BLOCKS) return this.suffixBlocks(from, j1 - j0);
     let k = 0;
     for (let j = j0; j < j1; j++) {
-      const ti = wT[j];
       const b = wLast[j];
+      const mark = j + 1;
       for (let a = wFirst[j]; a <= b; a++) {
-        if (stamp[a] !== now) {
-          stamp[a] = now;
-          count[a] = 1;
+        if (lastOf[a] === 0) {
           touched[k++] = a;
-        } else {
-          count[a]++;
+          if (withCounts) count[a] = 0;
         }
-        last[a] = ti;
+        lastOf[a] = mark;
+        if (withCounts) count[a]++;
       }
     }
-    // Ascending block numbers: sort the few touched, or sweep the stamps when many were.
+    // Ascending block numbers: sort the few touched, or sweep when many were (sequential reads of
+    // a million entries cost less than sorting hundreds of thousands).
     let out: Uint32Array;
     if (k * 16 > blocks) {
       out = new Uint32Array(k);
       let o = 0;
-      for (let b = 0; b < blocks && o < k; b++) if (stamp[b] === now) out[o++] = b;
+      for (let b = 0; o < k; b++) if (lastOf[b] !== 0) out[o++] = b;
     } else {
       out = touched.slice(0, k).sort();
     }
+    const wT = this.wT;
     const lastWrite = new Float64Array(k);
-    const writes = new Uint32Array(k);
+    const writes = new Uint32Array(withCounts ? k : 0);
     for (let j = 0; j < k; j++) {
-      lastWrite[j] = last[out[j]];
-      writes[j] = count[out[j]];
+      const b = out[j];
+      lastWrite[j] = wT[lastOf[b] - 1];
+      if (withCounts) writes[j] = count[b];
+      lastOf[b] = 0;
     }
     return { blocks: out, lastWrite, writes, records: j1 - j0 };
+  }
+
+  /** A range that reaches the last write: the blocks whose last write overall is at or after `from`. */
+  private suffixBlocks(from: number, records: number): BlocksInRange {
+    const blocks = this.blockCount;
+    if (!this.lastTime || this.lastTime.length < blocks) {
+      this.lastTime = new Float64Array(Math.max(blocks, 1)).fill(NaN);
+      this.lastTimeUpTo = 0;
+    }
+    const lt = this.lastTime;
+    const wT = this.wT;
+    const wFirst = this.wFirst;
+    const wLast = this.wLast;
+    for (let j = this.lastTimeUpTo; j < this.wN; j++) {
+      const t = wT[j];
+      for (let a = wFirst[j], b = wLast[j]; a <= b; a++) lt[a] = t;
+    }
+    this.lastTimeUpTo = this.wN;
+    // Two sequential passes (count, then fill) instead of a block-sized scratch for the answer.
+    let k = 0;
+    for (let b = 0; b < blocks; b++) if (lt[b] >= from) k++;
+    const out = new Uint32Array(k);
+    const lastWrite = new Float64Array(k);
+    for (let b = 0, o = 0; o < k; b++) {
+      const t = lt[b];
+      if (t >= from) { out[o] = b; lastWrite[o++] = t; }
+    }
+    return { blocks: out, lastWrite, writes: new Uint32Array(0), records };
   }
 
   /** Every write that reached `block` (time order), optionally only those with from <= t <= to. */
