@@ -10,8 +10,9 @@
  * index sort itself before the next query). Per-block write lists are kept as one CSR table
  * (start offsets per block + record numbers in time order), rebuilt lazily after appends. A brush
  * reads a compact copy of the data-changing records only (time, first and last block), appended to
- * as records arrive, so it touches neither reads nor the wide record arrays. `snapshot` lines are
- * kept apart, as the marks of the time axis.
+ * as records arrive, so it touches neither reads nor the wide record arrays; a brush that reaches
+ * the end of the trace ("All", "#k → now") is a filter over a per-block last-write table kept for
+ * the written blocks only. `snapshot` lines are kept apart, as the marks of the time axis.
  */
 
 export type TraceRecordOp = 'read' | 'write' | 'trim' | 'zero' | 'flush' | 'snapshot';
@@ -152,6 +153,8 @@ export class TraceIndex {
    */
   private lastTime: Float64Array | null = null;
   private lastTimeUpTo = 0;
+  /** The blocks with a last write in that table, ascending. */
+  private everWritten = new Uint32Array(0);
   private touched: Uint32Array | null = null;
   private scratchCount: Uint32Array | null = null;
 
@@ -273,6 +276,7 @@ export class TraceIndex {
     this.wN = 0;
     this.lastTimeUpTo = 0;
     this.lastTime?.fill(NaN);
+    this.everWritten = new Uint32Array(0);
     this.wBefore[0] = 0;
     this.rBefore[0] = 0;
     for (let i = 0; i < this.n; i++) this.appendDerived(i);
@@ -446,25 +450,50 @@ export class TraceIndex {
     if (!this.lastTime || this.lastTime.length < blocks) {
       this.lastTime = new Float64Array(Math.max(blocks, 1)).fill(NaN);
       this.lastTimeUpTo = 0;
+      this.everWritten = new Uint32Array(0);
     }
     const lt = this.lastTime;
     const wT = this.wT;
     const wFirst = this.wFirst;
     const wLast = this.wLast;
+    // Catch up with the writes appended since the last such brush; blocks written for the first
+    // time are merged into the ascending list of written blocks, the only ones a brush looks at.
+    const fresh = this.touched!;
+    let f = 0;
     for (let j = this.lastTimeUpTo; j < this.wN; j++) {
       const t = wT[j];
-      for (let a = wFirst[j], b = wLast[j]; a <= b; a++) lt[a] = t;
+      for (let a = wFirst[j], b = wLast[j]; a <= b; a++) {
+        if (lt[a] !== lt[a]) fresh[f++] = a;
+        lt[a] = t;
+      }
     }
     this.lastTimeUpTo = this.wN;
-    // Two sequential passes (count, then fill) instead of a block-sized scratch for the answer.
-    let k = 0;
-    for (let b = 0; b < blocks; b++) if (lt[b] >= from) k++;
-    const out = new Uint32Array(k);
-    const lastWrite = new Float64Array(k);
-    for (let b = 0, o = 0; o < k; b++) {
-      const t = lt[b];
-      if (t >= from) { out[o] = b; lastWrite[o++] = t; }
+    if (f > 0) {
+      const add = fresh.subarray(0, f).sort();
+      const old = this.everWritten;
+      const merged = new Uint32Array(old.length + f);
+      let i = 0;
+      let j = 0;
+      let o = 0;
+      while (i < old.length && j < f) merged[o++] = old[i] < add[j] ? old[i++] : add[j++];
+      while (i < old.length) merged[o++] = old[i++];
+      while (j < f) merged[o++] = add[j++];
+      this.everWritten = merged;
     }
+    const all = this.everWritten;
+    const m = all.length;
+    let out: Uint32Array;
+    if (this.wN > 0 && from <= wT[0]) {
+      out = all.slice();
+    } else {
+      // Two passes (count, then fill) instead of a block-sized scratch for the answer.
+      let k = 0;
+      for (let i = 0; i < m; i++) if (lt[all[i]] >= from) k++;
+      out = new Uint32Array(k);
+      for (let i = 0, o = 0; o < k; i++) if (lt[all[i]] >= from) out[o++] = all[i];
+    }
+    const lastWrite = new Float64Array(out.length);
+    for (let i = 0; i < out.length; i++) lastWrite[i] = lt[out[i]];
     return { blocks: out, lastWrite, writes: new Uint32Array(0), records };
   }
 
