@@ -16,7 +16,7 @@ export default async function ({ root }) {
   const ratios = runs.map((r) => r.queryMs / r.naiveMs);
   const cpuRatios = runs.map((r) => r.queryCpuMs / r.naiveCpuMs);
   const fmt = (k) => `${median(col(k)).toFixed(1)} ms (min ${Math.min(...col(k)).toFixed(1)})`;
-  console.log(`brush of the whole trace (${first.writes.toLocaleString('en-US')} writes, ${first.blocks.toLocaleString('en-US')} blocks): query ${fmt('queryMs')} vs one pass ${fmt('naiveMs')}, ratio ${median(ratios).toFixed(3)} (min ${Math.min(...ratios).toFixed(3)}), CPU ${fmt('queryCpuMs')} vs ${fmt('naiveCpuMs')}, CPU ratio ${median(cpuRatios).toFixed(3)}; webview redraw ${fmt('paintMs')}, renderer CPU ${fmt('pageCpuMs')}; query + redraw ${fmt('totalMs')}; first run ${first.totalMs.toFixed(1)} ms; index built in ${first.indexMs.toFixed(0)} ms; ${load()}`);
+  console.log(`brush of the whole trace (${first.writes.toLocaleString('en-US')} writes, ${first.blocks.toLocaleString('en-US')} blocks): query ${fmt('queryMs')} vs one pass ${fmt('naiveMs')}, ratio ${median(ratios).toFixed(3)} (min ${Math.min(...ratios).toFixed(3)}), CPU ${fmt('queryCpuMs')} vs ${fmt('naiveCpuMs')}, CPU ratio ${median(cpuRatios).toFixed(3)}; answer ${(first.bytes / 1024).toFixed(0)} KiB; webview redraw ${fmt('paintMs')}, renderer CPU ${fmt('pageCpuMs')}; query + redraw ${fmt('totalMs')}; first run ${first.totalMs.toFixed(1)} ms; index built in ${first.indexMs.toFixed(0)} ms; ${load()}`);
   return [{
     name: 'Timeline: brush the whole 1,000,000-record trace, query + redraw (2 TiB grid)',
     ours: { seconds: median(col('totalMs')) / 1000, minSeconds: Math.min(...col('totalMs')) / 1000 },

@@ -3,7 +3,8 @@ import { makePalette } from '../../webview/heatmap/colors';
 import { fitLayout, makeLayout, Layout } from '../../webview/heatmap/layout';
 import { renderHeatmap } from '../../webview/heatmap/render';
 import { BrushPainter } from '../../webview/heatmap/brush';
-import { blockAges } from '../../webview/timeline/logic';
+import { blockAges, brushBlocks } from '../../webview/timeline/logic';
+import { packBrush, RANK_MAX } from '../../src/serve/traceIndex';
 import { rng } from '../helpers/util';
 
 const VARS: Record<string, string> = {
@@ -25,6 +26,11 @@ function answer(blockCount: number, density: number, seed: number, from = 10, to
     lastWrite.push(x < 0.05 ? from : x > 0.95 ? to : from + r() * (to - from));
   }
   return { blockCount, blocks: Uint32Array.from(blocks), lastWrite: Float64Array.from(lastWrite), from, to };
+}
+
+/** The painter's input as the timeline view makes it from the host's message. */
+function sparse(a: ReturnType<typeof answer>) {
+  return { blockCount: a.blockCount, ...brushBlocks(a) };
 }
 
 /** The reference: renderHeatmap over every cell with blockAges' per-block ages. */
@@ -62,7 +68,7 @@ describe('timeline brush painter (sparse written blocks -> pixels)', () => {
     for (const { l, density } of cases) {
       const a = answer(l.blockCount, density, seed++);
       const out = new Uint32Array(l.width * l.height).fill(0xdeadbeef);
-      assert.equal(painter.paint(out, l, a, palette), true);
+      assert.equal(painter.paint(out, l, sparse(a), palette), true);
       assertSamePixels(out, reference(l, a), l, `${l.blockCount} blocks, ${l.cellPx} px, ${l.blocksPerCell}/cell, scroll ${l.scrollY}, ${a.blocks.length} written`);
     }
   });
@@ -73,15 +79,15 @@ describe('timeline brush painter (sparse written blocks -> pixels)', () => {
     for (let s = 0; s < 3; s++) {
       const a = answer(l.blockCount, 0.1 * (s + 1), 100 + s);
       const out = new Uint32Array(l.width * l.height);
-      painter.paint(out, l, a, palette);
+      painter.paint(out, l, sparse(a), palette);
       assertSamePixels(out, reference(l, a), l, `brush ${s}`);
     }
     const flat = { ...answer(l.blockCount, 0.05, 9, 5, 5) };
     const out = new Uint32Array(l.width * l.height);
-    painter.paint(out, l, flat, palette);
+    painter.paint(out, l, sparse(flat), palette);
     assertSamePixels(out, reference(l, flat), l, 'from = to');
     const other = makePalette((n) => ({ ...VARS, '--vscode-editor-background': '#ffffff', '--vscode-editorWidget-background': '#eeeeee' } as Record<string, string>)[n] ?? '');
-    painter.paint(out, l, flat, other);
+    painter.paint(out, l, sparse(flat), other);
     const want = new Uint32Array(l.width * l.height);
     const n = l.blockCount;
     renderHeatmap(want, l, { blockCount: n, allocated: new Uint8Array(n), fill: new Uint8Array(n), owner: new Uint16Array(n), changed: null, age: blockAges(n, flat.blocks, flat.lastWrite, 5, 5) }, 'timeline', other);
@@ -92,9 +98,46 @@ describe('timeline brush painter (sparse written blocks -> pixels)', () => {
     const painter = new BrushPainter();
     const l = makeLayout(1000, 200, 200, 1, 4);
     const out = new Uint32Array(l.width * l.height);
-    assert.equal(painter.paint(out, l, { blockCount: 1000, blocks: Uint32Array.from([5, 3]), lastWrite: Float64Array.from([1, 2]), from: 0, to: 2 }, palette), false);
+    assert.equal(painter.paint(out, l, sparse({ blockCount: 1000, blocks: Uint32Array.from([5, 3]), lastWrite: Float64Array.from([1, 2]), from: 0, to: 2 }), palette), false);
     const past = { blockCount: 1000, blocks: Uint32Array.from([7, 999, 1000, 5000]), lastWrite: Float64Array.from([1, 2, 2, 2]), from: 0, to: 2 };
-    assert.equal(painter.paint(out, l, past, palette), true);
+    assert.equal(painter.paint(out, l, sparse(past), palette), true);
     assertSamePixels(out, reference(l, { ...past }), l, 'blocks past the grid');
+  });
+
+  it('packs an answer for the wire (ranks; a bitmap when denser than 1 block in 32) and unpacks the same blocks and colours', () => {
+    const painter = new BrushPainter();
+    const l = fitLayout(1_048_576, 1400, 760);
+    for (const density of [0.3, 0.01, 0.0001]) {
+      const a = answer(l.blockCount, density, 77);
+      const packed = packBrush(a, a.from, a.to, a.blockCount);
+      const k = a.blocks.length;
+      assert.equal(packed.ranks.length, k);
+      if (k * 32 > a.blockCount) {
+        assert.equal(packed.blocks.length, 0);
+        assert.equal(packed.written.length, a.blockCount / 8);
+      } else {
+        assert.equal(packed.written.length, 0);
+        assert.deepEqual(packed.blocks, a.blocks);
+      }
+      const got = brushBlocks({ from: a.from, to: a.to, lastWrite: new Float64Array(0), ...packed });
+      assert.deepEqual([...got.blocks], [...a.blocks], `blocks at density ${density}`);
+      const exact = brushBlocks(a).ages;
+      for (let i = 0; i < k; i++) assert.ok(Math.abs(got.ages[i] - exact[i]) <= 0.5 / RANK_MAX + 1e-7, `age of block ${a.blocks[i]}: ${got.ages[i]} vs ${exact[i]}`);
+      // Painted from the packed form: renderHeatmap's picture of those ages.
+      const out = new Uint32Array(l.width * l.height);
+      assert.equal(painter.paint(out, l, { blockCount: l.blockCount, ...got }, palette), true);
+      const age = new Float32Array(l.blockCount).fill(-1);
+      got.blocks.forEach((b, i) => { age[b] = got.ages[i]; });
+      const want = new Uint32Array(l.width * l.height);
+      const n = l.blockCount;
+      renderHeatmap(want, l, { blockCount: n, allocated: new Uint8Array(n), fill: new Uint8Array(n), owner: new Uint16Array(n), changed: null, age }, 'timeline', palette);
+      assertSamePixels(out, want, l, `packed, density ${density}`);
+    }
+    // The ends of the range and an empty range.
+    const ends = packBrush({ blocks: Uint32Array.from([1, 2, 3]), lastWrite: Float64Array.from([10, 15, 20]) }, 10, 20, 4);
+    assert.deepEqual([...ends.ranks], [0, Math.round(RANK_MAX / 2), RANK_MAX]);
+    assert.deepEqual([...ends.written], [0b1110]);
+    assert.deepEqual([...packBrush({ blocks: Uint32Array.from([5]), lastWrite: Float64Array.from([3]) }, 3, 3, 10).ranks], [RANK_MAX]);
+    assert.throws(() => brushBlocks({ from: 0, to: 1, blocks: new Uint32Array(0), lastWrite: [], ranks: new Uint16Array(2), written: Uint8Array.from([1]) }), /1 written blocks in the bitmap, 2 ranks/);
   });
 });

@@ -12,10 +12,8 @@ export interface BrushAnswer {
   blockCount: number;
   /** Blocks written in the brushed range, ascending. */
   blocks: ArrayLike<number>;
-  /** Per entry of `blocks`, the time of its last write in the range. */
-  lastWrite: ArrayLike<number>;
-  from: number;
-  to: number;
+  /** Per entry of `blocks`, its colour position: 0 (oldest) to 1 (newest), as blockAges gives it. */
+  ages: Float32Array;
 }
 
 export class BrushPainter {
@@ -45,7 +43,7 @@ export class BrushPainter {
     const bpc = l.blocksPerCell;
     const cols = l.cols;
     const blocks = a.blocks;
-    const lastWrite = a.lastWrite;
+    const ages = a.ages;
     const n = blocks.length;
     // The blocks of the visible rows only.
     const firstBlock = firstRow * cols * bpc;
@@ -57,8 +55,6 @@ export class BrushPainter {
       if (blocks[mid] < firstBlock) lo = mid + 1;
       else hi = mid;
     }
-    const from = a.from;
-    const span = a.to - a.from;
     const ca = p.allocated;
     const cc = p.changed;
     const dr = cc.r - ca.r;
@@ -70,7 +66,7 @@ export class BrushPainter {
       const b0 = blocks[i];
       if (b0 >= endBlock) break;
       if (b0 <= prev) return false;
-      // One cell: the newest age of its written blocks (blockAges' Float32 ages, renderHeatmap's max).
+      // One cell: the newest age of its written blocks (renderHeatmap's max).
       const cell = bpc === 1 ? b0 : Math.floor(b0 / bpc);
       const cellEnd = Math.min(endBlock, (cell + 1) * bpc);
       let best = -1;
@@ -79,8 +75,7 @@ export class BrushPainter {
         if (b >= cellEnd) break;
         if (b <= prev) return false;
         prev = b;
-        const age = Math.fround(span > 0 ? Math.min(1, Math.max(0, (lastWrite[i] - from) / span)) : 1);
-        if (age > best) best = age;
+        if (ages[i] > best) best = ages[i];
       }
       if (best < 0) continue;
       // colors.ts mix + pack, inlined (no object per cell).

@@ -34,6 +34,49 @@ export function blockAges(blockCount: number, blocks: ArrayLike<number>, lastWri
   return age;
 }
 
+/** A brush answer as the host posts it: the full form, or packed (src/serve/traceIndex.ts packBrush). */
+export interface BrushMessage {
+  from: number;
+  to: number;
+  blocks: Uint32Array;
+  lastWrite: ArrayLike<number>;
+  ranks?: Uint16Array;
+  written?: Uint8Array;
+}
+
+const RANK_MAX = 65535;
+
+/**
+ * The written blocks of a brush answer, ascending, with each one's colour position (0 oldest .. 1
+ * newest, blockAges' values): the sparse form the brush painter reads, whatever the wire form.
+ */
+export function brushBlocks(m: BrushMessage): { blocks: Uint32Array; ages: Float32Array } {
+  if (!m.ranks) {
+    const k = m.blocks.length;
+    const ages = new Float32Array(k);
+    const span = m.to - m.from;
+    for (let i = 0; i < k; i++) ages[i] = span > 0 ? Math.min(1, Math.max(0, (m.lastWrite[i] - m.from) / span)) : 1;
+    return { blocks: m.blocks, ages };
+  }
+  const k = m.ranks.length;
+  const ages = new Float32Array(k);
+  for (let i = 0; i < k; i++) ages[i] = m.ranks[i] / RANK_MAX;
+  const bits = m.written;
+  if (!bits || bits.length === 0) return { blocks: m.blocks, ages };
+  const blocks = new Uint32Array(k);
+  let o = 0;
+  for (let i = 0; i < bits.length && o < k; i++) {
+    let v = bits[i];
+    while (v !== 0) {
+      const low = v & -v;
+      blocks[o++] = (i << 3) + 31 - Math.clz32(low);
+      v ^= low;
+    }
+  }
+  if (o !== k) throw new Error(`timeline: ${o} written blocks in the bitmap, ${k} ranks`);
+  return { blocks, ages };
+}
+
 /** The replay's next brush end: `speed` trace seconds per wall second, wrapping to stop at `to`. */
 export function replayStep(current: number, elapsedMs: number, speed: number, to: number): { t: number; done: boolean } {
   const t = current + (elapsedMs / 1000) * speed;

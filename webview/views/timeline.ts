@@ -4,7 +4,7 @@ import { formatBytes } from '../format';
 import { BrushPainter } from '../heatmap/brush';
 import { renderHeatmap } from '../heatmap/render';
 import { HeatmapView } from '../heatmap/view';
-import { blockAges, brushRange, replayStep, timeToX } from '../timeline/logic';
+import { brushBlocks, brushRange, replayStep, timeToX } from '../timeline/logic';
 import { append, button, clear, dataGrid, dropdown, el } from '../ui';
 
 export interface TimelineHost {
@@ -129,19 +129,21 @@ export class TimelineView {
     }
     const g = this.grid;
     const data = { blockCount: this.blockCount, allocated: g.allocated, fill: g.fill, owner: g.owner, changed: null, age: g.age };
-    const answer = { blockCount: this.blockCount, blocks: m.blocks, lastWrite: m.lastWrite, from: m.from, to: m.to };
+    const { blocks, ages } = brushBlocks(m);
+    const answer = { blockCount: this.blockCount, blocks, ages };
     this.heatmap.setPainter((out, l, p) => {
       if (this.painter.paint(out, l, answer, p)) return;
       // Not ascending (not what the host sends): every block's age, every cell.
-      blockAges(this.blockCount, m.blocks, m.lastWrite, m.from, m.to, g.age);
+      g.age.fill(-1);
+      for (let i = 0; i < blocks.length; i++) if (blocks[i] < g.age.length) g.age[blocks[i]] = ages[i];
       renderHeatmap(out, l, data, 'timeline', p);
     });
     this.heatmap.setData(data);
-    this.heatmap.canvas.dataset.written = String(m.blocks.length);
+    this.heatmap.canvas.dataset.written = String(blocks.length);
     this.element.dataset.range = `${m.from},${m.to}`;
     // The written blocks as text for the tests, only when short (a long list would cost more than the paint).
-    this.element.dataset.blocks = m.blocks.length <= 10_000 ? m.blocks.join(',') : '';
-    this.info.textContent = `${m.blocks.length.toLocaleString('en-US')} blocks written by ${m.records.toLocaleString('en-US')} writes between ${m.from.toFixed(3)} s and ${m.to.toFixed(3)} s (colour: oldest to newest). Click a block for its writes.`;
+    this.element.dataset.blocks = blocks.length <= 10_000 ? blocks.join(',') : '';
+    this.info.textContent = `${blocks.length.toLocaleString('en-US')} blocks written by ${m.records.toLocaleString('en-US')} writes between ${m.from.toFixed(3)} s and ${m.to.toFixed(3)} s (colour: oldest to newest). Click a block for its writes.`;
   }
 
   showWrites(block: number, writes: TimelineWrite[]): void {
