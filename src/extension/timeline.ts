@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from 'fs';
 import * as nodePath from 'path';
 import * as vscode from 'vscode';
 import { HostMessage, WebviewMessage } from '../protocol';
-import { TraceIndex, TraceRecord, changesData, packBrush } from '../serve/traceIndex';
+import { TraceIndex, TraceRecord, changesData } from '../serve/traceIndex';
 import { ImageDocument } from './imageDocument';
 import { Session, SessionManager } from './sessions';
 
@@ -133,10 +133,9 @@ export class TimelineHub {
     if (!src) throw new Error('No trace: start an emulator session on this image or use Open Trace….');
     switch (msg.type) {
       case 'timelineQuery': {
-        const r = src.index.blocksWritten(msg.from, msg.to, { counts: false });
         // Packed: 2 bytes a written block (+ a bitmap of the grid when dense) instead of 12.
-        const p = packBrush(r, msg.from, msg.to, src.index.blocks);
-        post({ type: 'timelineRange', requestId: msg.requestId, from: msg.from, to: msg.to, blocks: p.blocks, lastWrite: new Float64Array(0), records: r.records, ranks: p.ranks, written: p.written });
+        const p = src.index.brushPacked(msg.from, msg.to);
+        post({ type: 'timelineRange', requestId: msg.requestId, from: msg.from, to: msg.to, blocks: p.blocks, lastWrite: new Float64Array(0), records: p.records, ranks: p.ranks, written: p.written });
         break;
       }
       case 'timelineBlock': {

@@ -393,15 +393,10 @@ export class TraceIndex {
     this.ensureSorted();
     const withCounts = options.counts !== false;
     const blocks = this.blockCount;
-    if (!this.lastOf || this.lastOf.length < blocks) {
-      const size = Math.max(blocks, 1);
-      this.lastOf = new Uint32Array(size);
-      this.touched = new Uint32Array(size);
-      this.scratchCount = new Uint32Array(size);
-    }
+    this.ensureScratch();
     // lastOf[b]: 1 + the write-view index of b's last write in the range, 0 when untouched; all
     // zero again when the query returns (only the touched entries are cleared).
-    const lastOf = this.lastOf;
+    const lastOf = this.lastOf!;
     const touched = this.touched!;
     const count = this.scratchCount!;
     const wFirst = this.wFirst;
@@ -444,8 +439,16 @@ export class TraceIndex {
     return { blocks: out, lastWrite, writes, records: j1 - j0 };
   }
 
-  /** A range that reaches the last write: the blocks whose last write overall is at or after `from`. */
-  private suffixBlocks(from: number, records: number): BlocksInRange {
+  private ensureScratch(): void {
+    if (this.lastOf && this.lastOf.length >= this.blockCount) return;
+    const size = Math.max(this.blockCount, 1);
+    this.lastOf = new Uint32Array(size);
+    this.touched = new Uint32Array(size);
+    this.scratchCount = new Uint32Array(size);
+  }
+
+  /** Brings the per-block last-write table and the list of written blocks up to the last write. */
+  private catchUpLastTime(): void {
     const blocks = this.blockCount;
     if (!this.lastTime || this.lastTime.length < blocks) {
       this.lastTime = new Float64Array(Math.max(blocks, 1)).fill(NaN);
@@ -480,6 +483,13 @@ export class TraceIndex {
       while (j < f) merged[o++] = add[j++];
       this.everWritten = merged;
     }
+  }
+
+  /** A range that reaches the last write: the blocks whose last write overall is at or after `from`. */
+  private suffixBlocks(from: number, records: number): BlocksInRange {
+    this.catchUpLastTime();
+    const lt = this.lastTime!;
+    const wT = this.wT;
     const all = this.everWritten;
     const m = all.length;
     let out: Uint32Array;
@@ -495,6 +505,45 @@ export class TraceIndex {
     const lastWrite = new Float64Array(out.length);
     for (let i = 0; i < out.length; i++) lastWrite[i] = lt[out[i]];
     return { blocks: out, lastWrite, writes: new Uint32Array(0), records };
+  }
+
+  /**
+   * The brush answer as the timeline posts it (packBrush of blocksWritten without counts), made
+   * straight from the last-write table when the range reaches the last write.
+   */
+  brushPacked(from: number, to: number): PackedBrush & { records: number; count: number } {
+    this.ensureSorted();
+    const blocks = this.blockCount;
+    const j0 = this.writeBound(from, false);
+    const j1 = this.writeBound(to, true);
+    if (!(j1 === this.wN && (j1 - j0) * 8 > blocks && blocks <= SWEEP_MAX_BLOCKS)) {
+      const r = this.blocksWritten(from, to, { counts: false });
+      return { ...packBrush(r, from, to, blocks), records: r.records, count: r.blocks.length };
+    }
+    this.ensureScratch();
+    this.catchUpLastTime();
+    const lt = this.lastTime!;
+    const all = this.everWritten;
+    const m = all.length;
+    let k = 0;
+    for (let i = 0; i < m; i++) if (lt[all[i]] >= from) k++;
+    const ranks = new Uint16Array(k);
+    const span = to - from;
+    const dense = k * 32 > blocks;
+    const written = new Uint8Array(dense ? (blocks + 7) >>> 3 : 0);
+    const list = new Uint32Array(dense ? 0 : k);
+    for (let i = 0, o = 0; o < k; i++) {
+      const b = all[i];
+      const t = lt[b];
+      if (!(t >= from)) continue;
+      // packBrush's rounding of (t - from) / span, clamped (t <= to here).
+      const x = span > 0 ? (t - from) / span : 1;
+      ranks[o] = Math.round(RANK_MAX * (x > 1 ? 1 : x));
+      if (dense) written[b >>> 3] |= 1 << (b & 7);
+      else list[o] = b;
+      o++;
+    }
+    return { blocks: list, written, ranks, records: j1 - j0, count: k };
   }
 
   /** Every write that reached `block` (time order), optionally only those with from <= t <= to. */

@@ -33,11 +33,18 @@ function sparse(a: ReturnType<typeof answer>) {
   return { blockCount: a.blockCount, ...brushBlocks(a) };
 }
 
-/** The reference: renderHeatmap over every cell with blockAges' per-block ages. */
+/** The reference: renderHeatmap over every cell, each written block's age its rank / RANK_MAX (blockAges' values to within half a rank). */
 function reference(l: Layout, a: ReturnType<typeof answer>): Uint32Array {
   const out = new Uint32Array(l.width * l.height);
   const n = a.blockCount;
-  const age = blockAges(n, a.blocks, a.lastWrite, a.from, a.to);
+  const { blocks, ranks } = brushBlocks(a);
+  const exact = blockAges(n, a.blocks, a.lastWrite, a.from, a.to);
+  const age = new Float32Array(n).fill(-1);
+  for (let i = 0; i < blocks.length; i++) {
+    if (blocks[i] >= n) continue;
+    age[blocks[i]] = ranks[i] / RANK_MAX;
+    assert.ok(Math.abs(age[blocks[i]] - exact[blocks[i]]) <= 0.5 / RANK_MAX + 1e-7, `rank of block ${blocks[i]}`);
+  }
   renderHeatmap(out, l, { blockCount: n, allocated: new Uint8Array(n), fill: new Uint8Array(n), owner: new Uint16Array(n), changed: null, age }, 'timeline', palette);
   return out;
 }
@@ -92,6 +99,16 @@ describe('timeline brush painter (sparse written blocks -> pixels)', () => {
     const n = l.blockCount;
     renderHeatmap(want, l, { blockCount: n, allocated: new Uint8Array(n), fill: new Uint8Array(n), owner: new Uint16Array(n), changed: null, age: blockAges(n, flat.blocks, flat.lastWrite, 5, 5) }, 'timeline', other);
     assertSamePixels(out, want, l, 'light theme');
+    // A palette whose colours change: the colour table follows.
+    const red = makePalette((n) => ({ ...VARS, '--vscode-charts-red': '#00ff00', '--vscode-charts-blue': '#ff00ff' } as Record<string, string>)[n] ?? '');
+    const a = answer(l.blockCount, 0.2, 5);
+    painter.paint(out, l, sparse(a), red);
+    const ref = new Uint32Array(l.width * l.height);
+    const age = new Float32Array(n).fill(-1);
+    const s = brushBlocks(a);
+    s.blocks.forEach((b, i) => { age[b] = s.ranks[i] / RANK_MAX; });
+    renderHeatmap(ref, l, { blockCount: n, allocated: new Uint8Array(n), fill: new Uint8Array(n), owner: new Uint16Array(n), changed: null, age }, 'timeline', red);
+    assertSamePixels(out, ref, l, 'changed colours');
   });
 
   it('declines unsorted blocks and ignores blocks past the grid', () => {
@@ -121,13 +138,12 @@ describe('timeline brush painter (sparse written blocks -> pixels)', () => {
       }
       const got = brushBlocks({ from: a.from, to: a.to, lastWrite: new Float64Array(0), ...packed });
       assert.deepEqual([...got.blocks], [...a.blocks], `blocks at density ${density}`);
-      const exact = brushBlocks(a).ages;
-      for (let i = 0; i < k; i++) assert.ok(Math.abs(got.ages[i] - exact[i]) <= 0.5 / RANK_MAX + 1e-7, `age of block ${a.blocks[i]}: ${got.ages[i]} vs ${exact[i]}`);
+      assert.deepEqual([...got.ranks], [...brushBlocks(a).ranks], 'the same ranks as the full form gives');
       // Painted from the packed form: renderHeatmap's picture of those ages.
       const out = new Uint32Array(l.width * l.height);
       assert.equal(painter.paint(out, l, { blockCount: l.blockCount, ...got }, palette), true);
       const age = new Float32Array(l.blockCount).fill(-1);
-      got.blocks.forEach((b, i) => { age[b] = got.ages[i]; });
+      got.blocks.forEach((b, i) => { age[b] = got.ranks[i] / RANK_MAX; });
       const want = new Uint32Array(l.width * l.height);
       const n = l.blockCount;
       renderHeatmap(want, l, { blockCount: n, allocated: new Uint8Array(n), fill: new Uint8Array(n), owner: new Uint16Array(n), changed: null, age }, 'timeline', palette);

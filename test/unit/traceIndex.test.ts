@@ -1,5 +1,5 @@
 import { strict as assert } from 'assert';
-import { changesData, parseTraceLine, TraceIndex, TraceLineSplitter, TraceRecord, TraceRecordOp } from '../../src/serve/traceIndex';
+import { changesData, packBrush, parseTraceLine, TraceIndex, TraceLineSplitter, TraceRecord, TraceRecordOp } from '../../src/serve/traceIndex';
 
 /** xorshift32: reproducible random traces. */
 function rng(seed: number): () => number {
@@ -98,6 +98,14 @@ function checkRange(index: TraceIndex, naive: Naive, from: number, to: number): 
   assert.equal(lean.writes.length, 0);
   assert.deepEqual([...lean.blocks], [...got.blocks], `blocks written in [${from}, ${to}] without counts`);
   assert.deepEqual([...lean.lastWrite], [...got.lastWrite], `last writes in [${from}, ${to}] without counts`);
+  // The packed answer the timeline posts: what packBrush makes of the full one.
+  const packed = index.brushPacked(from, to);
+  const want2 = packBrush(got, from, to, index.blocks);
+  assert.equal(packed.count, got.blocks.length);
+  assert.equal(packed.records, got.records);
+  assert.deepEqual([...packed.ranks], [...want2.ranks], `ranks in [${from}, ${to}]`);
+  assert.deepEqual([...packed.blocks], [...want2.blocks]);
+  assert.deepEqual([...packed.written], [...want2.written]);
   return got.blocks.length;
 }
 

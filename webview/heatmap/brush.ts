@@ -2,23 +2,28 @@
  * The Timeline heatmap's painter for a brush answer, pure: the same pixels as renderHeatmap in
  * 'timeline' mode with blockAges' ages, but its work is the written blocks, not every cell. The
  * unwritten grid (background, empty cells) is painted once per layout and copied in; then only the
- * written cells (a sorted sparse list from the host) are painted, coloured by the time of their last
- * write, with the 3x3 mark of sub-3-px cells stored pixel by pixel.
+ * written cells (a sorted sparse list from the host) are painted, coloured by the rank of their last
+ * write through a colour table, with the 3x3 mark of sub-3-px cells stored pixel by pixel.
  */
-import { Palette, pack } from './colors';
+import { mix, Palette, pack } from './colors';
 import { Layout } from './layout';
 
 export interface BrushAnswer {
   blockCount: number;
   /** Blocks written in the brushed range, ascending. */
   blocks: ArrayLike<number>;
-  /** Per entry of `blocks`, its colour position: 0 (oldest) to 1 (newest), as blockAges gives it. */
-  ages: Float32Array;
+  /** Per entry of `blocks`, its last write's rank: 0 (oldest) to RANK_MAX (newest); its colour position is rank / RANK_MAX. */
+  ranks: Uint16Array;
 }
+
+const RANK_MAX = 65535;
 
 export class BrushPainter {
   private base: Uint32Array | null = null;
   private baseKey = '';
+  /** The colour of each rank (renderHeatmap's mix of its Float32 age), per palette. */
+  private lut: Uint32Array | null = null;
+  private lutKey = '';
 
   /**
    * Paints `a` into `out` (l.width × l.height). False when the blocks are not ascending (the caller
@@ -39,11 +44,17 @@ export class BrushPainter {
       this.baseKey = key;
     }
     out.set(this.base);
+    const lutKey = `${pack(p.allocated)},${pack(p.changed)}`;
+    if (!this.lut || this.lutKey !== lutKey) {
+      this.lut = rankColors(p);
+      this.lutKey = lutKey;
+    }
+    const lut = this.lut;
 
     const bpc = l.blocksPerCell;
     const cols = l.cols;
     const blocks = a.blocks;
-    const ages = a.ages;
+    const ranks = a.ranks;
     const n = blocks.length;
     // The blocks of the visible rows only.
     const firstBlock = firstRow * cols * bpc;
@@ -55,11 +66,6 @@ export class BrushPainter {
       if (blocks[mid] < firstBlock) lo = mid + 1;
       else hi = mid;
     }
-    const ca = p.allocated;
-    const cc = p.changed;
-    const dr = cc.r - ca.r;
-    const dg = cc.g - ca.g;
-    const db = cc.b - ca.b;
     const hMax = h - 1;
     let prev = -1;
     for (let i = lo; i < n;) {
@@ -75,11 +81,10 @@ export class BrushPainter {
         if (b >= cellEnd) break;
         if (b <= prev) return false;
         prev = b;
-        if (ages[i] > best) best = ages[i];
+        if (ranks[i] > best) best = ranks[i];
       }
       if (best < 0) continue;
-      // colors.ts mix + pack, inlined (no object per cell).
-      const color = ((255 << 24) | (Math.round(ca.b + db * best) << 16) | (Math.round(ca.g + dg * best) << 8) | Math.round(ca.r + dr * best)) >>> 0;
+      const color = lut[best];
       const col = cell % cols;
       const row = (cell - col) / cols;
       const x0 = col * px;
@@ -109,6 +114,17 @@ export class BrushPainter {
     }
     return true;
   }
+}
+
+/** Per rank, renderHeatmap's timeline colour for the age rank / RANK_MAX (a Float32 age, as blockAges stores it). */
+export function rankColors(p: Palette): Uint32Array {
+  const lut = new Uint32Array(RANK_MAX + 1);
+  const f = new Float32Array(1);
+  for (let r = 0; r <= RANK_MAX; r++) {
+    f[0] = r / RANK_MAX;
+    lut[r] = pack(mix(p.allocated, p.changed, f[0]));
+  }
+  return lut;
 }
 
 /** renderHeatmap's picture of a grid with nothing written: background, and every cell empty. */

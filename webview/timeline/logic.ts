@@ -44,25 +44,28 @@ export interface BrushMessage {
   written?: Uint8Array;
 }
 
-const RANK_MAX = 65535;
+/** The newest rank (src/serve/traceIndex.ts RANK_MAX). */
+export const RANK_MAX = 65535;
 
 /**
- * The written blocks of a brush answer, ascending, with each one's colour position (0 oldest .. 1
- * newest, blockAges' values): the sparse form the brush painter reads, whatever the wire form.
+ * The written blocks of a brush answer, ascending, with each one's last write as a rank (0 at
+ * `from`, oldest .. 65535 at `to`, newest): the sparse form the brush painter reads, whatever the
+ * wire form.
  */
-export function brushBlocks(m: BrushMessage): { blocks: Uint32Array; ages: Float32Array } {
+export function brushBlocks(m: BrushMessage): { blocks: Uint32Array; ranks: Uint16Array } {
   if (!m.ranks) {
     const k = m.blocks.length;
-    const ages = new Float32Array(k);
+    const ranks = new Uint16Array(k);
     const span = m.to - m.from;
-    for (let i = 0; i < k; i++) ages[i] = span > 0 ? Math.min(1, Math.max(0, (m.lastWrite[i] - m.from) / span)) : 1;
-    return { blocks: m.blocks, ages };
+    for (let i = 0; i < k; i++) {
+      const x = span > 0 ? (m.lastWrite[i] - m.from) / span : 1;
+      ranks[i] = Math.round(RANK_MAX * (x < 0 ? 0 : x > 1 ? 1 : x));
+    }
+    return { blocks: m.blocks, ranks };
   }
   const k = m.ranks.length;
-  const ages = new Float32Array(k);
-  for (let i = 0; i < k; i++) ages[i] = m.ranks[i] / RANK_MAX;
   const bits = m.written;
-  if (!bits || bits.length === 0) return { blocks: m.blocks, ages };
+  if (!bits || bits.length === 0) return { blocks: m.blocks, ranks: m.ranks };
   const blocks = new Uint32Array(k);
   let o = 0;
   for (let i = 0; i < bits.length && o < k; i++) {
@@ -74,7 +77,7 @@ export function brushBlocks(m: BrushMessage): { blocks: Uint32Array; ages: Float
     }
   }
   if (o !== k) throw new Error(`timeline: ${o} written blocks in the bitmap, ${k} ranks`);
-  return { blocks, ages };
+  return { blocks, ranks: m.ranks };
 }
 
 /** The replay's next brush end: `speed` trace seconds per wall second, wrapping to stop at `to`. */

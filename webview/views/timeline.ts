@@ -4,7 +4,7 @@ import { formatBytes } from '../format';
 import { BrushPainter } from '../heatmap/brush';
 import { renderHeatmap } from '../heatmap/render';
 import { HeatmapView } from '../heatmap/view';
-import { brushBlocks, brushRange, replayStep, timeToX } from '../timeline/logic';
+import { brushBlocks, brushRange, RANK_MAX, replayStep, timeToX } from '../timeline/logic';
 import { append, button, clear, dataGrid, dropdown, el } from '../ui';
 
 export interface TimelineHost {
@@ -129,13 +129,13 @@ export class TimelineView {
     }
     const g = this.grid;
     const data = { blockCount: this.blockCount, allocated: g.allocated, fill: g.fill, owner: g.owner, changed: null, age: g.age };
-    const { blocks, ages } = brushBlocks(m);
-    const answer = { blockCount: this.blockCount, blocks, ages };
+    const { blocks, ranks } = brushBlocks(m);
+    const answer = { blockCount: this.blockCount, blocks, ranks };
     this.heatmap.setPainter((out, l, p) => {
       if (this.painter.paint(out, l, answer, p)) return;
       // Not ascending (not what the host sends): every block's age, every cell.
       g.age.fill(-1);
-      for (let i = 0; i < blocks.length; i++) if (blocks[i] < g.age.length) g.age[blocks[i]] = ages[i];
+      for (let i = 0; i < blocks.length; i++) if (blocks[i] < g.age.length) g.age[blocks[i]] = ranks[i] / RANK_MAX;
       renderHeatmap(out, l, data, 'timeline', p);
     });
     this.heatmap.setData(data);
