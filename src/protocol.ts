@@ -156,7 +156,11 @@ export type HostMessage =
   /** The trace behind the timeline: its span, read/write density over `bins`, and the session's snapshots on its time axis. */
   | { type: 'timeline'; source: string; from: number; to: number; reads: Uint32Array; writes: Uint32Array; records: number; live: boolean;
       snapshots: Array<{ label: string; t: number; layer?: string }> }
-  | { type: 'timelineRange'; requestId: number; from: number; to: number; blocks: Uint32Array; lastWrite: Float64Array; records: number }
+  | { type: 'timelineRange'; requestId: number; from: number; to: number; blocks: Uint32Array; lastWrite: Float64Array; records: number;
+      /** Compact form (packBrush): each written block's last write as a rank, 0 = from .. 65535 = to, in block order; `lastWrite` is then empty. */
+      ranks?: Uint16Array;
+      /** With `ranks`, when smaller than the list: bit b (least significant first) set when block b was written; `blocks` is then empty. */
+      written?: Uint8Array }
   | { type: 'timelineWrites'; requestId: number; block: number; writes: TimelineWrite[] }
   | { type: 'error'; requestId?: number; message: string };
 

@@ -10,8 +10,9 @@
  * index sort itself before the next query). Per-block write lists are kept as one CSR table
  * (start offsets per block + record numbers in time order), rebuilt lazily after appends. A brush
  * reads a compact copy of the data-changing records only (time, first and last block), appended to
- * as records arrive, so it touches neither reads nor the wide record arrays. `snapshot` lines are
- * kept apart, as the marks of the time axis.
+ * as records arrive, so it touches neither reads nor the wide record arrays; a brush that reaches
+ * the end of the trace ("All", "#k → now") is a filter over a per-block last-write table kept for
+ * the written blocks only. `snapshot` lines are kept apart, as the marks of the time axis.
  */
 
 export type TraceRecordOp = 'read' | 'write' | 'trim' | 'zero' | 'flush' | 'snapshot';
@@ -37,6 +38,8 @@ export interface TraceWrite {
 const OPS: TraceRecordOp[] = ['read', 'write', 'trim', 'zero', 'flush', 'snapshot'];
 const OP_CODE = new Map(OPS.map((o, i) => [o, i]));
 const READ = 0;
+/** Grids up to this many blocks keep a per-block last-write table (8 bytes a block) for brushes that reach the end. */
+const SWEEP_MAX_BLOCKS = 1 << 22;
 const FLUSH = 4;
 
 /** Ops that change what the disk reads (write, trim, write-zeroes). */
@@ -86,7 +89,7 @@ export interface BlocksInRange {
   blocks: Uint32Array;
   /** For each of `blocks`, the time of its last write in the range. */
   lastWrite: Float64Array;
-  /** For each of `blocks`, how many writes reached it in the range. */
+  /** For each of `blocks`, how many writes reached it in the range (empty when asked without counts). */
   writes: Uint32Array;
   /** Write records in the range (each once, however many blocks it spans). */
   records: number;
@@ -141,11 +144,18 @@ export class TraceIndex {
   private rBefore = new Uint32Array(1025);
   private readonly marks: SnapshotMark[] = [];
   private marksSorted = true;
-  /** Scratch per block for range queries: the query stamp that last touched it. */
-  private stamp: Uint32Array | null = null;
+  /** Scratch per block for range queries (zero between queries): 1 + index of the last write in the range. */
+  private lastOf: Uint32Array | null = null;
+  /**
+   * Per block, the time of its last write among the first `lastTimeUpTo` entries of the write view
+   * (NaN: none), caught up lazily: a brush that reaches the end of the trace ("All", "#k → now")
+   * is then a sequential filter over it instead of a random access per write.
+   */
+  private lastTime: Float64Array | null = null;
+  private lastTimeUpTo = 0;
+  /** The blocks with a last write in that table, ascending. */
+  private everWritten = new Uint32Array(0);
   private touched: Uint32Array | null = null;
-  private stampNow = 0;
-  private scratchLast: Float64Array | null = null;
   private scratchCount: Uint32Array | null = null;
 
   constructor(options: TraceIndexOptions) {
@@ -264,6 +274,9 @@ export class TraceIndex {
   /** Rebuilds the write view and prefix counts from the (now sorted) records. */
   private rebuildDerived(): void {
     this.wN = 0;
+    this.lastTimeUpTo = 0;
+    this.lastTime?.fill(NaN);
+    this.everWritten = new Uint32Array(0);
     this.wBefore[0] = 0;
     this.rBefore[0] = 0;
     for (let i = 0; i < this.n; i++) this.appendDerived(i);
@@ -373,64 +386,164 @@ export class TraceIndex {
 
   /**
    * Blocks written with from <= t <= to, with the time of the last write to each and the count:
-   * one pass over the records in the range, no pass over the whole trace.
+   * one pass over the records in the range, no pass over the whole trace. `counts: false` leaves
+   * `writes` empty (the timeline's brush does not show them) and saves a random access per block.
    */
-  blocksWritten(from: number, to: number): BlocksInRange {
+  blocksWritten(from: number, to: number, options: { counts?: boolean } = {}): BlocksInRange {
     this.ensureSorted();
+    const withCounts = options.counts !== false;
     const blocks = this.blockCount;
-    if (!this.stamp || this.stamp.length < blocks) {
-      const size = Math.max(blocks, 1);
-      this.stamp = new Uint32Array(size);
-      this.touched = new Uint32Array(size);
-      this.scratchLast = new Float64Array(size);
-      this.scratchCount = new Uint32Array(size);
-      this.stampNow = 0;
-    }
-    if (++this.stampNow === 0xffffffff) {
-      this.stamp.fill(0);
-      this.stampNow = 1;
-    }
-    const stamp = this.stamp;
+    this.ensureScratch();
+    // lastOf[b]: 1 + the write-view index of b's last write in the range, 0 when untouched; all
+    // zero again when the query returns (only the touched entries are cleared).
+    const lastOf = this.lastOf!;
     const touched = this.touched!;
-    const last = this.scratchLast!;
     const count = this.scratchCount!;
-    const now = this.stampNow;
-    const wT = this.wT;
     const wFirst = this.wFirst;
     const wLast = this.wLast;
     const j0 = this.writeBound(from, false);
     const j1 = this.writeBound(to, true);
+    if (!withCounts && j1 === this.wN && (j1 - j0) * 8 > blocks && blocks <= SWEEP_MAX_BLOCKS) return this.suffixBlocks(from, j1 - j0);
     let k = 0;
     for (let j = j0; j < j1; j++) {
-      const ti = wT[j];
       const b = wLast[j];
+      const mark = j + 1;
       for (let a = wFirst[j]; a <= b; a++) {
-        if (stamp[a] !== now) {
-          stamp[a] = now;
-          count[a] = 1;
+        if (lastOf[a] === 0) {
           touched[k++] = a;
-        } else {
-          count[a]++;
+          if (withCounts) count[a] = 0;
         }
-        last[a] = ti;
+        lastOf[a] = mark;
+        if (withCounts) count[a]++;
       }
     }
-    // Ascending block numbers: sort the few touched, or sweep the stamps when many were.
+    // Ascending block numbers: sort the few touched, or sweep when many were (sequential reads of
+    // a million entries cost less than sorting hundreds of thousands).
     let out: Uint32Array;
     if (k * 16 > blocks) {
       out = new Uint32Array(k);
       let o = 0;
-      for (let b = 0; b < blocks && o < k; b++) if (stamp[b] === now) out[o++] = b;
+      for (let b = 0; o < k; b++) if (lastOf[b] !== 0) out[o++] = b;
     } else {
       out = touched.slice(0, k).sort();
     }
+    const wT = this.wT;
     const lastWrite = new Float64Array(k);
-    const writes = new Uint32Array(k);
+    const writes = new Uint32Array(withCounts ? k : 0);
     for (let j = 0; j < k; j++) {
-      lastWrite[j] = last[out[j]];
-      writes[j] = count[out[j]];
+      const b = out[j];
+      lastWrite[j] = wT[lastOf[b] - 1];
+      if (withCounts) writes[j] = count[b];
+      lastOf[b] = 0;
     }
     return { blocks: out, lastWrite, writes, records: j1 - j0 };
+  }
+
+  private ensureScratch(): void {
+    if (this.lastOf && this.lastOf.length >= this.blockCount) return;
+    const size = Math.max(this.blockCount, 1);
+    this.lastOf = new Uint32Array(size);
+    this.touched = new Uint32Array(size);
+    this.scratchCount = new Uint32Array(size);
+  }
+
+  /** Brings the per-block last-write table and the list of written blocks up to the last write. */
+  private catchUpLastTime(): void {
+    const blocks = this.blockCount;
+    if (!this.lastTime || this.lastTime.length < blocks) {
+      this.lastTime = new Float64Array(Math.max(blocks, 1)).fill(NaN);
+      this.lastTimeUpTo = 0;
+      this.everWritten = new Uint32Array(0);
+    }
+    const lt = this.lastTime;
+    const wT = this.wT;
+    const wFirst = this.wFirst;
+    const wLast = this.wLast;
+    // Catch up with the writes appended since the last such brush; blocks written for the first
+    // time are merged into the ascending list of written blocks, the only ones a brush looks at.
+    const fresh = this.touched!;
+    let f = 0;
+    for (let j = this.lastTimeUpTo; j < this.wN; j++) {
+      const t = wT[j];
+      for (let a = wFirst[j], b = wLast[j]; a <= b; a++) {
+        if (lt[a] !== lt[a]) fresh[f++] = a;
+        lt[a] = t;
+      }
+    }
+    this.lastTimeUpTo = this.wN;
+    if (f > 0) {
+      const add = fresh.subarray(0, f).sort();
+      const old = this.everWritten;
+      const merged = new Uint32Array(old.length + f);
+      let i = 0;
+      let j = 0;
+      let o = 0;
+      while (i < old.length && j < f) merged[o++] = old[i] < add[j] ? old[i++] : add[j++];
+      while (i < old.length) merged[o++] = old[i++];
+      while (j < f) merged[o++] = add[j++];
+      this.everWritten = merged;
+    }
+  }
+
+  /** A range that reaches the last write: the blocks whose last write overall is at or after `from`. */
+  private suffixBlocks(from: number, records: number): BlocksInRange {
+    this.catchUpLastTime();
+    const lt = this.lastTime!;
+    const wT = this.wT;
+    const all = this.everWritten;
+    const m = all.length;
+    let out: Uint32Array;
+    if (this.wN > 0 && from <= wT[0]) {
+      out = all.slice();
+    } else {
+      // Two passes (count, then fill) instead of a block-sized scratch for the answer.
+      let k = 0;
+      for (let i = 0; i < m; i++) if (lt[all[i]] >= from) k++;
+      out = new Uint32Array(k);
+      for (let i = 0, o = 0; o < k; i++) if (lt[all[i]] >= from) out[o++] = all[i];
+    }
+    const lastWrite = new Float64Array(out.length);
+    for (let i = 0; i < out.length; i++) lastWrite[i] = lt[out[i]];
+    return { blocks: out, lastWrite, writes: new Uint32Array(0), records };
+  }
+
+  /**
+   * The brush answer as the timeline posts it (packBrush of blocksWritten without counts), made
+   * straight from the last-write table when the range reaches the last write.
+   */
+  brushPacked(from: number, to: number): PackedBrush & { records: number; count: number } {
+    this.ensureSorted();
+    const blocks = this.blockCount;
+    const j0 = this.writeBound(from, false);
+    const j1 = this.writeBound(to, true);
+    if (!(j1 === this.wN && (j1 - j0) * 8 > blocks && blocks <= SWEEP_MAX_BLOCKS)) {
+      const r = this.blocksWritten(from, to, { counts: false });
+      return { ...packBrush(r, from, to, blocks), records: r.records, count: r.blocks.length };
+    }
+    this.ensureScratch();
+    this.catchUpLastTime();
+    const lt = this.lastTime!;
+    const all = this.everWritten;
+    const m = all.length;
+    let k = 0;
+    for (let i = 0; i < m; i++) if (lt[all[i]] >= from) k++;
+    const ranks = new Uint16Array(k);
+    const span = to - from;
+    const dense = k * 32 > blocks;
+    const written = new Uint8Array(dense ? (blocks + 7) >>> 3 : 0);
+    const list = new Uint32Array(dense ? 0 : k);
+    for (let i = 0, o = 0; o < k; i++) {
+      const b = all[i];
+      const t = lt[b];
+      if (!(t >= from)) continue;
+      // packBrush's rounding of (t - from) / span, clamped (t <= to here).
+      const x = span > 0 ? (t - from) / span : 1;
+      ranks[o] = Math.round(RANK_MAX * (x > 1 ? 1 : x));
+      if (dense) written[b >>> 3] |= 1 << (b & 7);
+      else list[o] = b;
+      o++;
+    }
+    return { blocks: list, written, ranks, records: j1 - j0, count: k };
   }
 
   /** Every write that reached `block` (time order), optionally only those with from <= t <= to. */
@@ -486,4 +599,35 @@ export class TraceIndex {
   exportJson(from: number, to: number): { from: number; to: number; writes: Array<{ t: number; offset: number; length: number; layer: string }> } {
     return { from, to, writes: this.writesBetween(from, to).map((w) => ({ t: w.t, offset: w.offset, length: w.length, layer: w.layer })) };
   }
+}
+
+/** A brush answer as the webview gets it: a few bytes a written block instead of 12 (the message's copy dominated the redraw). */
+export interface PackedBrush {
+  /** The written blocks, ascending; empty when `written` holds them. */
+  blocks: Uint32Array;
+  /** Bit b (least significant first) set when block b was written; empty when `blocks` is the smaller form. */
+  written: Uint8Array;
+  /** Each written block's last write in block order: 0 = from .. 65535 = to (the colour scale's resolution and more). */
+  ranks: Uint16Array;
+}
+
+export const RANK_MAX = 65535;
+
+/** Packs `r` (blocks of a grid of `blockCount`) for the brushed range [from, to]. */
+export function packBrush(r: Pick<BlocksInRange, 'blocks' | 'lastWrite'>, from: number, to: number, blockCount: number): PackedBrush {
+  const k = r.blocks.length;
+  const span = to - from;
+  const ranks = new Uint16Array(k);
+  for (let i = 0; i < k; i++) {
+    const x = span > 0 ? (r.lastWrite[i] - from) / span : 1;
+    ranks[i] = Math.round(RANK_MAX * (x < 0 ? 0 : x > 1 ? 1 : x));
+  }
+  // A bitmap costs blockCount / 8 bytes, the list 4 a block.
+  if (k * 32 <= blockCount || (k > 0 && r.blocks[k - 1] >= blockCount)) return { blocks: r.blocks, written: new Uint8Array(0), ranks };
+  const written = new Uint8Array((blockCount + 7) >>> 3);
+  for (let i = 0; i < k; i++) {
+    const b = r.blocks[i];
+    if (b < blockCount) written[b >>> 3] |= 1 << (b & 7);
+  }
+  return { blocks: new Uint32Array(0), written, ranks };
 }

@@ -72,8 +72,9 @@ describe('Timeline tab and live blocks in Chromium (real HTML, CSP and bundle; t
       for (; seen < h.posted.length; seen++) {
         const m = h.posted[seen];
         if (m.type === 'timelineQuery') {
-          const r = index.blocksWritten(m.from, m.to);
-          void h.send({ type: 'timelineRange', requestId: m.requestId, from: m.from, to: m.to, blocks: r.blocks, lastWrite: r.lastWrite, records: r.records });
+          // Packed (ranks, and a bitmap when dense), as the extension posts it.
+          const p = index.brushPacked(m.from, m.to);
+          void h.send({ type: 'timelineRange', requestId: m.requestId, from: m.from, to: m.to, blocks: p.blocks, lastWrite: new Float64Array(0), records: p.records, ranks: p.ranks, written: p.written });
         } else if (m.type === 'timelineBlock') {
           void h.send({ type: 'timelineWrites', requestId: m.requestId, block: m.block, writes: index.writesOfBlock(m.block, m.from, m.to) });
         }

@@ -1,5 +1,5 @@
 import { strict as assert } from 'assert';
-import { changesData, parseTraceLine, TraceIndex, TraceLineSplitter, TraceRecord, TraceRecordOp } from '../../src/serve/traceIndex';
+import { changesData, packBrush, parseTraceLine, TraceIndex, TraceLineSplitter, TraceRecord, TraceRecordOp } from '../../src/serve/traceIndex';
 
 /** xorshift32: reproducible random traces. */
 function rng(seed: number): () => number {
@@ -91,6 +91,21 @@ function checkRange(index: TraceIndex, naive: Naive, from: number, to: number): 
     assert.equal(got.lastWrite[j], want.get(wantBlocks[j])!.last, `last write of block ${wantBlocks[j]}`);
     assert.equal(got.writes[j], want.get(wantBlocks[j])!.count, `writes to block ${wantBlocks[j]}`);
   }
+  // Without counts (the timeline's brush; a range reaching the last write is then a filter over
+  // the per-block last-write table): the same blocks and times.
+  const lean = index.blocksWritten(from, to, { counts: false });
+  assert.equal(lean.records, got.records);
+  assert.equal(lean.writes.length, 0);
+  assert.deepEqual([...lean.blocks], [...got.blocks], `blocks written in [${from}, ${to}] without counts`);
+  assert.deepEqual([...lean.lastWrite], [...got.lastWrite], `last writes in [${from}, ${to}] without counts`);
+  // The packed answer the timeline posts: what packBrush makes of the full one.
+  const packed = index.brushPacked(from, to);
+  const want2 = packBrush(got, from, to, index.blocks);
+  assert.equal(packed.count, got.blocks.length);
+  assert.equal(packed.records, got.records);
+  assert.deepEqual([...packed.ranks], [...want2.ranks], `ranks in [${from}, ${to}]`);
+  assert.deepEqual([...packed.blocks], [...want2.blocks]);
+  assert.deepEqual([...packed.written], [...want2.written]);
   return got.blocks.length;
 }
 
@@ -158,6 +173,15 @@ describe('trace index', function () {
       checkRange(index, naive, from, to);
     }
     console.log(`      40 brushes: ${(brushMs / 40).toFixed(2)} ms each on average`);
+    // Ranges that reach the end of the trace ("All", "#k → now"), open-ended ones included.
+    timed('whole trace without counts', () => index.blocksWritten(span.from, span.to, { counts: false }));
+    // From exactly a block's last write (bounds inclusive): the oldest last write, and one in the middle.
+    const whole = index.blocksWritten(span.from, span.to);
+    const exact = [Math.min(...whole.lastWrite), whole.lastWrite[whole.lastWrite.length >> 1]];
+    for (const f of [...exact, -Infinity, span.from, naive.recs[Math.floor(naive.recs.length / 3)].t, span.from + (span.to - span.from) * 0.95, span.to, span.to + 1]) {
+      checkRange(index, naive, f, span.to);
+      checkRange(index, naive, f, Infinity);
+    }
 
     // Every block's write list, compared with the naive one record by record.
     const perBlock = naive.perBlock();
@@ -211,6 +235,7 @@ describe('trace index', function () {
       const span = index.timeRange!;
       const from = span.from + r() * (span.to - span.from);
       checkRange(index, naive, from, from + (span.to - span.from) * 0.1);
+      checkRange(index, naive, span.from + (span.to - span.from) * r() * 0.2, span.to);
       const b = Math.floor(r() * 8);
       assert.deepEqual(index.writesOfBlock(b).map((w) => [w.t, w.offset]), (naive.perBlock().get(b) ?? []).map((w) => [w.t, w.offset]));
     }

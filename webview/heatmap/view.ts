@@ -20,6 +20,8 @@ export class HeatmapView {
   private selected: number | null = null;
   private overlays: Overlay[] = [];
   private flashMask: Uint8Array | null = null;
+  /** Paints the cells instead of renderHeatmap while set (the Timeline's brush: work per written block, not per cell). */
+  private painter: ((out: Uint32Array, l: Layout, p: Palette) => void) | null = null;
   private flashTimer: number | undefined;
   private pending = false;
   /** Something changed since the last draw (a scheduled frame with nothing new does not redraw). */
@@ -66,6 +68,7 @@ export class HeatmapView {
   }
 
   setMode(mode: Mode): void { this.mode = mode; this.schedule(); }
+  setPainter(fn: ((out: Uint32Array, l: Layout, p: Palette) => void) | null): void { this.painter = fn; this.schedule(); }
   setOverlays(o: Overlay[]): void { this.overlays = o; this.schedule(); }
 
   select(block: number | null): void {
@@ -172,7 +175,8 @@ export class HeatmapView {
     const l = this.ensureLayout();
     if (!l || !this.data) return;
     const img = this.ctx.createImageData(l.width, l.height);
-    renderHeatmap(new Uint32Array(img.data.buffer), l, this.data, this.mode, this.palette, this.flashMask);
+    if (this.painter) this.painter(new Uint32Array(img.data.buffer), l, this.palette);
+    else renderHeatmap(new Uint32Array(img.data.buffer), l, this.data, this.mode, this.palette, this.flashMask);
     this.ctx.putImageData(img, 0, 0);
     // Partition overlays: a bar along the bottom of each row segment.
     const bar = Math.max(2, Math.floor(l.cellPx / 6));

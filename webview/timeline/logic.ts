@@ -34,6 +34,52 @@ export function blockAges(blockCount: number, blocks: ArrayLike<number>, lastWri
   return age;
 }
 
+/** A brush answer as the host posts it: the full form, or packed (src/serve/traceIndex.ts packBrush). */
+export interface BrushMessage {
+  from: number;
+  to: number;
+  blocks: Uint32Array;
+  lastWrite: ArrayLike<number>;
+  ranks?: Uint16Array;
+  written?: Uint8Array;
+}
+
+/** The newest rank (src/serve/traceIndex.ts RANK_MAX). */
+export const RANK_MAX = 65535;
+
+/**
+ * The written blocks of a brush answer, ascending, with each one's last write as a rank (0 at
+ * `from`, oldest .. 65535 at `to`, newest): the sparse form the brush painter reads, whatever the
+ * wire form.
+ */
+export function brushBlocks(m: BrushMessage): { blocks: Uint32Array; ranks: Uint16Array } {
+  if (!m.ranks) {
+    const k = m.blocks.length;
+    const ranks = new Uint16Array(k);
+    const span = m.to - m.from;
+    for (let i = 0; i < k; i++) {
+      const x = span > 0 ? (m.lastWrite[i] - m.from) / span : 1;
+      ranks[i] = Math.round(RANK_MAX * (x < 0 ? 0 : x > 1 ? 1 : x));
+    }
+    return { blocks: m.blocks, ranks };
+  }
+  const k = m.ranks.length;
+  const bits = m.written;
+  if (!bits || bits.length === 0) return { blocks: m.blocks, ranks: m.ranks };
+  const blocks = new Uint32Array(k);
+  let o = 0;
+  for (let i = 0; i < bits.length && o < k; i++) {
+    let v = bits[i];
+    while (v !== 0) {
+      const low = v & -v;
+      blocks[o++] = (i << 3) + 31 - Math.clz32(low);
+      v ^= low;
+    }
+  }
+  if (o !== k) throw new Error(`timeline: ${o} written blocks in the bitmap, ${k} ranks`);
+  return { blocks, ranks: m.ranks };
+}
+
 /** The replay's next brush end: `speed` trace seconds per wall second, wrapping to stop at `to`. */
 export function replayStep(current: number, elapsedMs: number, speed: number, to: number): { t: number; done: boolean } {
   const t = current + (elapsedMs / 1000) * speed;

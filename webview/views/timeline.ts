@@ -1,8 +1,10 @@
 /** The Timeline tab: read/write density over time, a brush, the blocks written in the brushed range, replay, per-block writes, export. */
 import { HostMessage, TimelineWrite } from '../../src/protocol';
 import { formatBytes } from '../format';
+import { BrushPainter } from '../heatmap/brush';
+import { renderHeatmap } from '../heatmap/render';
 import { HeatmapView } from '../heatmap/view';
-import { blockAges, brushRange, replayStep, timeToX } from '../timeline/logic';
+import { brushBlocks, brushRange, RANK_MAX, replayStep, timeToX } from '../timeline/logic';
 import { append, button, clear, dataGrid, dropdown, el } from '../ui';
 
 export interface TimelineHost {
@@ -34,6 +36,7 @@ export class TimelineView {
   private playing: number | null = null;
   private speed = 1;
   private readonly playButton: HTMLElement;
+  private readonly painter = new BrushPainter();
 
   constructor(private readonly host: TimelineHost) {
     this.axis = document.createElement('canvas');
@@ -118,20 +121,29 @@ export class TimelineView {
 
   /** The host's answer to a brush: colour exactly the blocks written in it, oldest to newest. */
   showRange(m: Extract<HostMessage, { type: 'timelineRange' }>): void {
-    // One set of per-block arrays for every brush (a 2 TiB grid has a million blocks): the ages are
-    // refilled in place, the unused layers stay zero.
+    // The painter's work is the written blocks (sorted by the host); the per-block layers are only
+    // there for the heatmap's geometry and for the fallback, allocated once per grid.
     if (!this.grid || this.grid.age.length !== this.blockCount) {
       const n = this.blockCount;
       this.grid = { age: new Float32Array(n), allocated: new Uint8Array(n), fill: new Uint8Array(n), owner: new Uint16Array(n) };
     }
     const g = this.grid;
-    const age = blockAges(this.blockCount, m.blocks, m.lastWrite, m.from, m.to, g.age);
-    this.heatmap.setData({ blockCount: this.blockCount, allocated: g.allocated, fill: g.fill, owner: g.owner, changed: null, age });
-    this.heatmap.canvas.dataset.written = String(m.blocks.length);
+    const data = { blockCount: this.blockCount, allocated: g.allocated, fill: g.fill, owner: g.owner, changed: null, age: g.age };
+    const { blocks, ranks } = brushBlocks(m);
+    const answer = { blockCount: this.blockCount, blocks, ranks };
+    this.heatmap.setPainter((out, l, p) => {
+      if (this.painter.paint(out, l, answer, p)) return;
+      // Not ascending (not what the host sends): every block's age, every cell.
+      g.age.fill(-1);
+      for (let i = 0; i < blocks.length; i++) if (blocks[i] < g.age.length) g.age[blocks[i]] = ranks[i] / RANK_MAX;
+      renderHeatmap(out, l, data, 'timeline', p);
+    });
+    this.heatmap.setData(data);
+    this.heatmap.canvas.dataset.written = String(blocks.length);
     this.element.dataset.range = `${m.from},${m.to}`;
     // The written blocks as text for the tests, only when short (a long list would cost more than the paint).
-    this.element.dataset.blocks = m.blocks.length <= 10_000 ? m.blocks.join(',') : '';
-    this.info.textContent = `${m.blocks.length.toLocaleString('en-US')} blocks written by ${m.records.toLocaleString('en-US')} writes between ${m.from.toFixed(3)} s and ${m.to.toFixed(3)} s (colour: oldest to newest). Click a block for its writes.`;
+    this.element.dataset.blocks = blocks.length <= 10_000 ? blocks.join(',') : '';
+    this.info.textContent = `${blocks.length.toLocaleString('en-US')} blocks written by ${m.records.toLocaleString('en-US')} writes between ${m.from.toFixed(3)} s and ${m.to.toFixed(3)} s (colour: oldest to newest). Click a block for its writes.`;
   }
 
   showWrites(block: number, writes: TimelineWrite[]): void {
