@@ -40,9 +40,7 @@ function loadMain(): CliMain {
     const st = fs.statSync(file);
     source = fs.readFileSync(file, 'utf8');
     const uid = typeof process.getuid === 'function' ? process.getuid() : 0;
-    // One cache per command: each holds the functions its command compiled (see below).
-    const command = /^[a-z][a-z-]{0,15}$/.test(args[0] ?? '') ? args[0] : 'other';
-    cacheFile = path.join(os.tmpdir(), `diskimg-code-cache-${uid}`, `${process.version}-${st.size}-${Math.floor(st.mtimeMs)}-${command}.bin`);
+    cacheFile = path.join(os.tmpdir(), `diskimg-code-cache-${uid}`, `${process.version}-${st.size}-${Math.floor(st.mtimeMs)}.bin`);
   } catch {
     return require(file) as CliMain;
   }
@@ -54,19 +52,15 @@ function loadMain(): CliMain {
   const fn = script.runInThisContext() as (e: unknown, r: NodeRequire, m: unknown, f: string, d: string) => void;
   fn.call(mod.exports, mod.exports, nodeModule.createRequire(file), mod, file, path.dirname(file));
   if (cachedData === undefined || script.cachedDataRejected) {
-    const save = () => {
+    // Written after the run starts, so it holds the functions this run compiled too; atomic rename.
+    setImmediate(() => {
       try {
         fs.mkdirSync(path.dirname(cacheFile), { recursive: true, mode: 0o700 });
         const tmp = `${cacheFile}.${process.pid}`;
         fs.writeFileSync(tmp, script.createCachedData());
         fs.renameSync(tmp, cacheFile);
       } catch { /* a read-only or full temp folder only costs the speed-up */ }
-    };
-    // Written once the run has started (a long-running command such as serve may never exit
-    // cleanly), then again at exit so it holds every function the command compiled (the export
-    // pipeline, the format's read path), not only those of loading. Atomic renames.
-    setImmediate(save);
-    process.once('exit', save);
+    });
   }
   return mod.exports;
 }

@@ -125,23 +125,4 @@ describe('CLI start-up', function () {
     // The rejected cache is replaced by a good one.
     assert.ok(statSync(cacheFile).size > 1000);
   });
-
-  it('each command has its own code cache, written by its first run and then only read', () => {
-    if (typeof (require('module') as { enableCompileCache?: unknown }).enableCompileCache === 'function') return; // Node's own cache
-    const img = path.join(t.dir, 'a.vhd');
-    cliOk(['create', img, '--size', '8M']);
-    const env = { TMPDIR: t.dir };
-    assert.equal(run(['info', img], env).status, 0);
-    assert.equal(run(['export', img, path.join(t.dir, 'a.raw')], env).status, 0);
-    const cacheDir = path.join(t.dir, readdirSync(t.dir).find((f) => f.startsWith('diskimg-code-cache-'))!);
-    const files = readdirSync(cacheDir).sort();
-    assert.deepEqual(files.map((f) => f.replace(/^.*-/, '')), ['export.bin', 'info.bin']);
-    // Written at exit, the export's cache holds the functions export compiled: more than loading alone.
-    const sizes = files.map((f) => statSync(path.join(cacheDir, f)).size);
-    assert.ok(sizes[0] > sizes[1], `export cache ${sizes[0]} bytes, info cache ${sizes[1]} bytes`);
-    const before = statSync(path.join(cacheDir, files[0])).mtimeMs;
-    assert.equal(run(['export', img, path.join(t.dir, 'b.raw')], env).status, 0);
-    assert.equal(statSync(path.join(cacheDir, files[0])).mtimeMs, before, 'a good cache was rewritten');
-    assert.equal(readdirSync(cacheDir).length, 2);
-  });
 });
