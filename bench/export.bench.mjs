@@ -9,26 +9,17 @@ export default async function ({ root }) {
   const outOurs = join(d, 'export-ours.raw');
   const outQemu = join(d, 'export-qemu.raw');
   const cli = join(root, 'dist', 'cli.js');
-  // A third contender: our export with O_DIRECT writes (DISKIMG_EXPORT_DIRECT=1), to show what they
-  // buy on this machine in its present state (no page-cache copy, but a wait for the device).
-  const direct = { env: { ...process.env, DISKIMG_EXPORT_DIRECT: '1' } };
-  const [ours, qemu, oursDirect] = compare(9, [
+  const [ours, qemu] = compare(9, [
     () => timed(process.execPath, [cli, 'export', img, outOurs]),
     () => timed('qemu-img', ['convert', '-f', 'vpc', '-O', 'raw', img, outQemu]),
-    () => timed(process.execPath, [cli, 'export', img, outOurs], direct),
   ], () => { rmSync(outOurs, { force: true }); rmSync(outQemu, { force: true }); });
   rmSync(outOurs, { force: true });
   rmSync(outQemu, { force: true });
-  console.log(`export 1 GiB dynamic: diskimg ${ours.seconds.toFixed(3)} s (peak ${ours.maxRss.toFixed(0)} MB), qemu-img convert ${qemu.seconds.toFixed(3)} s (peak ${qemu.maxRss.toFixed(0)} MB), diskimg direct ${oursDirect.seconds.toFixed(3)} s`);
+  console.log(`export 1 GiB dynamic: diskimg ${ours.seconds.toFixed(3)} s (peak ${ours.maxRss.toFixed(0)} MB), qemu-img convert ${qemu.seconds.toFixed(3)} s (peak ${qemu.maxRss.toFixed(0)} MB)`);
   return [{
     name: 'export 1 GiB fully written dynamic VHD to raw',
     ours, reference: qemu, referenceName: 'qemu-img convert -f vpc -O raw', ...pairRatios(ours, qemu),
     goal: '<= 1.0x in wall and CPU, peak < 150 MB',
     note: `peak RSS ${ours.maxRss.toFixed(0)} MB (qemu-img ${qemu.maxRss.toFixed(0)} MB); ${load()}`,
-  }, {
-    name: 'export 1 GiB dynamic VHD to raw with O_DIRECT writes (DISKIMG_EXPORT_DIRECT=1)',
-    ours: oursDirect, reference: qemu, referenceName: 'qemu-img convert -f vpc -O raw', ...pairRatios(oursDirect, qemu),
-    goal: 'measured (buffered writes are the default)',
-    note: load(),
   }];
 }
