@@ -1,7 +1,8 @@
 import { strict as assert } from 'assert';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statfsSync, statSync } from 'fs';
 import * as path from 'path';
-import { ALIGN, AlignedPool, DirectOutput } from '../../src/io/directOutput';
+import { runPipeline } from '../../src/chain/stream';
+import { AlignedPool, DirectOutput } from '../../src/io/directOutput';
 import { ImageFile } from '../../src/io/imageFile';
 import { CLI, hasTool, randomBytes, rng, sh, tempDir } from '../helpers/util';
 import { spawnSync } from 'child_process';
@@ -64,6 +65,26 @@ describe('direct output (src/io/directOutput.ts)', function () {
     assert.equal(a[a.length - 1], 1); assert.equal(b[0], 2); assert.equal(c[0], 0);
     assert.throws(() => pool.take(), /exhausted/);
     assert.throws(() => new AlignedPool(1, 1000), /multiple of 4096/);
+  });
+
+  it('runPipeline takes its buffers from `allocate`: at most depth of them, every request consumed from one', async () => {
+    const pool = new AlignedPool(3, 64 * KiB);
+    let made = 0;
+    const seen = new Set<number>();
+    const reqs = Array.from({ length: 20 }, (_, i) => ({ offset: i * 64 * KiB, length: 64 * KiB }));
+    await runPipeline(reqs, {
+      bufferSize: 64 * KiB,
+      depth: 3,
+      allocate: () => { made++; return pool.take(); },
+      read: async (req, buf) => { buf.writeUInt32LE(req.offset / (64 * KiB), 0); },
+      consume: (req, buf) => {
+        assert.equal(buf.buffer, pool.arrayBuffer);
+        assert.equal(buf.readUInt32LE(0), req.offset / (64 * KiB));
+        seen.add(buf.byteOffset);
+      },
+    });
+    assert.equal(made, 3);
+    assert.equal(seen.size, 3);
   });
 
   it('aligned and unaligned pieces, pool and plain buffers: the file holds exactly what was written', async () => {
