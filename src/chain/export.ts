@@ -1,9 +1,11 @@
 import { DiskImageError } from '../format/errors';
 import { parseExportTarget } from '../format/registry';
+import { promises as fsp } from 'fs';
+import { AlignedPool, DirectOutput } from '../io/directOutput';
 import { describeFsError, ImageFile } from '../io/imageFile';
 import { openChain } from './chain';
 import { OperationOptions } from './progress';
-import { isAllZero, nonZeroRuns, streamChain } from './stream';
+import { DEPTH, isAllZero, nonZeroRuns, REQUEST_SIZE, streamChain } from './stream';
 
 /**
  * Zero runs at least this long are left as holes in a raw export (as qemu-img convert's default
@@ -14,27 +16,42 @@ const SPARSE_GRAIN = 64 * 1024;
 
 export { isAllZero, streamChain };
 
+/**
+ * Whether a raw export writes its output with O_DIRECT where it can (see io/directOutput.ts): off
+ * unless DISKIMG_EXPORT_DIRECT=1. Measured on the 1 GiB benchmark, direct writes cut system time
+ * (no page-cache copy) but wait for the device: wall 0.76-2.05x qemu-img against 0.35x for buffered
+ * writes in the same run; buffered stays the default, as in qemu-img convert.
+ */
+const DIRECT = process.env.DISKIMG_EXPORT_DIRECT === '1';
+
 /** Flattens the chain into a raw file of exactly the virtual size (holes where the disk is zero). */
 export async function exportRaw(imagePath: string, outPath: string, options: OperationOptions = {}): Promise<void> {
   const chain = await openChain(imagePath);
   try {
+    const isFile = (await fsp.stat(outPath).catch(() => null))?.isFile() ?? true;
     const out = await ImageFile.create(outPath, false);
+    // Only a regular file is written direct (not /dev/null, a pipe or a block device).
+    const pool = DIRECT && isFile ? new AlignedPool(DEPTH, REQUEST_SIZE) : null;
+    const direct = pool ? await DirectOutput.open(outPath, pool) : null;
+    const buffered = (data: Buffer, at: number) => out.writeAt(data, at);
     try {
       // The pipeline hands data over in order, one request at a time: writes stay sequential.
       await streamChain(chain, async (offset, data) => {
         const runs = nonZeroRuns(data, SPARSE_GRAIN);
         for (let i = 0; i < runs.length; i += 2) {
           const at = offset + runs[i];
+          const piece = data.subarray(runs[i], runs[i + 1]);
           try {
-            await out.writeAt(data.subarray(runs[i], runs[i + 1]), at);
+            await (direct ? direct.write(piece, at, buffered) : out.writeAt(piece, at));
           } catch (e) {
             throw asWriteError(outPath, at, runs[i + 1] - runs[i], e);
           }
         }
-      }, options);
+      }, { ...options, requestSize: REQUEST_SIZE, depth: DEPTH, allocate: pool ? () => pool.take() : undefined });
       await out.truncate(chain.virtualSize);
       // No fsync: like cp and qemu-img convert (cache=unsafe), a new export is not a durability point.
     } finally {
+      await direct?.close();
       await out.close();
     }
   } finally {

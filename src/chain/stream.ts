@@ -71,6 +71,8 @@ export interface PipelineOptions<R extends StreamRequest> {
   /** Named in the cancellation error. */
   file?: string;
   signal?: AbortSignal;
+  /** Makes a pool buffer of `bufferSize` bytes (at most `depth` calls; default: ordinary memory). */
+  allocate?: () => Buffer;
 }
 
 /** Measured defaults (see the top of the file); overridable for benchmarks only. */
@@ -103,7 +105,7 @@ export async function runPipeline<R extends StreamRequest>(
   const start = (req: R): void => {
     if (req.length > bufferSize) throw new RangeError(`request of ${req.length} bytes exceeds the ${bufferSize}-byte buffers`);
     // Buffers are allocated on first use, then reused: fresh memory costs a page fault per 4 KiB.
-    const buffer = free.pop() ?? Buffer.allocUnsafeSlow(bufferSize);
+    const buffer = free.pop() ?? (options.allocate ? options.allocate() : Buffer.allocUnsafeSlow(bufferSize));
     const p = read(req, buffer).then(() => ({ req, buffer }), (e) => { free.push(buffer); throw e; });
     // Awaited later, in order; until then a failure must not count as unhandled.
     p.catch(() => undefined);
@@ -207,6 +209,8 @@ export interface StreamOptions extends OperationOptions {
   requestSize?: number;
   depth?: number;
   include?: (e: MapExtent) => boolean;
+  /** Pool buffers of `requestSize` bytes from the caller (export: page-aligned ones for O_DIRECT). */
+  allocate?: () => Buffer;
 }
 
 /**
@@ -225,6 +229,7 @@ export async function streamChain(
     depth: options.depth ?? DEPTH,
     file: chain.top.path,
     signal: options.signal,
+    allocate: options.allocate,
     read: (req, buffer) => readChainRequest(chain, req, buffer.subarray(0, req.length)),
     consume: async (req, buffer) => {
       await sink(req.offset, buffer.subarray(0, req.length));
