@@ -2,7 +2,9 @@
 //  - 4 KiB reads at queue depth 32 with qemu-img bench (200,000 requests; the step of 1023 x 4 KiB
 //    scatters the offsets over the disk, qemu-img bench wrapping them modulo its size), served by
 //    `qemu-nbd -f vpc -r` and by `diskimg serve --read-only`;
-//  - a sequential read of the whole disk with `nbdcopy <URL> null:`;
+//  - a sequential read of the whole disk with `nbdcopy <URL> null:` (4 connections to ours, which
+//    advertises CAN_MULTI_CONN, 1 to qemu-nbd, which does not), with `nbdcopy -C 1` (1 to each),
+//    and against `qemu-nbd -e 4` (which advertises it: 4 to each);
 //  - the same 4 KiB pattern as writes (qemu-img bench -w) into an undo session
 //    (`diskimg serve --session --on-exit discard`, a fresh differencing child each run) vs
 //    `qemu-nbd -f qcow2` on a fresh qcow2 overlay of a qcow2 copy of the base.
@@ -18,8 +20,8 @@ import { benchDir, compare, fullDynamic1G, load, pairRatios, timed } from './com
 
 const PAIRS = Number(process.env.SERVE_BENCH_PAIRS ?? 3);
 const COUNT = Number(process.env.SERVE_BENCH_COUNT ?? 200000);
-/** Which jobs to run (comma-separated: reads, seq, writes); all by default. */
-const ONLY = (process.env.SERVE_BENCH_ONLY ?? 'reads,seq,writes').split(',');
+/** Which jobs to run (comma-separated: reads, seq, seq1, seq4, writes); all by default. */
+const ONLY = (process.env.SERVE_BENCH_ONLY ?? 'reads,seq,seq1,seq4,writes').split(',');
 const STEP = 1023 * 4096;
 const CLK_TCK = 100;
 
@@ -104,10 +106,12 @@ export default async function ({ root }) {
   const sockQemu = join(d, 'serve-qemu.sock');
   const logOurs = join(d, 'serve-ours.log');
   const logQemu = join(d, 'serve-qemu.log');
+  const sockQemu4 = join(d, 'serve-qemu4.sock');
+  const logQemu4 = join(d, 'serve-qemu4.log');
   const url = (s) => `nbd+unix:///?socket=${s}`;
   const onSocket = (s) => () => existsSync(s);
   const onReadyLine = (out) => /^serving .* on nbd/m.test(out);
-  for (const s of [sockOurs, sockQemu]) rmSync(s, { force: true });
+  for (const s of [sockOurs, sockQemu, sockQemu4]) rmSync(s, { force: true });
   const benchArgs = ['bench', '-f', 'raw', '-c', String(COUNT), '-d', '32', '-s', '4096', '-S', String(STEP)];
   const rows = [];
   const started = [];
@@ -120,7 +124,7 @@ export default async function ({ root }) {
     rows.push({ name, ours, reference, referenceName, ...ratios, goal: '<= 1.0x', note });
   };
 
-  if (ONLY.includes('reads') || ONLY.includes('seq')) {
+  if (ONLY.includes('reads') || ONLY.includes('seq') || ONLY.includes('seq1') || ONLY.includes('seq4')) {
     // Reads: both servers stay up for all read runs.
     const ours = startServer(process.execPath, [cli, 'serve', base, '--read-only', '--socket', sockOurs], onReadyLine, logOurs, sockOurs);
     started.push(ours);
@@ -140,6 +144,30 @@ export default async function ({ root }) {
           () => timedAgainst(qemu, 'nbdcopy', [url(sockQemu), 'null:']),
         ]);
         row('serve: sequential read of 1 GiB (nbdcopy to null:)', o, q, 'qemu-nbd -f vpc');
+      }
+      // nbdcopy opens 4 connections to a server that advertises CAN_MULTI_CONN (ours does) and 1 to
+      // one that does not (qemu-nbd -r here): the row above compares 4 connections with 1. This row
+      // gives both sides one connection, so the servers are compared on the same client load.
+      if (ONLY.includes('seq1')) {
+        const [o, q] = compare(PAIRS, [
+          () => timedAgainst(ours, 'nbdcopy', ['-C', '1', url(sockOurs), 'null:']),
+          () => timedAgainst(qemu, 'nbdcopy', ['-C', '1', url(sockQemu), 'null:']),
+        ]);
+        row('serve: sequential read of 1 GiB, one connection (nbdcopy -C 1 to null:)', o, q, 'qemu-nbd -f vpc');
+      }
+      // And 4 connections on both sides: qemu-nbd -e 4 (4 clients at once) advertises CAN_MULTI_CONN.
+      if (ONLY.includes('seq4')) {
+        const qemu4 = startServer('qemu-nbd', ['-r', '-t', '-e', '4', '-f', 'vpc', '-k', sockQemu4, base], onSocket(sockQemu4), logQemu4, sockQemu4);
+        started.push(qemu4);
+        try {
+          const [o, q] = compare(PAIRS, [
+            () => timedAgainst(ours, 'nbdcopy', [url(sockOurs), 'null:']),
+            () => timedAgainst(qemu4, 'nbdcopy', [url(sockQemu4), 'null:']),
+          ]);
+          row('serve: sequential read of 1 GiB, 4 connections on both sides (nbdcopy to null:)', o, q, 'qemu-nbd -e 4 -f vpc');
+        } finally {
+          qemu4.stop();
+        }
       }
     } finally {
       ours.stop();
