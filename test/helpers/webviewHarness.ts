@@ -101,7 +101,7 @@ export async function openWebview(browser: Browser, o: HarnessOptions): Promise<
   await page.route(`${ORIGIN}/**`, async (route) => {
     const url = new URL(route.request().url());
     if (url.pathname === '/index.html') return route.fulfill({ contentType: 'text/html', body: html });
-    const file = { '/webview.js': 'webview.js', '/webview.css': 'webview.css' }[url.pathname];
+    const file = { '/webview.js': 'webview.js', '/webview-rest.js': 'webview-rest.js', '/webview.css': 'webview.css' }[url.pathname];
     if (!file) return route.fulfill({ status: 404, body: '' });
     return route.fulfill({ contentType: file.endsWith('.js') ? 'text/javascript' : 'text/css', body: readFileSync(path.join(ROOT, 'dist', file)) });
   });
