@@ -8,6 +8,7 @@ import type { HeaderView } from './views/header';
 import { OverviewView } from './views/overview';
 import type { LiveStrip, TimelineView } from './views/timeline';
 import { append, clear, el, tabs } from './ui';
+import { ownersFromRuns } from './ownerRuns';
 
 /** The second bundle's exports (webview/rest.ts): the toolkit and the views past the overview. */
 type Rest = typeof import('./rest');
@@ -214,6 +215,7 @@ function handle(m: HostMessage): void {
   switch (m.type) {
     case 'init':
       model = m.model; blocks = m.blocks; diff = m.diff; complete = m.complete;
+      if (blocks.ownerRuns) blocks = { ...blocks, ...ownersFromRuns(blocks.blockCount, blocks.ownerRuns) };
       if (m.timings) document.body.dataset.hostTimings = JSON.stringify(m.timings);
       document.body.dataset.initAt = (performance.now() - t0).toFixed(1);
       clear(app);

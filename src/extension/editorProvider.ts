@@ -2,7 +2,7 @@ import * as vscode from 'vscode';
 import { EditorCommand, HostMessage, parseWebviewMessage, ViewName, WebviewMessage } from '../protocol';
 import { buildEditorHtml } from './html';
 import { ImageDocument } from './imageDocument';
-import { blockDetail, diffSector, sectorDetail } from './model';
+import { blockDetail, diffSector, firstBlocks, sectorDetail } from './model';
 
 export const VIEW_TYPE = 'diskImageInspector.imageEditor';
 /** The same editor offered by "Open With" for raw dumps (.img, .raw, .iso, .dd), which no content probe claims. */
@@ -111,8 +111,7 @@ export class ImageEditorProvider implements vscode.CustomReadonlyEditorProvider<
               entry.ready = true;
               // The owner map first (what the overview draws), the other per-block arrays right after.
               const b = s.blocks;
-              const ownersOnly = { ...b, allocated: new Uint8Array(0), fill: new Uint8Array(0), ownerSector: new Uint32Array(0) };
-              post({ type: 'init', model: s.model, blocks: ownersOnly, complete: false, diff: document.lastDiff, timings: { ...document.timings, readyMs: Date.now() - resolvedAt } });
+              post({ type: 'init', model: s.model, blocks: firstBlocks(b), complete: false, diff: document.lastDiff, timings: { ...document.timings, readyMs: Date.now() - resolvedAt } });
               post({ type: 'blocks', blocks: b });
               if (this.timeline && !entry.timelineSub) {
                 entry.timelineSub = this.timeline.panelReady(document, post);

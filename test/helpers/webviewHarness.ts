@@ -9,7 +9,7 @@ import * as path from 'path';
 import type { Browser, Page } from 'playwright-core';
 import { Chain } from '../../src/chain/chain';
 import { buildEditorHtml } from '../../src/extension/html';
-import { blockDetail, sectorDetail } from '../../src/extension/model';
+import { blockDetail, firstBlocks, sectorDetail } from '../../src/extension/model';
 import { BlockData, DiffData, HostMessage, ImageModel, WebviewMessage } from '../../src/protocol';
 import { ROOT } from './util';
 
@@ -126,9 +126,8 @@ export async function openWebview(browser: Browser, o: HarnessOptions): Promise<
     posted.push(raw);
     try {
       if (raw.type === 'ready') {
-        // As the host does: the owner map first, then every per-block array.
-        const ownersOnly = { ...o.blocks, allocated: new Uint8Array(0), fill: new Uint8Array(0), ownerSector: new Uint32Array(0) };
-        await send({ type: 'init', model: o.model, blocks: ownersOnly, complete: false, diff: o.diff ?? null });
+        // As the host does: the owner map first (as runs when smaller), then every per-block array.
+        await send({ type: 'init', model: o.model, blocks: firstBlocks(o.blocks), complete: false, diff: o.diff ?? null });
         await send({ type: 'blocks', blocks: o.blocks });
       }
       else if (raw.type === 'requestBlock' && o.chain) await send({ type: 'blockDetail', requestId: raw.requestId, block: raw.block, layers: await blockDetail(o.chain, raw.block) });
