@@ -8,7 +8,6 @@ import type { HeaderView } from './views/header';
 import { OverviewView } from './views/overview';
 import type { LiveStrip, TimelineView } from './views/timeline';
 import { append, clear, el, tabs } from './ui';
-import { ownersFromRuns } from './ownerRuns';
 
 /** The second bundle's exports (webview/rest.ts): the toolkit and the views past the overview. */
 type Rest = typeof import('./rest');
@@ -68,6 +67,13 @@ const tabView = tabs<ViewName>([
   { id: 'timeline', label: 'Timeline', content: null },
 ], view);
 tabView.onChange((v) => { view = v; save(); post({ type: 'rendered', view: v, heatmapMs: null }); });
+// While the host opens the image, the tab strip and the empty overview are on the page under
+// "Reading image…": the page's first style, layout and font work happens during that wait, not
+// between the host's message and the first heatmap draw.
+if (view === 'overview') {
+  tabView.showBeforeComponents('overview');
+  append(app, tabView.element);
+}
 
 interface LazyViews {
   header: HeaderView;
@@ -164,7 +170,7 @@ let complete = true;
 
 function renderOverview(): void {
   if (!model || !blocks) return;
-  overview.render(model, { blockCount: blocks.blockCount, allocated: blocks.allocated, fill: blocks.fill, owner: blocks.owner, zero: blocks.zero ?? null, changed: diff?.changed ?? null, layerCount: blocks.layerCount });
+  overview.render(model, { blockCount: blocks.blockCount, allocated: blocks.allocated, fill: blocks.fill, owner: blocks.owner, zero: blocks.zero ?? null, changed: diff?.changed ?? null, layerCount: blocks.layerCount, ownerRuns: blocks.ownerRuns ?? null });
 }
 
 function renderRest(): void {
@@ -215,12 +221,13 @@ function handle(m: HostMessage): void {
   switch (m.type) {
     case 'init':
       model = m.model; blocks = m.blocks; diff = m.diff; complete = m.complete;
-      if (blocks.ownerRuns) blocks = { ...blocks, ...ownersFromRuns(blocks.blockCount, blocks.ownerRuns) };
       if (m.timings) document.body.dataset.hostTimings = JSON.stringify(m.timings);
       document.body.dataset.initAt = (performance.now() - t0).toFixed(1);
-      clear(app);
+      // The skeleton placed while waiting stays where it is (moving it would lay it out again).
+      app.querySelector('.loading')?.remove();
       app.removeAttribute('aria-busy');
-      append(app, status, tabView.element);
+      if (status.parentNode !== app) app.insertBefore(status, app.firstChild);
+      if (tabView.element.parentNode !== app) append(app, tabView.element);
       tabView.select(view);
       if (view === 'overview' && !views) {
         // First paint: the overview alone, drawn now; everything else once that frame is on screen.

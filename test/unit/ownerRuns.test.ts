@@ -6,10 +6,29 @@ import { createChild } from '../../src/chain/createChild';
 import { createImage } from '../../src/format/vhd/create';
 import { buildBlockData, firstBlocks, ownerRuns } from '../../src/extension/model';
 import { BlockData } from '../../src/protocol';
-import { ownersFromRuns } from '../../webview/ownerRuns';
+import { makePalette } from '../../webview/heatmap/colors';
+import { fitLayout, makeLayout } from '../../webview/heatmap/layout';
+import { HeatmapData, renderHeatmap } from '../../webview/heatmap/render';
 import { rng, tempDir } from '../helpers/util';
 
 const MiB = 1024 * 1024;
+
+/** The format's meaning, written out plainly: each run's blocks get its owner, and its zero flag. */
+function ownersFromRuns(blockCount: number, runs: Uint32Array): { owner: Uint16Array; zero?: Uint8Array } {
+  const owner = new Uint16Array(blockCount).fill(NO_OWNER);
+  const zero = new Uint8Array(blockCount);
+  for (let k = 0; k < runs.length; k += 3) {
+    for (let i = runs[k]; i < runs[k + 1]; i++) { owner[i] = runs[k + 2] & 0xffff; zero[i] = runs[k + 2] >>> 16; }
+  }
+  return { owner, zero };
+}
+
+const VARS: Record<string, string> = {
+  '--vscode-editor-background': '#1e1e1e', '--vscode-editor-foreground': '#d4d4d4', '--vscode-editorWidget-background': '#252526',
+  '--vscode-charts-blue': '#3794ff', '--vscode-charts-orange': '#d18616', '--vscode-charts-green': '#89d185', '--vscode-charts-red': '#f14c4c',
+  '--vscode-charts-yellow': '#cca700', '--vscode-focusBorder': '#007fd4', '--vscode-terminal-ansiCyan': '#11a8cd',
+};
+const palette = makePalette((n) => VARS[n] ?? '');
 
 /** A map of `n` blocks over `layers` layers: stretches of one owner (or none) of random length, some zero. */
 function randomMap(n: number, layers: number, meanRun: number, seed: number, withZero: boolean): { owner: Uint16Array; zero: Uint8Array | null } {
@@ -50,6 +69,30 @@ describe('first message: the owner map as runs (firstBlocks / ownersFromRuns)', 
             assert.ok(runs, 'a budget of one run per block always suffices');
             assert.equal(runs!.length % 3, 0);
             assertSameMap(ownersFromRuns(n, runs!), want);
+          }
+        }
+      }
+    }
+  });
+
+  it('owner mode drawn from the runs alone is pixel-identical to the drawing from the full arrays (aggregated, gapped, scrolled layouts)', () => {
+    let seed = 100;
+    for (const n of [5, 777, 100_000, 1_048_576]) {
+      for (const layers of [1, 3]) {
+        for (const meanRun of [1, 40, 20_000]) {
+          const want = randomMap(n, layers, meanRun, seed++, true);
+          const runs = ownerRuns(want.owner, want.zero, layers, n);
+          const full: HeatmapData = { blockCount: n, allocated: new Uint8Array(0), fill: new Uint8Array(0), owner: want.owner, zero: want.zero, changed: null, layerCount: layers };
+          const first: HeatmapData = { blockCount: n, allocated: new Uint8Array(0), fill: new Uint8Array(0), owner: new Uint16Array(0), changed: null, layerCount: layers, ownerRuns: runs };
+          const fit = fitLayout(n, 900, 260, 24);
+          const layouts = [fit, makeLayout(n, 900, 260, Math.max(1, fit.blocksPerCell * 3), 1), makeLayout(n, 640, 300, 1, 6, 150), makeLayout(n, 640, 300, 7, 2, 40)];
+          for (const l of layouts) {
+            const a = new Uint32Array(l.width * l.height);
+            const b = new Uint32Array(l.width * l.height);
+            renderHeatmap(a, l, full, 'owner', palette);
+            renderHeatmap(b, l, first, 'owner', palette);
+            const at = a.findIndex((v, i) => v !== b[i]);
+            assert.equal(at, -1, `n ${n}, ${layers} layers, runs of ~${meanRun}, layout ${JSON.stringify(l)}: pixel ${at} differs`);
           }
         }
       }
