@@ -23,20 +23,33 @@ export default async function ({ root }) {
   const date = new Date().toISOString().slice(0, 10);
   const rows = [];
   for (const { kind, name, goal } of KINDS) {
-    const runs = all.filter((r) => r.kind === kind);
     // The first run pays Chromium's and the JIT's warm-up, as a first open after starting VS Code does: report it apart.
+    const runs = all.filter((r) => r.kind === kind && r.which === 'after');
     const [first, ...rest] = runs;
-    const med = (k) => median(rest.map((r) => r[k])).toFixed(0);
+    const med = (k, rs = rest) => median(rs.map((r) => r[k])).toFixed(0);
     const total = rest.map((r) => r.totalMs);
     // Host and page run side by side from the same start; the page waits for the host's message if it is ready first.
-    const host = `host ${med('hostMs')} (open ${med('openMs')} + model ${med('modelMs')} + block map ${med('blocksMs')})`;
-    const page = `page: script starts at ${med('scriptMs')}, ready at ${med('readyMs')}, message rebuilt at ${med('dataMs')}, handled at ${med('initMs')}, drawn at ${med('drawMs')}, painted at ${med('paintedMs')}`;
+    const host = `host ${med('hostMs')} (open ${med('openMs')} + model ${med('modelMs')} + block map ${med('blocksMs')}; CPU ${med('hostCpuMs')})`;
+    const page = `page: script starts at ${med('scriptMs')}, ready at ${med('readyMs')}, message rebuilt at ${med('dataMs')}, handled at ${med('initMs')}, drawn at ${med('drawMs')}, painted at ${med('paintedMs')} (main thread CPU ${med('pageCpuMs')}, script ${med('pageScriptMs')})`;
     const breakdown = `${host} || ${page}`;
-    const line = `${name}, ${runs[0].cells} cells: median ${median(total).toFixed(0)} ms (min ${Math.min(...total).toFixed(0)} ms); ${breakdown} ms (medians from the common start); first run ${first.totalMs.toFixed(0)} ms; ${rest.length} runs; ${date}, ${load()}`;
+    // FIRSTPAINT_BEFORE=DIR: the same runs with the code before (its dist/, page loaded after the host), paired.
+    const before = all.filter((r) => r.kind === kind && r.which === 'before').slice(1);
+    let vs = '';
+    let ratio = {};
+    if (before.length === rest.length && rest.length > 0) {
+      const wall = rest.map((r, i) => r.totalMs / before[i].totalMs);
+      const cpu = rest.map((r, i) => (r.hostCpuMs + r.pageCpuMs) / (before[i].hostCpuMs + before[i].pageCpuMs));
+      ratio = { median: median(wall), min: Math.min(...wall), cpuMedian: median(cpu), pairs: wall.length };
+      const bt = before.map((r) => r.totalMs);
+      vs = `; before: median ${median(bt).toFixed(0)} ms (min ${Math.min(...bt).toFixed(0)}), host ${med('hostMs', before)} then page: script starts at ${med('scriptMs', before)}, painted at ${med('paintedMs', before)} (main thread CPU ${med('pageCpuMs', before)}, script ${med('pageScriptMs', before)}); after/before median ${ratio.median.toFixed(2)}x (min ${ratio.min.toFixed(2)}x; CPU ${ratio.cpuMedian.toFixed(2)}x)`;
+    }
+    const line = `${name}, ${runs[0].cells} cells: median ${median(total).toFixed(0)} ms (min ${Math.min(...total).toFixed(0)} ms); ${breakdown} ms (medians from the common start); first run ${first.totalMs.toFixed(0)} ms; ${rest.length} runs${vs}; ${date}, ${load()}`;
     console.log(line);
     rows.push({
       name: `${name}, open to first heatmap painted (extension's share)`,
       ours: { seconds: median(total) / 1000, minSeconds: Math.min(...total) / 1000 },
+      ...(before.length ? { reference: { seconds: median(before.map((r) => r.totalMs)) / 1000, minSeconds: Math.min(...before.map((r) => r.totalMs)) / 1000 }, referenceName: 'the code before' } : {}),
+      ...ratio,
       goal,
       note: `${breakdown} ms (medians); first (cold) run ${first.totalMs.toFixed(0)} ms; ${rest.length} runs; ${load()}`,
     });

@@ -13,7 +13,7 @@ import { openChain } from '../src/chain/chain';
 import { createChild } from '../src/chain/createChild';
 import { createImage } from '../src/format/vhd/create';
 import { getFormat } from '../src/format/registry';
-import { buildBlockData, buildImageModel } from '../src/extension/model';
+import { buildBlockData, buildImageModel, firstBlocks } from '../src/extension/model';
 import type { Browser } from 'playwright-core';
 import { buildEditorHtml } from '../src/extension/html';
 import { HostMessage } from '../src/protocol';
@@ -152,6 +152,7 @@ async function startServer(): Promise<Server> {
 interface RunResult {
   openMs: number; modelMs: number; blocksMs: number; cells: number;
   /** Page times, from the common start (ms): navigation start, script start, ready posted, data rebuilt, message handled, first draw, its frame painted. */
+  hostCpuMs: number; pageCpuMs: number; pageScriptMs: number;
   navMs: number; scriptMs: number; readyMs: number; dataMs: number; initMs: number; drawMs: number; paintedMs: number;
 }
 
@@ -164,7 +165,14 @@ interface RunResult {
  * what follows its script's start. What VS Code spends creating the webview frame (here: a blank
  * page made beforehand) is not ours and is not counted.
  */
-async function openOnce(browser: Browser, server: Server, file: string, id: string): Promise<RunResult> {
+interface Variant {
+  /** Built webview bundles to serve (dist/ of this tree, or of another for a before/after pair). */
+  dist?: string;
+  /** As the editor did before the HTML was set early: the page starts loading once the host is done. */
+  serial?: boolean;
+}
+
+async function openOnce(browser: Browser, server: Server, file: string, id: string, variant: Variant = {}): Promise<RunResult> {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   try {
     const base = `${server.origin}/run/${id}`;
@@ -174,30 +182,41 @@ async function openOnce(browser: Browser, server: Server, file: string, id: stri
     const themed = html
       .replace('<head>', `<head>\n<script nonce="${nonce}">for (const [k, v] of Object.entries(${JSON.stringify(vars)})) document.documentElement.style.setProperty(k, v);</script>`)
       .replace('<body>', `<body>\n<script nonce="${nonce}">document.body.classList.add('vscode-dark');</script>`);
-    server.send({ type: 'page', id, html: themed });
+    server.send({ type: 'page', id, html: themed, dist: variant.dist });
     await page.addInitScript(PAGE_API);
     if (process.env.FIRSTPAINT_SHOT) await page.addInitScript('customElements.define = () => undefined;');
     // FIRSTPAINT_PROFILE=DIR: a V8 CPU profile of the page from navigation to first draw, one file per run.
     const profileDir = process.env.FIRSTPAINT_PROFILE;
-    const cdp = profileDir ? await page.context().newCDPSession(page) : null;
-    if (cdp) { await cdp.send('Profiler.enable'); await cdp.send('Profiler.setSamplingInterval', { interval: 200 }); await cdp.send('Profiler.start'); }
+    const cdp = await page.context().newCDPSession(page);
+    // The page's main-thread task time (Chromium's own counter), less swayed by other processes than wall time.
+    await cdp.send('Performance.enable', { timeDomain: 'threadTicks' });
+    if (profileDir) { await cdp.send('Profiler.enable'); await cdp.send('Profiler.setSamplingInterval', { interval: 200 }); await cdp.send('Profiler.start'); }
 
+    const metricsNow = async () => Object.fromEntries((await cdp.send('Performance.getMetrics')).metrics.map((m) => [m.name, m.value]));
+    const m0 = await metricsNow();
     const start = performance.timeOrigin + performance.now();
-    const navigated = page.goto(`${base}/index.html`, { waitUntil: 'commit' });
+    const go = () => page.goto(`${base}/index.html`, { waitUntil: 'commit' });
+    let navigated = variant.serial ? null : go();
     const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
     const chain = await openChain(file, { tolerant: true, cache: true });
     const t1 = performance.now();
     const model = await buildImageModel(chain, false);
     const t2 = performance.now();
     const blocks = await buildBlockData(chain);
+    // As the editor posts it on the page's ready: the owner map first (the code before sent it as the array itself).
+    const first = variant.serial ? { ...blocks, allocated: new Uint8Array(0), fill: new Uint8Array(0), ownerSector: new Uint32Array(0) } : firstBlocks(blocks);
     const t3 = performance.now();
-    // As ImageDocument posts it on the page's ready: the owner map first.
-    const ownersOnly = { ...blocks, allocated: new Uint8Array(0), fill: new Uint8Array(0), ownerSector: new Uint32Array(0) };
-    server.sendData(id, packMessage({ type: 'init', model, blocks: ownersOnly, complete: false, diff: null }));
-    await navigated;
+    const hostCpu = process.cpuUsage(cpu0);
+    server.sendData(id, packMessage({ type: 'init', model, blocks: first, complete: false, diff: null }));
+    await (navigated ??= go());
     await page.waitForFunction(() => document.body.dataset.heatmapPaintedMs !== undefined, undefined, { timeout: 60000, polling: 50 });
     if (process.env.FIRSTPAINT_SHOT) await page.screenshot({ path: path.join(process.env.FIRSTPAINT_SHOT, `first-frame-${path.basename(file)}.png`) });
-    if (cdp && profileDir) {
+    const m1 = await metricsNow();
+    // Counted from the navigation on (the blank page made beforehand and the setup commands are not ours).
+    const metrics = Object.fromEntries(Object.keys(m1).map((k) => [k, m1[k] - (m0[k] ?? 0)]));
+    if (process.env.FIRSTPAINT_METRICS) console.error(JSON.stringify(metrics));
+    if (profileDir) {
       const { profile } = await cdp.send('Profiler.stop');
       writeFileSync(path.join(profileDir, `webview-${Date.now()}.cpuprofile`), JSON.stringify(profile));
     }
@@ -210,6 +229,8 @@ async function openOnce(browser: Browser, server: Server, file: string, id: stri
     const at = (pageMs: number) => p.origin + pageMs - start;
     return {
       openMs: t1 - t0, modelMs: t2 - t1, blocksMs: t3 - t2, cells: blocks.blockCount,
+      // CPU: the host process over its three steps (user + system); the page's main thread (thread time) and its script time, navigation to painted.
+      hostCpuMs: (hostCpu.user + hostCpu.system) / 1000, pageCpuMs: metrics.ThreadTime * 1000, pageScriptMs: metrics.ScriptDuration * 1000,
       navMs: at(0), scriptMs: at(p.script), readyMs: at(p.ready), dataMs: at(p.data), initMs: at(p.init), drawMs: at(p.draw), paintedMs: at(p.painted),
     };
   } finally {
@@ -230,9 +251,15 @@ async function main(): Promise<void> {
     // Formats interleaved run by run, so each sees the same machine.
     for (let i = 0; i < runs; i++) {
       for (const kind of kinds) {
-        const r = await openOnce(browser, server, images.get(kind)!, `${kind}-${i}`);
-        // The total: from the common start to the frame holding the first heatmap draw painted (what the user sees).
-        console.log(JSON.stringify({ kind, ...r, totalMs: r.paintedMs }));
+        // FIRSTPAINT_BEFORE=DIR (a dist/ built from the code before): each run also opens the image as
+        // that code did (one bundle, the page loaded after the host's work), the pair in alternating order.
+        const before = process.env.FIRSTPAINT_BEFORE;
+        const order: Array<'before' | 'after'> = !before ? ['after'] : i % 2 ? ['after', 'before'] : ['before', 'after'];
+        for (const which of order) {
+          const r = await openOnce(browser, server, images.get(kind)!, `${kind}-${i}-${which}`, which === 'before' ? { dist: before, serial: true } : {});
+          // The total: from the common start to the frame holding the first heatmap draw painted (what the user sees).
+          console.log(JSON.stringify({ kind, which, run: i, ...r, totalMs: r.paintedMs }));
+        }
       }
     }
   } finally {

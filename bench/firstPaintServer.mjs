@@ -5,14 +5,14 @@ import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-const dist = process.argv[2];
+const defaultDist = process.argv[2];
 const runs = new Map();
 const run = (id) => {
   if (!runs.has(id)) { let give; const data = new Promise((r) => { give = r; }); runs.set(id, { html: '', data, give }); }
   return runs.get(id);
 };
 process.on('message', (m) => {
-  if (m.type === 'page') run(m.id).html = m.html;
+  if (m.type === 'page') Object.assign(run(m.id), { html: m.html, dist: m.dist ?? defaultDist });
   // The host's message bytes are handed over as a file in the page cache: Node's IPC channel and
   // pipes move megabytes in 64 KiB steps, each waiting for the scheduler on a loaded machine.
   else if (m.type === 'data') run(m.id).give(readFileSync(m.file));
@@ -26,7 +26,7 @@ const server = createServer(async (req, res) => {
   const send = (body) => res.writeHead(200, { 'content-type': types[file.split('.').pop()], 'cache-control': 'no-store' }).end(body);
   if (file === 'index.html') send(r.html);
   else if (file === 'host-data.bin') send(await r.data);
-  else if (/^webview[\w-]*\.(js|css)$/.test(file)) send(readFileSync(join(dist, file)));
+  else if (/^webview[\w-]*\.(js|css)$/.test(file)) send(readFileSync(join(r.dist, file)));
   else res.writeHead(404).end();
 });
 server.listen(0, '127.0.0.1', () => process.send({ type: 'listening', port: server.address().port }));
