@@ -67,6 +67,13 @@ const tabView = tabs<ViewName>([
   { id: 'timeline', label: 'Timeline', content: null },
 ], view);
 tabView.onChange((v) => { view = v; save(); post({ type: 'rendered', view: v, heatmapMs: null }); });
+// A tab clicked before the second bundle has registered the toolkit is not lost: it is the view
+// selected once the views exist.
+tabView.element.addEventListener('click', (ev) => {
+  if (views) return;
+  const id = ((ev.target as HTMLElement).closest?.('vscode-panel-tab') as HTMLElement | null)?.dataset.view as ViewName | undefined;
+  if (id) { view = id; save(); }
+});
 // While the host opens the image, the tab strip and the empty overview are on the page under
 // "Reading image…": the page's first style, layout and font work happens during that wait, not
 // between the host's message and the first heatmap draw.

@@ -89,6 +89,8 @@ export interface HarnessOptions {
   height?: number;
   /** Collected CSP violations and page errors go here. */
   problems?: string[];
+  /** Answer `ready` as the editor does when the image could not be opened: this error, no `init`. */
+  openError?: string;
 }
 
 export async function openWebview(browser: Browser, o: HarnessOptions): Promise<Harness> {
@@ -125,7 +127,8 @@ export async function openWebview(browser: Browser, o: HarnessOptions): Promise<
   await page.exposeBinding('__toHost', async (_src, raw: WebviewMessage) => {
     posted.push(raw);
     try {
-      if (raw.type === 'ready') {
+      if (raw.type === 'ready' && o.openError !== undefined) await send({ type: 'error', message: o.openError });
+      else if (raw.type === 'ready') {
         // As the host does: the owner map first (as runs when smaller), then every per-block array.
         await send({ type: 'init', model: o.model, blocks: firstBlocks(o.blocks), complete: false, diff: o.diff ?? null });
         await send({ type: 'blocks', blocks: o.blocks });
