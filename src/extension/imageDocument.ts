@@ -70,6 +70,8 @@ export class ImageDocument implements vscode.CustomDocument {
       const t2 = Date.now();
       const blocks = await buildBlockData(chain);
       this.timings = { openMs: t1 - t0, modelMs: t2 - t1, blocksMs: Date.now() - t2, openedAt: t0 };
+      // Closed while it was loading (the editor closed at once): keep nothing open.
+      if (this.disposed) { await chain.close(); return { model, blocks }; }
       const old = this.chain;
       this.chain = chain;
       this.state = { model, blocks };
