@@ -5,18 +5,20 @@
  * What code-server spends creating the webview frame is not ours and is not counted. Prints one JSON
  * line per run for bench/firstPaint.bench.mjs.
  */
-import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'fs';
+import { fork } from 'child_process';
+import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'fs';
+import { tmpdir } from 'os';
 import * as path from 'path';
 import { openChain } from '../src/chain/chain';
 import { createChild } from '../src/chain/createChild';
 import { createImage } from '../src/format/vhd/create';
 import { getFormat } from '../src/format/registry';
-import { buildBlockData, buildImageModel } from '../src/extension/model';
+import { buildBlockData, buildImageModel, firstBlocks } from '../src/extension/model';
 import type { Browser } from 'playwright-core';
 import { buildEditorHtml } from '../src/extension/html';
-import { BlockData, HostMessage, ImageModel } from '../src/protocol';
+import { HostMessage } from '../src/protocol';
 import { launchChromium } from '../test/helpers/browser';
-import { encode, ORIGIN, THEMES } from '../test/helpers/webviewHarness';
+import { THEMES } from '../test/helpers/webviewHarness';
 import { ROOT } from '../test/helpers/util';
 
 const MiB = 1024 * 1024;
@@ -66,78 +68,173 @@ async function bigChain(dir: string, kind: Kind): Promise<string> {
 }
 
 /**
- * Opens the real webview bundle in the extension's HTML and CSP. The host's two messages (as
- * ImageDocument sends them: the owner map first, then every per-block array) are loaded, decoded
- * into typed arrays, by a script that runs before the webview's own; on its `ready` they are posted
- * with window.postMessage, their ArrayBuffers transferred as VS Code's webview messaging transfers them
- * (extHostWebviewMessaging: each ArrayBuffer travels as binary and is handed to the frame as a transfer). Playwright's argument
- * serializer takes seconds for megabytes, so it must stay out of the measured path.
+ * Packs the host's first message (`init`: the model and the owner map, as ImageDocument posts it) as
+ * a JSON head and the typed arrays' bytes: the page rebuilds each typed array in its own
+ * ArrayBuffer and posts the message with them transferred, as VS Code's webview messaging does
+ * (extHostWebviewMessaging: each ArrayBuffer travels as binary and is handed to the frame as a transfer).
  */
-async function paint(browser: Browser, model: ImageModel, blocks: BlockData): Promise<{ webviewMs: number; initAtMs: number; paintedMs: number }> {
+function packMessage(m: HostMessage): Buffer {
+  const blobs: Buffer[] = [];
+  let at = 0;
+  const walk = (v: unknown): unknown => {
+    if (ArrayBuffer.isView(v)) {
+      const b = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+      const pad = (8 - (at % 8)) % 8;
+      if (pad) { blobs.push(Buffer.alloc(pad)); at += pad; }
+      blobs.push(b);
+      const ref = { __typed: v.constructor.name, at, bytes: b.length };
+      at += b.length;
+      return ref;
+    }
+    if (Array.isArray(v)) return v.map(walk);
+    if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, walk(x)]));
+    return v;
+  };
+  const head = Buffer.from(JSON.stringify(walk(m)));
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(head.length);
+  const headPad = Buffer.alloc((8 - ((4 + head.length) % 8)) % 8);
+  return Buffer.concat([len, head, headPad, ...blobs]);
+}
+
+/** The page's stand-in for VS Code's webview API: `ready` is answered with the held host message. */
+const PAGE_API = `(() => {
+  window.__name = (f) => f;
+  // Asked for at once (before the page's CSP applies); the server holds it until the host has it.
+  const data = fetch('host-data.bin').then((r) => r.arrayBuffer()).then((buf) => {
+    const n = new DataView(buf).getUint32(0, true);
+    const base = 4 + n + ((8 - ((4 + n) % 8)) % 8);
+    const head = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 4, n)));
+    const transfer = [];
+    const rebuild = (v) => {
+      if (v && typeof v === 'object' && v.__typed) {
+        const C = globalThis[v.__typed];
+        const a = new C(buf.slice(base + v.at, base + v.at + v.bytes));
+        transfer.push(a.buffer);
+        return a;
+      }
+      if (Array.isArray(v)) return v.map(rebuild);
+      if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, rebuild(x)]));
+      return v;
+    };
+    const msg = rebuild(head);
+    document.documentElement.dataset.dataAt = String(performance.now());
+    return { msg, transfer };
+  });
+  window.acquireVsCodeApi = () => ({
+    postMessage: (m) => {
+      if (!m || m.type !== 'ready') return;
+      document.documentElement.dataset.readyAt = String(performance.now());
+      data.then(({ msg, transfer }) => window.postMessage(msg, '*', transfer));
+    },
+    getState: () => undefined, setState: () => {},
+  });
+})();`;
+
+interface Server { origin: string; send(m: unknown): void; sendData(id: string, data: Buffer): void; close(): void }
+
+/** Starts bench/firstPaintServer.mjs (its own process, as VS Code serves webview resources outside the extension host). */
+async function startServer(): Promise<Server> {
+  const child = fork(path.join(ROOT, 'bench', 'firstPaintServer.mjs'), [process.env.FIRSTPAINT_DIST ?? path.join(ROOT, 'dist')], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('message', (m: { port: number }) => resolve(m.port));
+    child.once('exit', (code) => reject(new Error(`the bench server exited (${code})`)));
+  });
+  const dir = mkdtempSync(path.join(tmpdir(), 'paint-firstpaint-'));
+  return {
+    origin: `http://127.0.0.1:${port}`,
+    send: (m) => child.send(m as never),
+    sendData: (id, data) => { const file = path.join(dir, `${id}.bin`); writeFileSync(file, data); child.send({ type: 'data', id, file }); },
+    close: () => { child.kill(); rmSync(dir, { recursive: true, force: true }); },
+  };
+}
+
+interface RunResult {
+  openMs: number; modelMs: number; blocksMs: number; cells: number;
+  /** Page times, from the common start (ms): navigation start, script start, ready posted, data rebuilt, message handled, first draw, its frame painted. */
+  hostCpuMs: number; pageCpuMs: number; pageScriptMs: number;
+  navMs: number; scriptMs: number; readyMs: number; dataMs: number; initMs: number; drawMs: number; paintedMs: number;
+}
+
+/**
+ * One open, as the editor does it since the HTML is set without waiting for the image: at the same
+ * instant the host opens the chain, builds the model and the block map, and the page (the real
+ * bundles in the extension's HTML and CSP) starts loading; the page's `ready` is answered once the
+ * host has its first message. Every time is measured from that common start, so the total counts all
+ * of the page's own work (loading, compiling and running its script, drawing, painting), not only
+ * what follows its script's start. What VS Code spends creating the webview frame (here: a blank
+ * page made beforehand) is not ours and is not counted.
+ */
+interface Variant {
+  /** Built webview bundles to serve (dist/ of this tree, or of another for a before/after pair). */
+  dist?: string;
+  /** As the editor did before the HTML was set early: the page starts loading once the host is done. */
+  serial?: boolean;
+}
+
+async function openOnce(browser: Browser, server: Server, file: string, id: string, variant: Variant = {}): Promise<RunResult> {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   try {
-    const { html, nonce } = buildEditorHtml({ cspSource: ORIGIN, scriptUri: `${ORIGIN}/webview.js`, styleUri: `${ORIGIN}/webview.css`, title: model.overview.fileName });
-    const ownersOnly = { ...blocks, allocated: new Uint8Array(0), fill: new Uint8Array(0), ownerSector: new Uint32Array(0) };
-    const messages: HostMessage[] = [
-      { type: 'init', model, blocks: ownersOnly, complete: false, diff: null },
-      { type: 'blocks', blocks },
-    ];
-    const data = `window.__hostMessages = (() => {
-      const decode = (v) => {
-        if (v && typeof v === 'object' && v.__typed) {
-          const bin = atob(v.b64); const bytes = new Uint8Array(bin.length);
-          for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-          const C = globalThis[v.__typed]; return new C(bytes.buffer, 0, bytes.byteLength / C.BYTES_PER_ELEMENT);
-        }
-        if (Array.isArray(v)) return v.map(decode);
-        if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, decode(x)]));
-        return v;
-      };
-      return decode(${JSON.stringify(encode(messages))});
-    })();`;
+    const base = `${server.origin}/run/${id}`;
+    const { html, nonce } = buildEditorHtml({ cspSource: server.origin, scriptUri: `${base}/webview.js`, styleUri: `${base}/webview.css`, title: path.basename(file) });
+    // VS Code puts the theme's variables and class in the page before any of its scripts run.
     const vars = THEMES.dark;
-    const withData = html.replace(`<script nonce="${nonce}"`, `<script nonce="${nonce}" src="${ORIGIN}/host-messages.js"></script>\n<script nonce="${nonce}"`);
-    await page.route(`${ORIGIN}/**`, async (route) => {
-      const url = new URL(route.request().url());
-      if (url.pathname === '/index.html') return route.fulfill({ contentType: 'text/html', body: withData });
-      if (url.pathname === '/host-messages.js') return route.fulfill({ contentType: 'text/javascript', body: data });
-      const file = { '/webview.js': 'webview.js', '/webview.css': 'webview.css' }[url.pathname];
-      if (!file) return route.fulfill({ status: 404, body: '' });
-      return route.fulfill({ contentType: file.endsWith('.js') ? 'text/javascript' : 'text/css', body: readFileSync(path.join(ROOT, 'dist', file)) });
-    });
+    const themed = html
+      .replace('<head>', `<head>\n<script nonce="${nonce}">for (const [k, v] of Object.entries(${JSON.stringify(vars)})) document.documentElement.style.setProperty(k, v);</script>`)
+      .replace('<body>', `<body>\n<script nonce="${nonce}">document.body.classList.add('vscode-dark');</script>`);
+    server.send({ type: 'page', id, html: themed, dist: variant.dist });
+    await page.addInitScript(PAGE_API);
     if (process.env.FIRSTPAINT_SHOT) await page.addInitScript('customElements.define = () => undefined;');
-    await page.addInitScript(`(() => {
-      window.__name = (f) => f;
-      const vars = ${JSON.stringify(vars)};
-      window.acquireVsCodeApi = () => ({
-        postMessage: (m) => {
-          if (!m || m.type !== 'ready') return;
-          const buffers = (v, out) => { if (ArrayBuffer.isView(v)) out.add(v.buffer); else if (v && typeof v === 'object') for (const x of Object.values(v)) buffers(x, out); return out; };
-          for (const msg of window.__hostMessages) window.postMessage(msg, '*', [...buffers(msg, new Set())]);
-        },
-        getState: () => undefined, setState: () => {},
-      });
-      document.addEventListener('DOMContentLoaded', () => {
-        for (const [k, v] of Object.entries(vars)) document.documentElement.style.setProperty(k, v);
-        document.body.classList.add('vscode-dark');
-      });
-    })();`);
     // FIRSTPAINT_PROFILE=DIR: a V8 CPU profile of the page from navigation to first draw, one file per run.
     const profileDir = process.env.FIRSTPAINT_PROFILE;
-    const cdp = profileDir ? await page.context().newCDPSession(page) : null;
-    if (cdp) { await cdp.send('Profiler.enable'); await cdp.send('Profiler.setSamplingInterval', { interval: 200 }); await cdp.send('Profiler.start'); }
-    await page.goto(`${ORIGIN}/index.html`);
-    await page.waitForFunction(() => document.body.dataset.heatmapMs !== undefined, undefined, { timeout: 60000 });
-    // The frame holding the first draw painted (the webview marks it after the next frame).
-    await page.waitForFunction(() => document.body.dataset.heatmapPaintedMs !== undefined, undefined, { timeout: 60000 });
-    // FIRSTPAINT_SHOT=DIR: what the first frame shows, before the component toolkit (kept from registering) upgrades the page.
-    if (process.env.FIRSTPAINT_SHOT) await page.screenshot({ path: path.join(process.env.FIRSTPAINT_SHOT, `first-frame-${model.overview.fileName}.png`) });
-    if (cdp && profileDir) {
+    const cdp = await page.context().newCDPSession(page);
+    // The page's main-thread task time (Chromium's own counter), less swayed by other processes than wall time.
+    await cdp.send('Performance.enable', { timeDomain: 'threadTicks' });
+    if (profileDir) { await cdp.send('Profiler.enable'); await cdp.send('Profiler.setSamplingInterval', { interval: 200 }); await cdp.send('Profiler.start'); }
+
+    const metricsNow = async () => Object.fromEntries((await cdp.send('Performance.getMetrics')).metrics.map((m) => [m.name, m.value]));
+    const m0 = await metricsNow();
+    const start = performance.timeOrigin + performance.now();
+    const go = () => page.goto(`${base}/index.html`, { waitUntil: 'commit' });
+    let navigated = variant.serial ? null : go();
+    const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
+    const chain = await openChain(file, { tolerant: true, cache: true });
+    const t1 = performance.now();
+    const model = await buildImageModel(chain, false);
+    const t2 = performance.now();
+    const blocks = await buildBlockData(chain);
+    // As the editor posts it on the page's ready: the owner map first (the code before sent it as the array itself).
+    const first = variant.serial ? { ...blocks, allocated: new Uint8Array(0), fill: new Uint8Array(0), ownerSector: new Uint32Array(0) } : firstBlocks(blocks);
+    const t3 = performance.now();
+    const hostCpu = process.cpuUsage(cpu0);
+    server.sendData(id, packMessage({ type: 'init', model, blocks: first, complete: false, diff: null }));
+    await (navigated ??= go());
+    await page.waitForFunction(() => document.body.dataset.heatmapPaintedMs !== undefined, undefined, { timeout: 60000, polling: 50 });
+    if (process.env.FIRSTPAINT_SHOT) await page.screenshot({ path: path.join(process.env.FIRSTPAINT_SHOT, `first-frame-${path.basename(file)}.png`) });
+    const m1 = await metricsNow();
+    // Counted from the navigation on (the blank page made beforehand and the setup commands are not ours).
+    const metrics = Object.fromEntries(Object.keys(m1).map((k) => [k, m1[k] - (m0[k] ?? 0)]));
+    if (process.env.FIRSTPAINT_METRICS) console.error(JSON.stringify(metrics));
+    if (profileDir) {
       const { profile } = await cdp.send('Profiler.stop');
       writeFileSync(path.join(profileDir, `webview-${Date.now()}.cpuprofile`), JSON.stringify(profile));
     }
-    return await page.evaluate(() => ({ webviewMs: Number(document.body.dataset.heatmapMs), initAtMs: Number(document.body.dataset.initAt), paintedMs: Number(document.body.dataset.heatmapPaintedMs) }));
+    await chain.close();
+    const p = await page.evaluate(() => {
+      const b = document.body.dataset; const h = document.documentElement.dataset;
+      const script = Number(b.scriptStart);
+      return { origin: performance.timeOrigin, script, ready: Number(h.readyAt), data: Number(h.dataAt), init: script + Number(b.initAt), draw: script + Number(b.heatmapMs), painted: script + Number(b.heatmapPaintedMs) };
+    });
+    const at = (pageMs: number) => p.origin + pageMs - start;
+    return {
+      openMs: t1 - t0, modelMs: t2 - t1, blocksMs: t3 - t2, cells: blocks.blockCount,
+      // CPU: the host process over its three steps (user + system); the page's main thread (thread time) and its script time, navigation to painted.
+      hostCpuMs: (hostCpu.user + hostCpu.system) / 1000, pageCpuMs: metrics.ThreadTime * 1000, pageScriptMs: metrics.ScriptDuration * 1000,
+      navMs: at(0), scriptMs: at(p.script), readyMs: at(p.ready), dataMs: at(p.data), initMs: at(p.init), drawMs: at(p.draw), paintedMs: at(p.painted),
+    };
   } finally {
+    server.send({ type: 'done', id });
     await page.close();
   }
 }
@@ -149,25 +246,24 @@ async function main(): Promise<void> {
   const images = new Map<Kind, string>();
   for (const k of kinds) images.set(k, await bigChain(dir, k));
   const browser = await launchChromium();
+  const server = await startServer();
   try {
     // Formats interleaved run by run, so each sees the same machine.
     for (let i = 0; i < runs; i++) {
       for (const kind of kinds) {
-        const t0 = performance.now();
-        const chain = await openChain(images.get(kind)!, { tolerant: true });
-        const t1 = performance.now();
-        const model = await buildImageModel(chain, false);
-        const t2 = performance.now();
-        const blocks = await buildBlockData(chain);
-        const t3 = performance.now();
-        const { webviewMs, initAtMs, paintedMs } = await paint(browser, model, blocks);
-        await chain.close();
-        const phases = { openMs: t1 - t0, modelMs: t2 - t1, blocksMs: t3 - t2, webviewMs };
-        // The total counts to the frame holding the first draw painted (what the user sees).
-        console.log(JSON.stringify({ kind, cells: blocks.blockCount, ...phases, initAtMs, paintedMs, totalMs: phases.openMs + phases.modelMs + phases.blocksMs + paintedMs }));
+        // FIRSTPAINT_BEFORE=DIR (a dist/ built from the code before): each run also opens the image as
+        // that code did (one bundle, the page loaded after the host's work), the pair in alternating order.
+        const before = process.env.FIRSTPAINT_BEFORE;
+        const order: Array<'before' | 'after'> = !before ? ['after'] : i % 2 ? ['after', 'before'] : ['before', 'after'];
+        for (const which of order) {
+          const r = await openOnce(browser, server, images.get(kind)!, `${kind}-${i}-${which}`, which === 'before' ? { dist: before, serial: true } : {});
+          // The total: from the common start to the frame holding the first heatmap draw painted (what the user sees).
+          console.log(JSON.stringify({ kind, which, run: i, ...r, totalMs: r.paintedMs }));
+        }
       }
     }
   } finally {
+    server.close();
     await browser.close();
   }
 }

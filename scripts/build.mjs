@@ -18,6 +18,9 @@ chmodSync('dist/cli.js', 0o755);
 if (existsSync('webview/main.ts')) {
   await build({ ...common, entryPoints: ['webview/main.ts'], outfile: 'dist/webview.js',
     platform: 'browser', format: 'iife', target: 'es2020' });
+  // The second bundle (toolkit and the views past the overview), loaded by the first once it has drawn.
+  await build({ ...common, entryPoints: ['webview/rest.ts'], outfile: 'dist/webview-rest.js',
+    platform: 'browser', format: 'iife', target: 'es2020', globalName: '__diskimgRest' });
 }
 if (existsSync('media/editor.css')) {
   await build({ ...common, entryPoints: ['media/editor.css'], outfile: 'dist/webview.css', sourcemap: false });

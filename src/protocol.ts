@@ -72,7 +72,14 @@ export interface ImageModel {
 }
 
 /** Per-block arrays on the grid of the top image's blocks, as src/chain/blockMap.ts documents them. */
-export type BlockData = Omit<BlockMap, 'virtualSize'>;
+export type BlockData = Omit<BlockMap, 'virtualSize'> & {
+  /**
+   * Only in `init`: the owner map (and zero flags) as runs, when that is smaller than the map itself:
+   * triples [first, end, owner | zero << 16], `owner` then empty. The webview rebuilds both
+   * (webview/ownerRuns.ts); `blocks` brings every array in full right after.
+   */
+  ownerRuns?: Uint32Array;
+};
 
 export interface DiffData {
   otherPath: string;

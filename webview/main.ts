@@ -2,12 +2,15 @@
 import { BlockData, DiffData, EditorCommand, HostMessage, ImageModel, ViewName, WebviewMessage } from '../src/protocol';
 import { HeatmapState } from './heatmap/view';
 import { Mode } from './heatmap/render';
-import { BlocksView, WriteFlash } from './views/blocks';
-import { ChainView } from './views/chain';
-import { HeaderView } from './views/header';
+import type { BlocksView, WriteFlash } from './views/blocks';
+import type { ChainView } from './views/chain';
+import type { HeaderView } from './views/header';
 import { OverviewView } from './views/overview';
-import { LiveStrip, TimelineView } from './views/timeline';
-import { append, clear, el, registerComponents, tabs } from './ui';
+import type { LiveStrip, TimelineView } from './views/timeline';
+import { append, clear, el, tabs } from './ui';
+
+/** The second bundle's exports (webview/rest.ts): the toolkit and the views past the overview. */
+type Rest = typeof import('./rest');
 
 interface VsCodeApi {
   postMessage(m: WebviewMessage): void;
@@ -37,6 +40,10 @@ let blocks: BlockData | null = null;
 let diff: DiffData | null = null;
 let firstDraw = true;
 const t0 = performance.now();
+// The second bundle sits next to this one and is let in by the same nonce.
+const self = document.currentScript as HTMLScriptElement | null;
+const restSrc = self?.src.replace(/webview\.js([?#].*)?$/, 'webview-rest.js$1') ?? 'webview-rest.js';
+const nonce = self?.nonce ?? '';
 
 document.body.dataset.scriptStart = t0.toFixed(1);
 // Ask for the data first: the host answers while the overview is built (the listener below is
@@ -60,6 +67,20 @@ const tabView = tabs<ViewName>([
   { id: 'timeline', label: 'Timeline', content: null },
 ], view);
 tabView.onChange((v) => { view = v; save(); post({ type: 'rendered', view: v, heatmapMs: null }); });
+// A tab clicked before the second bundle has registered the toolkit is not lost: it is the view
+// selected once the views exist.
+tabView.element.addEventListener('click', (ev) => {
+  if (views) return;
+  const id = ((ev.target as HTMLElement).closest?.('vscode-panel-tab') as HTMLElement | null)?.dataset.view as ViewName | undefined;
+  if (id) { view = id; save(); }
+});
+// While the host opens the image, the tab strip and the empty overview are on the page under
+// "Reading image…": the page's first style, layout and font work happens during that wait, not
+// between the host's message and the first heatmap draw.
+if (view === 'overview') {
+  tabView.showBeforeComponents('overview');
+  append(app, tabView.element);
+}
 
 interface LazyViews {
   header: HeaderView;
@@ -72,9 +93,30 @@ let views: LazyViews | null = null;
 let lastTimelineRequest = -1;
 let lastTimelineBlockRequest = -1;
 
-/** The views past the overview and the toolkit's components, built once, on first need. */
+let rest: Rest | null = null;
+let restLoading: Promise<Rest> | null = null;
+
+/** Loads the second bundle once (a classic script with this page's nonce); resolves with its exports. */
+function loadRest(): Promise<Rest> {
+  restLoading ??= new Promise<Rest>((resolve, reject) => {
+    const s = document.createElement('script');
+    s.nonce = nonce;
+    s.src = restSrc;
+    s.onload = () => {
+      rest = (window as unknown as { __diskimgRest?: Rest }).__diskimgRest ?? null;
+      if (rest) resolve(rest); else reject(new Error('webview-rest.js did not load'));
+    };
+    s.onerror = () => reject(new Error(`could not load ${restSrc}`));
+    document.head.appendChild(s);
+  });
+  return restLoading;
+}
+
+/** The views past the overview and the toolkit's components, built once; the second bundle must be loaded. */
 function ensureViews(): LazyViews {
   if (views) return views;
+  if (!rest) throw new Error('the second bundle is not loaded yet');
+  const { registerComponents, HeaderView, ChainView, BlocksView, TimelineView, LiveStrip } = rest;
   registerComponents();
   const header = new HeaderView((text) => post({ type: 'copyText', text }));
   const chainView = new ChainView(runCommand, () => true);
@@ -135,7 +177,7 @@ let complete = true;
 
 function renderOverview(): void {
   if (!model || !blocks) return;
-  overview.render(model, { blockCount: blocks.blockCount, allocated: blocks.allocated, fill: blocks.fill, owner: blocks.owner, zero: blocks.zero ?? null, changed: diff?.changed ?? null, layerCount: blocks.layerCount });
+  overview.render(model, { blockCount: blocks.blockCount, allocated: blocks.allocated, fill: blocks.fill, owner: blocks.owner, zero: blocks.zero ?? null, changed: diff?.changed ?? null, layerCount: blocks.layerCount, ownerRuns: blocks.ownerRuns ?? null });
 }
 
 function renderRest(): void {
@@ -153,23 +195,58 @@ function renderAll(): void {
   renderRest();
 }
 
+/** Messages held until the second bundle is loaded (kept in order: later ones wait behind them). */
+const held: HostMessage[] = [];
+
+/** Whether a message can be handled before the second bundle is loaded (the first paint's path). */
+function handledEarly(m: HostMessage): boolean {
+  if (views) return true;
+  if (m.type === 'init') return view === 'overview';
+  return m.type === 'blocks' || m.type === 'error';
+}
+
+function showError(message: string): void {
+  status.textContent = message;
+  status.className = 'status problem';
+  // Before any model (the image could not be opened): show it in place of "Reading image…".
+  if (!model) { clear(app); app.removeAttribute('aria-busy'); append(app, status); }
+}
+
 window.addEventListener('message', (ev: MessageEvent) => {
   const m = ev.data as HostMessage;
+  if (held.length === 0 && handledEarly(m)) { handle(m); return; }
+  held.push(m);
+  if (held.length > 1) return;
+  loadRest().then(() => {
+    if (!views) { ensureViews(); if (model && blocks) renderAll(); tabView.select(view); }
+    // Handled one by one: a message may itself need nothing more, all views now exist.
+    while (held.length) handle(held.shift()!);
+  }, (e: Error) => { held.length = 0; showError(e.message); });
+});
+
+function handle(m: HostMessage): void {
   switch (m.type) {
     case 'init':
       model = m.model; blocks = m.blocks; diff = m.diff; complete = m.complete;
       if (m.timings) document.body.dataset.hostTimings = JSON.stringify(m.timings);
       document.body.dataset.initAt = (performance.now() - t0).toFixed(1);
-      clear(app);
+      // The skeleton placed while waiting stays where it is (moving it would lay it out again).
+      app.querySelector('.loading')?.remove();
       app.removeAttribute('aria-busy');
-      append(app, status, tabView.element);
+      if (status.parentNode !== app) app.insertBefore(status, app.firstChild);
+      if (tabView.element.parentNode !== app) append(app, tabView.element);
       tabView.select(view);
       if (view === 'overview' && !views) {
         // First paint: the overview alone, drawn now; everything else once that frame is on screen.
         tabView.showBeforeComponents('overview');
         renderOverview();
         overview.heatmap.drawNow();
-        afterPaint(() => { ensureViews(); renderRest(); tabView.select(view); });
+        afterPaint(() => {
+          void loadRest().then(() => {
+            // A held message may have built them already (the queue's own path).
+            if (!views) { ensureViews(); renderRest(); tabView.select(view); }
+          }, (e: Error) => showError(e.message));
+        });
       } else {
         ensureViews();
         renderAll();
@@ -213,7 +290,7 @@ window.addEventListener('message', (ev: MessageEvent) => {
     case 'liveWrites':
       // A fading flash where the emulator's writes land; the model is not reloaded.
       ensureViews().blocksView.writeFlash.flash(m.blocks);
-      (overviewFlash ??= new WriteFlash(overview.heatmap)).flash(m.blocks);
+      (overviewFlash ??= new rest!.WriteFlash(overview.heatmap)).flash(m.blocks);
       ensureViews().liveStrip.push(m.writesPerSecond);
       document.body.dataset.liveWrites = String((Number(document.body.dataset.liveWrites) || 0) + m.blocks.length);
       break;
@@ -228,9 +305,8 @@ window.addEventListener('message', (ev: MessageEvent) => {
       if (m.requestId === lastTimelineBlockRequest) ensureViews().timelineView.showWrites(m.block, m.writes);
       break;
     case 'error':
-      status.textContent = m.message;
-      status.className = 'status problem';
+      showError(m.message);
       break;
   }
-});
+}
 

@@ -2,7 +2,7 @@ import * as vscode from 'vscode';
 import { EditorCommand, HostMessage, parseWebviewMessage, ViewName, WebviewMessage } from '../protocol';
 import { buildEditorHtml } from './html';
 import { ImageDocument } from './imageDocument';
-import { blockDetail, diffSector, sectorDetail } from './model';
+import { blockDetail, diffSector, firstBlocks, sectorDetail } from './model';
 
 export const VIEW_TYPE = 'diskImageInspector.imageEditor';
 /** The same editor offered by "Open With" for raw dumps (.img, .raw, .iso, .dd), which no content probe claims. */
@@ -60,10 +60,17 @@ export class ImageEditorProvider implements vscode.CustomReadonlyEditorProvider<
     return provider;
   }
 
-  async openCustomDocument(uri: vscode.Uri): Promise<ImageDocument> {
+  /**
+   * Returns at once: the chain is opened, modelled and mapped while VS Code creates the webview and
+   * the page loads (resolveCustomEditor sets the HTML without waiting); the page's `ready` is
+   * answered when the document has loaded, or with the error that stopped it.
+   */
+  openCustomDocument(uri: vscode.Uri): ImageDocument {
     const started = Date.now();
-    const doc = await ImageDocument.open(uri, () => vscode.workspace.isTrusted);
-    this.log.appendLine(`${uri.fsPath}: opened in ${Date.now() - started} ms (${doc.timings.openMs} ms chain, ${doc.timings.modelMs} ms model, ${doc.timings.blocksMs} ms block map)`);
+    const doc = ImageDocument.open(uri, () => vscode.workspace.isTrusted);
+    doc.loaded.then(
+      () => this.log.appendLine(`${uri.fsPath}: opened in ${Date.now() - started} ms (${doc.timings.openMs} ms chain, ${doc.timings.modelMs} ms model, ${doc.timings.blocksMs} ms block map)`),
+      (e: Error) => this.log.appendLine(`${uri.fsPath}: could not be opened: ${e.message}`));
     return doc;
   }
 
@@ -98,12 +105,13 @@ export class ImageEditorProvider implements vscode.CustomReadonlyEditorProvider<
         try {
           switch (msg.type) {
             case 'ready': {
+              // The page may be ready before the image is: wait for the first load (its error, if
+              // any, reaches the page through the catch below).
+              const s = await document.loaded.then(() => document.current(), (e: Error) => { throw new Error(`The image could not be opened: ${e.message}`); });
               entry.ready = true;
-              const s = document.current();
               // The owner map first (what the overview draws), the other per-block arrays right after.
               const b = s.blocks;
-              const ownersOnly = { ...b, allocated: new Uint8Array(0), fill: new Uint8Array(0), ownerSector: new Uint32Array(0) };
-              post({ type: 'init', model: s.model, blocks: ownersOnly, complete: false, diff: document.lastDiff, timings: { ...document.timings, readyMs: Date.now() - resolvedAt } });
+              post({ type: 'init', model: s.model, blocks: firstBlocks(b), complete: false, diff: document.lastDiff, timings: { ...document.timings, readyMs: Date.now() - resolvedAt } });
               post({ type: 'blocks', blocks: b });
               if (this.timeline && !entry.timelineSub) {
                 entry.timelineSub = this.timeline.panelReady(document, post);

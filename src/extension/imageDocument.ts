@@ -29,12 +29,21 @@ export class ImageDocument implements vscode.CustomDocument {
   private readonly failed = new vscode.EventEmitter<string>();
   readonly onDidFail = this.failed.event;
 
-  private constructor(readonly uri: vscode.Uri, private readonly canWrite: () => boolean) {}
+  /** The first load: settles when the chain, the model and the block map are ready (or failed). */
+  readonly loaded: Promise<DocumentState>;
 
-  static async open(uri: vscode.Uri, canWrite: () => boolean): Promise<ImageDocument> {
-    const doc = new ImageDocument(uri, canWrite);
-    await doc.load();
-    return doc;
+  private constructor(readonly uri: vscode.Uri, private readonly canWrite: () => boolean) {
+    this.loaded = this.load();
+    // A failure is reported where the document is used (the editor shows it); not unhandled here.
+    this.loaded.catch(() => undefined);
+  }
+
+  /**
+   * Starts opening the image and returns at once: the editor sets its webview's HTML while the chain
+   * is opened and mapped, so the page loads in parallel with the host's work (see `loaded`).
+   */
+  static open(uri: vscode.Uri, canWrite: () => boolean): ImageDocument {
+    return new ImageDocument(uri, canWrite);
   }
 
   get path(): string {
@@ -42,12 +51,12 @@ export class ImageDocument implements vscode.CustomDocument {
   }
 
   current(): DocumentState {
-    if (!this.state) throw new Error('image not loaded');
+    if (!this.state) throw new Error(`${this.path}: the image is still being opened`);
     return this.state;
   }
 
   currentChain(): Chain {
-    if (!this.chain) throw new Error('image not loaded');
+    if (!this.chain) throw new Error(`${this.path}: the image is still being opened`);
     return this.chain;
   }
 
@@ -61,6 +70,8 @@ export class ImageDocument implements vscode.CustomDocument {
       const t2 = Date.now();
       const blocks = await buildBlockData(chain);
       this.timings = { openMs: t1 - t0, modelMs: t2 - t1, blocksMs: Date.now() - t2, openedAt: t0 };
+      // Closed while it was loading (the editor closed at once): keep nothing open.
+      if (this.disposed) { await chain.close(); return { model, blocks }; }
       const old = this.chain;
       this.chain = chain;
       this.state = { model, blocks };

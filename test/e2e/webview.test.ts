@@ -75,6 +75,22 @@ describe('editor webview in Chromium (real HTML, CSP and bundle; host model from
     }
   });
 
+  it('an image that cannot be opened: the host\'s error (file, structure, offset) replaces "Reading image…", nothing else is drawn', async () => {
+    const problems: string[] = [];
+    const message = 'The image could not be opened: /x/bad.vhd: footer at offset 0x3fe00: bad checksum';
+    const h = await openWebview(browser, { model, blocks, problems, openError: message });
+    try {
+      await h.page.waitForSelector('#app .status.problem');
+      assert.equal(await h.page.textContent('#app .status.problem'), message);
+      assert.equal(await h.page.$('#app .loading'), null, '"Reading image…" is gone');
+      assert.equal(await h.page.getAttribute('#app', 'aria-busy'), null);
+      assert.equal(await h.page.$('.overview canvas[data-drawn]'), null, 'no heatmap drawn');
+      assert.deepEqual(problems, []);
+    } finally {
+      await h.close();
+    }
+  });
+
   it('shows a broken link as such and offers Re-link Parent…, which asks the host to run the command', async () => {
     const dir = path.join(t.dir, 'broken');
     mkdirSync(dir, { recursive: true });

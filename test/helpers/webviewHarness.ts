@@ -9,7 +9,7 @@ import * as path from 'path';
 import type { Browser, Page } from 'playwright-core';
 import { Chain } from '../../src/chain/chain';
 import { buildEditorHtml } from '../../src/extension/html';
-import { blockDetail, sectorDetail } from '../../src/extension/model';
+import { blockDetail, firstBlocks, sectorDetail } from '../../src/extension/model';
 import { BlockData, DiffData, HostMessage, ImageModel, WebviewMessage } from '../../src/protocol';
 import { ROOT } from './util';
 
@@ -89,6 +89,8 @@ export interface HarnessOptions {
   height?: number;
   /** Collected CSP violations and page errors go here. */
   problems?: string[];
+  /** Answer `ready` as the editor does when the image could not be opened: this error, no `init`. */
+  openError?: string;
 }
 
 export async function openWebview(browser: Browser, o: HarnessOptions): Promise<Harness> {
@@ -101,7 +103,7 @@ export async function openWebview(browser: Browser, o: HarnessOptions): Promise<
   await page.route(`${ORIGIN}/**`, async (route) => {
     const url = new URL(route.request().url());
     if (url.pathname === '/index.html') return route.fulfill({ contentType: 'text/html', body: html });
-    const file = { '/webview.js': 'webview.js', '/webview.css': 'webview.css' }[url.pathname];
+    const file = { '/webview.js': 'webview.js', '/webview-rest.js': 'webview-rest.js', '/webview.css': 'webview.css' }[url.pathname];
     if (!file) return route.fulfill({ status: 404, body: '' });
     return route.fulfill({ contentType: file.endsWith('.js') ? 'text/javascript' : 'text/css', body: readFileSync(path.join(ROOT, 'dist', file)) });
   });
@@ -125,10 +127,10 @@ export async function openWebview(browser: Browser, o: HarnessOptions): Promise<
   await page.exposeBinding('__toHost', async (_src, raw: WebviewMessage) => {
     posted.push(raw);
     try {
-      if (raw.type === 'ready') {
-        // As the host does: the owner map first, then every per-block array.
-        const ownersOnly = { ...o.blocks, allocated: new Uint8Array(0), fill: new Uint8Array(0), ownerSector: new Uint32Array(0) };
-        await send({ type: 'init', model: o.model, blocks: ownersOnly, complete: false, diff: o.diff ?? null });
+      if (raw.type === 'ready' && o.openError !== undefined) await send({ type: 'error', message: o.openError });
+      else if (raw.type === 'ready') {
+        // As the host does: the owner map first (as runs when smaller), then every per-block array.
+        await send({ type: 'init', model: o.model, blocks: firstBlocks(o.blocks), complete: false, diff: o.diff ?? null });
         await send({ type: 'blocks', blocks: o.blocks });
       }
       else if (raw.type === 'requestBlock' && o.chain) await send({ type: 'blockDetail', requestId: raw.requestId, block: raw.block, layers: await blockDetail(o.chain, raw.block) });

@@ -66,6 +66,7 @@ describe('extension manifest (package.json contributes)', () => {
     const ignore = readFileSync(path.join(ROOT, '.vscodeignore'), 'utf8').split('\n').map((l) => l.trim()).filter(Boolean);
     assert.equal(ignore[0], '**');
     assert.ok(ignore.includes('!dist/extension.js') && ignore.includes('!dist/webview.js') && ignore.includes('!dist/webview.css'));
+    assert.ok(ignore.includes('!dist/webview-rest.js'), 'the webview loads its second bundle (toolkit and views) after the first frame');
     assert.ok(ignore.includes('!dist/cli.js') && ignore.includes('!dist/cliMain.js'), 'emulator sessions run the bundled diskimg serve (its entry and the main bundle it loads)');
     assert.ok(!ignore.some((l) => l.includes('node_modules') || l.includes('src') || l.includes('.map')));
   });

@@ -18,6 +18,48 @@ export interface HeatmapData {
   age?: Float32Array | null;
   /** Layers in the chain: lets owner mode find owned blocks layer by layer with native searches. */
   layerCount?: number;
+  /**
+   * The first message's owner map as runs [first, end, owner | zero << 16] (src/extension/model.ts
+   * firstBlocks), `owner` then empty: owner mode draws from the runs, no per-block array is built.
+   */
+  ownerRuns?: Uint32Array | null;
+}
+
+/**
+ * Owner mode from runs over cells [firstCell, endCell): each cell's topmost owner, and whether all
+ * of that owner's blocks in the cell are zero blocks (cellColor's rule), in time proportional to
+ * the runs and the cells they cover.
+ */
+export function cellOwnersFromRuns(runs: Uint32Array, blockCount: number, blocksPerCell: number, firstCell: number, endCell: number): { owners: Uint16Array; zero: Uint8Array; owned: number[] } {
+  const count = Math.max(0, endCell - firstCell);
+  const owners = new Uint16Array(count).fill(NO_OWNER);
+  // 1: the cell's best owner has a block with data there (so the cell is not "zero").
+  const data = new Uint8Array(count);
+  const cellsOf = (k: number): [number, number] => {
+    const first = Math.min(runs[k], blockCount);
+    const end = Math.min(runs[k + 1], blockCount);
+    if (end <= first) return [0, -1];
+    return [Math.max(firstCell, Math.floor(first / blocksPerCell)) - firstCell, Math.min(endCell - 1, Math.floor((end - 1) / blocksPerCell)) - firstCell];
+  };
+  for (let k = 0; k + 2 < runs.length; k += 3) {
+    const layer = runs[k + 2] & 0xffff;
+    const [c0, c1] = cellsOf(k);
+    for (let c = c0; c <= c1; c++) if (layer < owners[c]) owners[c] = layer;
+  }
+  for (let k = 0; k + 2 < runs.length; k += 3) {
+    if (runs[k + 2] >>> 16) continue;
+    const layer = runs[k + 2] & 0xffff;
+    const [c0, c1] = cellsOf(k);
+    for (let c = c0; c <= c1; c++) if (owners[c] === layer) data[c] = 1;
+  }
+  const owned: number[] = [];
+  const zero = new Uint8Array(count);
+  for (let c = 0; c < count; c++) {
+    if (owners[c] === NO_OWNER) continue;
+    owned.push(c);
+    zero[c] = data[c] ? 0 : 1;
+  }
+  return { owners, zero, owned };
 }
 
 /**
@@ -120,8 +162,14 @@ export function renderHeatmap(out: Uint32Array, l: Layout, d: HeatmapData, mode:
   const marks: number[] = [];
   const firstRow = Math.floor(l.scrollY / px);
   const lastRow = Math.min(l.rows - 1, Math.floor((l.scrollY + l.height - 1) / px));
-  const found = mode === 'owner' ? cellOwners(d, l.blocksPerCell, firstRow * l.cols, (lastRow + 1) * l.cols) : null;
+  const runs = d.ownerRuns && d.owner.length < d.blockCount ? d.ownerRuns : null;
+  const fromRuns = mode === 'owner' && runs ? cellOwnersFromRuns(runs, d.blockCount, l.blocksPerCell, firstRow * l.cols, (lastRow + 1) * l.cols) : null;
+  const found = fromRuns ?? (mode === 'owner' ? cellOwners(d, l.blocksPerCell, firstRow * l.cols, (lastRow + 1) * l.cols) : null);
   const owners = found?.owners ?? null;
+  // An owned cell's colour (rc: its index from the first visible row's first cell), as cellColor gives it.
+  const ownedColor = (rc: number, first: number, end: number) => fromRuns
+    ? pack(fromRuns.zero[rc] ? p.zero : ownerColor(p, fromRuns.owners[rc]))
+    : cellColor(d, mode, first, end, p);
   const paintCell = (col: number, row: number, color: number) => {
     const x0 = col * px;
     const y0 = row * px - l.scrollY;
@@ -150,7 +198,7 @@ export function renderHeatmap(out: Uint32Array, l: Layout, d: HeatmapData, mode:
     for (const rc of found.owned) {
       const cell = firstCell + rc;
       const first = cell * l.blocksPerCell;
-      paintCell(cell % l.cols, Math.floor(cell / l.cols), cellColor(d, mode, first, Math.min(d.blockCount, first + l.blocksPerCell), p));
+      paintCell(cell % l.cols, Math.floor(cell / l.cols), ownedColor(rc, first, Math.min(d.blockCount, first + l.blocksPerCell)));
     }
   } else for (let row = firstRow; row <= lastRow; row++) {
     for (let col = 0; col < l.cols; col++) {
@@ -162,7 +210,7 @@ export function renderHeatmap(out: Uint32Array, l: Layout, d: HeatmapData, mode:
       if (owners && owners[cell - firstRow * l.cols] === NO_OWNER) {
         color = emptyColor;
       } else {
-        color = cellColor(d, mode, first, end, p);
+        color = owners ? ownedColor(cell - firstRow * l.cols, first, end) : cellColor(d, mode, first, end, p);
       }
       if (flash) {
         for (let i = first; i < end; i++) if (flash[i]) { color = flashColor; break; }

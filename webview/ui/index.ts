@@ -4,21 +4,8 @@
  * the toolkit means rewriting this folder and nothing else. Every text argument is set with
  * textContent or as a property, never parsed as HTML.
  */
-import {
-  provideVSCodeDesignSystem, vsCodeBadge, vsCodeButton, vsCodeDataGrid, vsCodeDataGridCell, vsCodeDataGridRow,
-  vsCodeDivider, vsCodeDropdown, vsCodeOption, vsCodePanels, vsCodePanelTab, vsCodePanelView, vsCodeTextField,
-} from '@vscode/webview-ui-toolkit';
-
-let registered = false;
-
-export function registerComponents(): void {
-  if (registered) return;
-  registered = true;
-  provideVSCodeDesignSystem().register(
-    vsCodeBadge(), vsCodeButton(), vsCodeDataGrid(), vsCodeDataGridCell(), vsCodeDataGridRow(), vsCodeDivider(),
-    vsCodeDropdown(), vsCodeOption(), vsCodePanels(), vsCodePanelTab(), vsCodePanelView(), vsCodeTextField(),
-  );
-}
+// The toolkit itself is registered by ./components.ts, which only the second bundle (webview/rest.ts)
+// loads: these functions create its elements by tag name, upgraded when it registers.
 
 type Child = Node | string | null | undefined | false;
 
