@@ -58,3 +58,10 @@ export function setRemoteOptions(location: string, options: RemoteOpenOptions): 
 export function remoteOptionsFor(location: string): RemoteOpenOptions {
   return remoteOptions.get(location) ?? { cachePath: null };
 }
+
+/**
+ * Remote reads are fetched (and cached) in aligned runs of this size: small reads of a chain become
+ * >= 1 MiB requests. Here rather than in httpSource.ts so the cache can use it without loading the
+ * HTTP client (and Node's http, https, net and tls) into commands that read no URL.
+ */
+export const HTTP_CHUNK = 1024 * 1024;

@@ -7,8 +7,9 @@ import { alignedBuffer } from './alignedBuffer';
 import { ByteSource } from './byteSource';
 import { WireBroken, WirePool, WireUnsupported } from './httpWire';
 
-/** Reads are fetched in aligned runs of this size: small reads of a chain become ≥ 1 MiB requests. */
-export const HTTP_CHUNK = 1024 * 1024;
+import { HTTP_CHUNK } from './byteSource';
+
+export { HTTP_CHUNK };
 /** Longest single request (consecutive missing chunks are coalesced up to this). */
 const MAX_REQUEST = 4 * HTTP_CHUNK;
 /** Chunks kept in memory (oldest first out): a full sequential read stays bounded. */

@@ -2,8 +2,6 @@ import { constants as fsc, promises as fsp, readSync, readvSync, writeSync, writ
 import { DiskImageError } from '../format/errors';
 import { blockDeviceSize, mountsOf } from './blockDevice';
 import { ByteSource, isRemoteLocation, remoteOptionsFor } from './byteSource';
-import { HttpSource } from './httpSource';
-import { NbdSource } from './nbdSource';
 import { CachedSource } from './parentCache';
 import { acquireWriteLock } from './lock';
 
@@ -80,8 +78,10 @@ export class ImageFile {
   /** A remote parent: `http(s)://` (or `nbd://` when a client is there), through its cache when the chain set one. */
   private static async openRemote(location: string): Promise<ImageFile> {
     const open = (prefetch = true): Promise<ByteSource> => {
-      if (/^https?:/i.test(location)) return HttpSource.open(location, prefetch);
-      if (/^nbds?(\+unix)?:/i.test(location)) return NbdSource.open(location);
+      // Required here, not imported: Node's http, https, net and tls cost every command 15-25 ms
+      // of start-up, and only a chain with a remote parent needs them.
+      if (/^https?:/i.test(location)) return (require('./httpSource') as typeof import('./httpSource')).HttpSource.open(location, prefetch);
+      if (/^nbds?(\+unix)?:/i.test(location)) return (require('./nbdSource') as typeof import('./nbdSource')).NbdSource.open(location);
       throw new DiskImageError(location, 'no client for this kind of URL', undefined, undefined, 'EREMOTE');
     };
     const { cachePath } = remoteOptionsFor(location);

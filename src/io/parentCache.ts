@@ -5,8 +5,7 @@ import { promisify } from 'util';
 import { DiskImageError } from '../format/errors';
 import { crc32cUpdate } from '../format/vhdx/crc32c';
 import { isPageAligned, PAGE } from './alignedBuffer';
-import { ByteSource } from './byteSource';
-import { HTTP_CHUNK } from './httpSource';
+import { ByteSource, HTTP_CHUNK } from './byteSource';
 
 /**
  * Layout: a 4 KiB header (magic line, then JSON: location, size, validator, chunk size), two

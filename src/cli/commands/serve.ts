@@ -3,10 +3,9 @@ import { syncCachesOnClose } from '../../io/parentCache';
 import { Command, Option } from 'commander';
 import * as nodePath from 'path';
 import { setSynchronousReadLimit, setSynchronousWriteLimit } from '../../io/imageFile';
-import { controlRequest } from '../../serve/control';
 import { parseDuration } from '../../serve/duration';
-import { ExitOutcome, OnExit } from '../../serve/servedExport';
-import { ExportSpec, startServer } from '../../serve/server';
+import type { ExitOutcome, OnExit } from '../../serve/servedExport';
+import type { ExportSpec } from '../../serve/server';
 
 const out = (s: string) => process.stdout.write(s);
 /** Reads up to this long are synchronous in the server (see setSynchronousReadLimit). */
@@ -87,6 +86,8 @@ export function register(program: Command): void {
       if (opts.socket && opts.listen) throw new Error('--socket and --listen are alternatives: give one');
       const keep = opts.keep !== undefined ? Number(opts.keep) : undefined;
       if (keep !== undefined && (!Number.isInteger(keep) || keep < 1)) throw new Error(`--keep: '${opts.keep}' is not a whole number of at least 1`);
+      // Loaded when used: the server pulls in net and tls, which other commands need not pay for.
+      const { startServer } = await import('../../serve/server');
       const server = await startServer({
         exports: exportSpecs(image, opts.export),
         socket: opts.socket,
@@ -133,6 +134,7 @@ export function register(program: Command): void {
       const request: Record<string, unknown> = { command };
       if (opts.onExit) request.onExit = opts.onExit;
       if (opts.export !== undefined) request.export = opts.export;
+      const { controlRequest } = await import('../../serve/control');
       const reply = await controlRequest(socket, request);
       if (typeof reply.error === 'string') throw new Error(`${socket}: ${reply.error}`);
       if (opts.json) {
