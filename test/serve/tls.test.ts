@@ -1,6 +1,6 @@
 import { strict as assert } from 'assert';
-import { execFile, spawnSync } from 'child_process';
-import { mkdirSync, copyFileSync, writeFileSync } from 'fs';
+import { execFile } from 'child_process';
+import { mkdirSync, copyFileSync } from 'fs';
 import * as path from 'path';
 import { createChild } from '../../src/chain/createChild';
 import { DiskImageError } from '../../src/format/errors';
@@ -8,6 +8,7 @@ import { createImage } from '../../src/format/registry';
 import { openChain } from '../../src/chain/chain';
 import { hasTool, randomBytes, readChain, rng, tempDir } from '../helpers/util';
 import { startServe, ServeProcess } from './helpers';
+import { makeCerts } from '../helpers/certs';
 
 const MiB = 1024 * 1024;
 
@@ -17,23 +18,6 @@ function run(cmd: string, args: string[], env: Record<string, string> = {}): Pro
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout: String(stdout), stderr: String(stderr) });
     });
   });
-}
-
-function openssl(args: string[], cwd: string): void {
-  const r = spawnSync('openssl', args, { cwd, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
-}
-
-/** A CA, a server certificate for 127.0.0.1 signed by it, and a client certificate; plus an unrelated CA. */
-function makeCerts(dir: string): void {
-  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca-key.pem', '-out', 'ca-cert.pem', '-days', '2', '-subj', '/CN=diskimg test CA'], dir);
-  writeFileSync(path.join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server-key.pem', '-out', 'server.csr', '-subj', '/CN=127.0.0.1'], dir);
-  openssl(['x509', '-req', '-in', 'server.csr', '-CA', 'ca-cert.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-out', 'server-cert.pem', '-days', '2', '-extfile', 'server.ext'], dir);
-  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'client-key.pem', '-out', 'client.csr', '-subj', '/CN=client'], dir);
-  openssl(['x509', '-req', '-in', 'client.csr', '-CA', 'ca-cert.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-out', 'client-cert.pem', '-days', '2'], dir);
-  mkdirSync(path.join(dir, 'other'));
-  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'other/ca-key.pem', '-out', 'other/ca-cert.pem', '-days', '2', '-subj', '/CN=another CA'], dir);
 }
 
 describe('serve over TLS (STARTTLS)', function () {
@@ -49,7 +33,7 @@ describe('serve over TLS (STARTTLS)', function () {
       console.log('    (TLS tests not run: openssl missing)');
       this.skip();
     }
-    makeCerts(t.dir);
+    makeCerts(t.dir, { otherCa: true });
     // qemu's tls-creds-x509 reads a folder: ca-cert.pem (and client-cert.pem/client-key.pem for a client certificate).
     mkdirSync(c('qemu'));
     copyFileSync(c('ca-cert.pem'), c('qemu/ca-cert.pem'));

@@ -5,6 +5,11 @@ import * as path from 'path';
 import { openChain } from '../../src/chain/chain';
 import { Qcow2Image } from '../../src/format/qcow2/qcow2Image';
 import { cliJson, cliOk, readChain, rng, randomBytes, runCli, tempDir } from '../helpers/util';
+import { qemuIo, randomQemuWrites } from '../helpers/qemuIo';
+
+/** Data writes, zero writes and discards, up to 300 sectors each. */
+const MIX = { data: 0.7, zero: 0.15, maxSectors: 300 };
+
 
 function qemuCheck(img: string): { code: number; out: string } {
   const r = spawnSync('qemu-img', ['check', img]);
@@ -21,23 +26,6 @@ function qemuRaw(img: string, dir: string): Buffer {
   const out = path.join(dir, `${path.basename(img)}.${Math.random().toString(36).slice(2)}.raw`);
   execFileSync('qemu-img', ['convert', '-O', 'raw', img, out]);
   return readFileSync(out);
-}
-
-function qemuIo(img: string, cmds: string[]): void {
-  execFileSync('qemu-io', [...cmds.flatMap((c) => ['-c', c]), img], { stdio: 'ignore' });
-}
-
-/** Random writes, zero writes and discards through qemu-io (offsets and lengths not aligned to clusters). */
-function randomQemuWrites(img: string, size: number, seed: number, count: number): void {
-  const r = rng(seed);
-  const cmds: string[] = [];
-  for (let i = 0; i < count; i++) {
-    const len = 512 * (1 + Math.floor(r() * 300));
-    const off = 512 * Math.floor(r() * ((size - len) / 512));
-    const k = r();
-    cmds.push(k < 0.7 ? `write -P ${(r() * 255) | 0} ${off} ${len}` : k < 0.85 ? `write -z ${off} ${len}` : `discard ${off} ${len}`);
-  }
-  qemuIo(img, cmds);
 }
 
 describe('qcow2: cross-check with qemu-img / qemu-io', function () {
@@ -62,9 +50,9 @@ describe('qcow2: cross-check with qemu-img / qemu-io', function () {
       const base = path.join(dir, `b${idx}.qcow2`);
       const top = path.join(dir, `t${idx}.qcow2`);
       execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', l.opts, base, String(size)]);
-      randomQemuWrites(base, size, 10 + idx, 25);
+      randomQemuWrites(base, size, 10 + idx, 25, MIX);
       execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', l.opts, '-b', path.basename(base), '-F', 'qcow2', top]);
-      randomQemuWrites(top, size, 50 + idx, 25);
+      randomQemuWrites(top, size, 50 + idx, 25, MIX);
       const expected = qemuRaw(top, dir);
       const ours = path.join(dir, `t${idx}.ours.raw`);
       cliOk(['export', top, ours]);

@@ -6,7 +6,12 @@
 import { strict as assert } from 'assert';
 import { execFileSync } from 'child_process';
 import * as path from 'path';
-import { cliJson, rng, tempDir } from '../helpers/util';
+import { cliJson, tempDir } from '../helpers/util';
+import { qemuIo, randomQemuWrites } from '../helpers/qemuIo';
+
+/** Data writes, zero writes (with and without unmap) and discards, up to 300 sectors each. */
+const MIX = { data: 0.45, zero: 0.35, zeroUnmap: 0.1, maxSectors: 300 };
+
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -15,10 +20,6 @@ interface QemuExtent { start: number; length: number; depth: number; present: bo
 interface OurExtent { start: number; length: number; depth: number; data: boolean; zero?: boolean }
 /** One range, as both tools must agree on it: the layer it comes from and what it holds there. */
 interface Piece { start: number; length: number; depth: number; state: 'data' | 'zero' | 'absent' }
-
-function qemuIo(img: string, cmds: string[]): void {
-  execFileSync('qemu-io', [...cmds.flatMap((c) => ['-c', c]), img], { stdio: 'ignore' });
-}
 
 function merged(pieces: Piece[]): Piece[] {
   const out: Piece[] = [];
@@ -39,19 +40,6 @@ function fromOurs(img: string): Piece[] {
   const map = cliJson(['map', img, '--json']) as OurExtent[];
   for (const e of map) if (e.zero) assert.equal(e.data, false, JSON.stringify(e));
   return merged(map.map((e) => ({ start: e.start, length: e.length, depth: e.depth, state: e.data ? 'data' : e.zero ? 'zero' : 'absent' })));
-}
-
-/** Random data writes, zero writes (with and without unmap) and discards, not cluster aligned. */
-function randomOps(img: string, size: number, seed: number, count: number): void {
-  const r = rng(seed);
-  const cmds: string[] = [];
-  for (let i = 0; i < count; i++) {
-    const len = 512 * (1 + Math.floor(r() * 300));
-    const off = 512 * Math.floor(r() * ((size - len) / 512));
-    const k = r();
-    cmds.push(k < 0.45 ? `write -P ${1 + ((r() * 254) | 0)} ${off} ${len}` : k < 0.8 ? `write -z ${off} ${len}` : k < 0.9 ? `write -z -u ${off} ${len}` : `discard ${off} ${len}`);
-  }
-  qemuIo(img, cmds);
 }
 
 describe('qcow2: map --json agrees with qemu-img map', function () {
@@ -78,20 +66,20 @@ describe('qcow2: map --json agrees with qemu-img map', function () {
       if (l.compress) {
         const src = path.join(dir, `s${i}.qcow2`);
         execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', l.opts, src, String(size)]);
-        randomOps(src, size, 100 + i, 40);
+        randomQemuWrites(src, size, 100 + i, 40, MIX);
         execFileSync('qemu-img', ['convert', '-c', '-O', 'qcow2', '-o', `${l.opts},compression_type=${l.compress}`, src, base]);
       } else {
         execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', l.opts, base, String(size)]);
       }
-      randomOps(base, size, 200 + i, 30);
+      randomQemuWrites(base, size, 200 + i, 30, MIX);
       const mid = path.join(dir, `m${i}.qcow2`);
       execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', l.opts.replace(',compat=0.10', ''), '-b', path.basename(base), '-F', 'qcow2', mid]);
-      randomOps(mid, size, 300 + i, 30);
+      randomQemuWrites(mid, size, 300 + i, 30, MIX);
       // A whole cluster of zeros (the random zero writes are mostly partial clusters, which qemu fills with data).
       qemuIo(mid, [`write -z ${5 * cs} ${cs}`]);
       const top = path.join(dir, `t${i}.qcow2`);
       execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', l.opts.replace(',compat=0.10', ''), '-b', path.basename(mid), '-F', 'qcow2', top]);
-      randomOps(top, size, 400 + i, 20);
+      randomQemuWrites(top, size, 400 + i, 20, MIX);
       for (const img of [base, mid, top]) {
         const q = fromQemu(img);
         assert.deepEqual(fromOurs(img), q, `${l.name}: ${path.basename(img)}`);

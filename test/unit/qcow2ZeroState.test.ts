@@ -12,16 +12,17 @@ import { changedBlocks } from '../../src/protocol';
 import { distance, makePalette, pack } from '../../webview/heatmap/colors';
 import { makeLayout } from '../../webview/heatmap/layout';
 import { cellColor, HeatmapData, renderHeatmap, zeroBlockCount } from '../../webview/heatmap/render';
-import { rng, tempDir } from '../helpers/util';
+import { tempDir } from '../helpers/util';
+import { qemuIo, randomQemuWrites } from '../helpers/qemuIo';
+
+/** Data writes, zero writes (with and without unmap) and discards, up to 400 sectors each. */
+const MIX = { data: 0.45, zero: 0.35, zeroUnmap: 0.1, maxSectors: 400 };
+
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
 interface MapExtent { start: number; length: number; depth: number; present: boolean; zero: boolean; data: boolean }
-
-function qemuIo(img: string, cmds: string[]): void {
-  execFileSync('qemu-io', [...cmds.flatMap((c) => ['-c', c]), img], { stdio: 'ignore' });
-}
 
 function qemuMap(img: string): MapExtent[] {
   return JSON.parse(execFileSync('qemu-img', ['map', '--output=json', img], { maxBuffer: 1 << 28 }).toString());
@@ -43,19 +44,6 @@ function expectedFromQemu(map: MapExtent[], clusterSize: number, clusters: numbe
     }
   }
   return { owner, zero: zero.map((z, c) => (owner[c] === NO_OWNER ? 0 : z)) };
-}
-
-/** Random data writes, zero writes (with and without unmap) and discards, not cluster aligned. */
-function randomOps(img: string, size: number, seed: number, count: number): void {
-  const r = rng(seed);
-  const cmds: string[] = [];
-  for (let i = 0; i < count; i++) {
-    const len = 512 * (1 + Math.floor(r() * 400));
-    const off = 512 * Math.floor(r() * ((size - len) / 512));
-    const k = r();
-    cmds.push(k < 0.45 ? `write -P ${1 + ((r() * 254) | 0)} ${off} ${len}` : k < 0.8 ? `write -z ${off} ${len}` : k < 0.9 ? `write -z -u ${off} ${len}` : `discard ${off} ${len}`);
-  }
-  qemuIo(img, cmds);
 }
 
 const VARS: Record<string, string> = {
@@ -82,9 +70,9 @@ describe('qcow2 zero state: block map, block data, heatmap', function () {
       const base = path.join(dir, `base${idx}.qcow2`);
       const top = path.join(dir, `top${idx}.qcow2`);
       execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', l.opts, base, String(size)]);
-      randomOps(base, size, 100 + idx, 120);
+      randomQemuWrites(base, size, 100 + idx, 120, MIX);
       execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', l.opts, '-b', path.basename(base), '-F', 'qcow2', top]);
-      randomOps(top, size, 200 + idx, 120);
+      randomQemuWrites(top, size, 200 + idx, 120, MIX);
       const chain = await openChain(top);
       try {
         const m = await buildBlockMap(chain);

@@ -2,13 +2,14 @@
 // server checked with curl, qemu-nbd and nbdkit with TLS (nbds://), nbdkit over a Unix socket; and
 // serve's warning for a non-loopback listen without TLS.
 import { strict as assert } from 'assert';
-import { ChildProcess, execFile, execFileSync, spawn, spawnSync } from 'child_process';
+import { ChildProcess, execFile, execFileSync, spawn } from 'child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from 'fs';
 import * as https from 'https';
 import * as net from 'net';
 import * as path from 'path';
 import { parentCachePath, cacheStatus } from '../../src/io/parentCache';
 import { CLI, hasTool, randomBytes, rng, tempDir } from '../helpers/util';
+import { makeCerts } from '../helpers/certs';
 
 const MiB = 1024 * 1024;
 
@@ -43,24 +44,6 @@ async function waitForPort(port: number, ms = 10000): Promise<void> {
     if (Date.now() > end) throw new Error(`nothing listens on port ${port}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-}
-
-function openssl(args: string[], cwd: string): void {
-  const r = spawnSync('openssl', args, { cwd, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
-}
-
-/**
- * In `dir`: ca-cert.pem, server-cert.pem/server-key.pem for 127.0.0.1 and client-cert.pem/client-key.pem,
- * both signed by it (the names qemu and nbdkit expect).
- */
-function makeCerts(dir: string): void {
-  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca-key.pem', '-out', 'ca-cert.pem', '-days', '2', '-subj', '/CN=diskimg test CA'], dir);
-  writeFileSync(path.join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server-key.pem', '-out', 'server.csr', '-subj', '/CN=127.0.0.1'], dir);
-  openssl(['x509', '-req', '-in', 'server.csr', '-CA', 'ca-cert.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-out', 'server-cert.pem', '-days', '2', '-extfile', 'server.ext'], dir);
-  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'client-key.pem', '-out', 'client.csr', '-subj', '/CN=client'], dir);
-  openssl(['x509', '-req', '-in', 'client.csr', '-CA', 'ca-cert.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-out', 'client-cert.pem', '-days', '2'], dir);
 }
 
 describe('remote parents behind real servers (busybox httpd, HTTPS + curl, qemu-nbd and nbdkit over TLS)', function () {
