@@ -12,12 +12,17 @@ const WASM_PAGE = 65536;
 
 const aligned = new WeakSet<ArrayBufferLike>();
 
-/** A buffer of `length` bytes (rounded up to 64 KiB) whose first byte is page aligned. */
-export function alignedBuffer(length: number): Buffer {
+/** Memory of at least `length` bytes (rounded up to 64 KiB) whose first byte is page aligned. */
+export function alignedMemory(length: number): ArrayBuffer {
   const pages = Math.max(1, Math.ceil(length / WASM_PAGE));
   const memory = new WebAssembly.Memory({ initial: pages, maximum: pages });
   aligned.add(memory.buffer);
-  return Buffer.from(memory.buffer, 0, length);
+  return memory.buffer;
+}
+
+/** A buffer of `length` bytes whose first byte is page aligned. */
+export function alignedBuffer(length: number): Buffer {
+  return Buffer.from(alignedMemory(length), 0, length);
 }
 
 /** True when `b` starts on a page boundary of a buffer made by alignedBuffer. */

@@ -1,4 +1,5 @@
 import { constants as fsc, promises as fsp } from 'fs';
+import { alignedMemory, PAGE } from './alignedBuffer';
 
 /**
  * Writes of an export's output that bypass the page cache (O_DIRECT) where they can.
@@ -15,12 +16,12 @@ import { constants as fsc, promises as fsp } from 'fs';
  * and the kernel keeps both views of the file coherent anyway. A file system that refuses O_DIRECT
  * (tmpfs: EINVAL at open, or at the first write) turns it off: everything is buffered then.
  */
-export const ALIGN = 4096;
+export const ALIGN = PAGE;
 
 /**
- * `count` buffers of `size` bytes (a multiple of ALIGN) whose addresses are page aligned: the pages
- * of one WebAssembly memory, which V8 maps page aligned (a Buffer from the ordinary allocator sits
- * 16 bytes into its mapping). Handed out in turn by `take`; memory is count x size, allocated once.
+ * `count` buffers of `size` bytes (a multiple of ALIGN) whose addresses are page aligned: slices of
+ * one alignedMemory (a Buffer from the ordinary allocator sits 16 bytes into its mapping). Handed
+ * out in turn by `take`; memory is count x size, allocated once.
  */
 export class AlignedPool {
   readonly arrayBuffer: ArrayBuffer;
@@ -28,8 +29,7 @@ export class AlignedPool {
 
   constructor(private readonly count: number, private readonly size: number) {
     if (size % ALIGN !== 0) throw new RangeError(`aligned buffers must be a multiple of ${ALIGN} bytes (got ${size})`);
-    const pages = Math.ceil((count * size) / 65536);
-    this.arrayBuffer = new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer;
+    this.arrayBuffer = alignedMemory(count * size);
   }
 
   take(): Buffer {
