@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'child_process';
+import { ChildProcess, execFileSync, spawnSync } from 'child_process';
 import { existsSync, mkdtempSync, rmSync, readFileSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
 import * as path from 'path';
@@ -105,4 +105,10 @@ export async function readChain(p: string): Promise<Buffer> {
   } finally {
     await c.close();
   }
+}
+
+/** Resolves when `child` has exited, also when it already had before the call (a bare on('exit') would then wait forever). */
+export function exited(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
+  return new Promise((res) => child.once('exit', (code, signal) => res({ code, signal })));
 }

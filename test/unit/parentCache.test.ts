@@ -7,7 +7,7 @@ import * as path from 'path';
 import { openChain } from '../../src/chain/chain';
 import { createChild } from '../../src/chain/createChild';
 import { cacheStatus, parentCachePath } from '../../src/io/parentCache';
-import { CLI, randomBytes, rng, tempDir } from '../helpers/util';
+import { CLI, exited, randomBytes, rng, tempDir } from '../helpers/util';
 import { RangeServer, startRangeServer } from '../helpers/rangeServer';
 
 const MiB = 1024 * 1024;
@@ -147,7 +147,7 @@ describe('the parent cache: written without fsync per chunk, never serving wrong
       const t0 = Date.now();
       while ((cacheStatus(cache)?.cachedBytes ?? 0) === 0 && Date.now() - t0 < 20000) await new Promise((r) => setTimeout(r, 50));
       p.kill('SIGKILL');
-      await new Promise((r) => p.once('exit', r));
+      await exited(p);
       const st = cacheStatus(cache)!;
       assert.ok(st.cachedBytes > 0 && st.cachedBytes < SIZE, `recorded ${st.cachedBytes}`);
       const from = slow.log.length;

@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from 'fs';
 import * as path from 'path';
 import { openChain } from '../../src/chain/chain';
 import { Qcow2Image } from '../../src/format/qcow2/qcow2Image';
-import { cliJson, cliOk, readChain, rng, randomBytes, runCli, tempDir } from '../helpers/util';
+import { cliJson, cliOk, exited, readChain, rng, randomBytes, runCli, tempDir } from '../helpers/util';
 import { qemuIo, randomQemuWrites } from '../helpers/qemuIo';
 
 /** Data writes, zero writes and discards, up to 300 sectors each. */
@@ -312,7 +312,7 @@ describe('qcow2: cross-check with qemu-img / qemu-io', function () {
       const child = spawn(process.execPath, [path.join(__dirname, '..', '..', 'dist', 'cli.js'), 'write', ov, '--offset', String(off), '--input', input], { stdio: 'ignore' });
       await new Promise((res) => setTimeout(res, 150 + r() * 600));
       child.kill('SIGKILL');
-      await new Promise((res) => child.on('exit', res));
+      await exited(child);
       const c = qemuCheck(ov);
       assert.ok(c.code === 0 || c.code === 3, `after kill ${round}: ${c.out}`);
       assert.doesNotMatch(c.out, /ERROR/);
