@@ -296,7 +296,7 @@ describe('qcow2: cross-check with qemu-img / qemu-io', function () {
   });
 
   it('kill -9 during writes leaves at most leaked clusters; repair removes them', async function () {
-    this.timeout(600000);
+    this.timeout(180000);
     const size = 64 * 1024 * 1024;
     const base = path.join(dir, 'kb.qcow2');
     execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4096', base, String(size)]);
