@@ -102,6 +102,16 @@ describe('CLI start-up', function () {
     }
   });
 
+  it('--version loads no module beyond what a bare `node -e 0` loads', () => {
+    // The modules a process loaded, printed at exit by a preload that itself requires nothing.
+    const preload = path.join(t.dir, 'list.js');
+    writeFileSync(preload, "process.on('exit', () => process.stderr.write(JSON.stringify(process.moduleLoadList)));");
+    const loaded = (args: string[]) => new Set<string>(JSON.parse(spawnSync(process.execPath, ['--require', preload, ...args]).stderr.toString()));
+    const bare = loaded(['-e', '0']);
+    const ours = [...loaded([CLI, '--version'])].filter((m) => !bare.has(m) && !/^(NativeModule|Internal Binding) internal\/(modules|main|process\/execution|url|fs\/utils)/.test(m));
+    assert.deepEqual(ours.filter((m) => /NativeModule (vm|os|module|fs)$/.test(m)), [], `loaded: ${ours.join(', ')}`);
+  });
+
   it('a code cache is written once and a damaged one changes nothing but speed', () => {
     const img = path.join(t.dir, 'a.vhd');
     cliOk(['create', img, '--size', '8M']);
