@@ -9,6 +9,8 @@ command -v vhdiinfo >/dev/null || need+=(libvhdi-utils)
 /usr/bin/python3 -c 'import pyvhdi' 2>/dev/null || need+=(python3-libvhdi)
 # NBD clients the serve tests drive: nbdinfo, nbdcopy, nbdsh and the python bindings.
 command -v nbdinfo >/dev/null && command -v nbdcopy >/dev/null || need+=(libnbd-bin)
+# A second NBD server, for remote parents served by something other than qemu-nbd.
+command -v nbdkit >/dev/null || need+=(nbdkit)
 /usr/bin/python3 -c 'import nbd' 2>/dev/null || need+=(python3-libnbd)
 # The VM tests: an emulator, a static busybox for the guest, e2fsprogs' debugfs to read its disk.
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)

@@ -53,9 +53,11 @@ describe('info --json, check --json and the chain view show a parent on a server
     assert.equal(s.size, SIZE);
     assert.equal(s.reachable, true);
     assert.equal(s.cache.path, parentCachePath(child));
-    // The open's probes read the last chunk too: 3 chunks from the read, the 6th from the probe.
-    assert.equal(s.cache.cachedBytes, 3 * MiB + 512);
-    assert.ok(Math.abs(s.cache.fill - (3 * MiB + 512) / SIZE) < 1e-9);
+    // The open's probes read the last chunk too: at least 3 chunks from the read (read-ahead may
+    // have cached more before the process ended), and the 6th (512 bytes) from the probe.
+    assert.ok(s.cache.cachedBytes >= 3 * MiB + 512 && s.cache.cachedBytes <= SIZE, `cached ${s.cache.cachedBytes}`);
+    assert.equal(s.cache.cachedBytes % MiB, 512, 'whole chunks plus the probed tail');
+    assert.ok(Math.abs(s.cache.fill - s.cache.cachedBytes / SIZE) < 1e-9);
     const check = await cli(['check', '--json', child]);
     assert.deepEqual(JSON.parse(check.stdout).parent, { ...s });
     // The editor's model carries the same for the chain view.
