@@ -629,7 +629,9 @@ export class Qcow2Image implements DiskImage {
       } else if (kind !== ClusterKind.Normal) {
         return null;
       }
-      pushPlain(ranges, pos, this.blockFileOffset(cluster)! + inCluster, n);
+      const host = this.blockFileOffset(cluster);
+      if (host === null) return null;
+      pushPlain(ranges, pos, host + inCluster, n);
       done += n;
     }
     return { fd, ranges };
