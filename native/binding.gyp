@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "seek_hole",
-      "sources": ["seekHole.c", "copyRange.c"]
+      "sources": ["seekHole.c"]
     }
   ]
 }

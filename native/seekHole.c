@@ -4,7 +4,6 @@
 #include <string.h>
 #include <unistd.h>
 #include <node_api.h>
-#include "copyRange.h"
 
 // seek(fd, offset, wantData) -> the next data (or hole) offset at or after `offset`, or -1 when
 // there is none (ENXIO: past the last data). Other failures throw with the errno's name, so the
@@ -39,8 +38,6 @@ static napi_value Init(napi_env env, napi_value exports) {
   napi_value fn;
   napi_create_function(env, "seek", NAPI_AUTO_LENGTH, Seek, NULL, &fn);
   napi_set_named_property(env, exports, "seek", fn);
-  napi_create_function(env, "copyRanges", NAPI_AUTO_LENGTH, CopyRanges, NULL, &fn);
-  napi_set_named_property(env, exports, "copyRanges", fn);
   return exports;
 }
 

@@ -12,7 +12,7 @@ const nodedir = [process.env.npm_config_nodedir, join(dirname(process.execPath),
 // Packaging (`vscode:prepublish`) ships the addon built at install: N-API is ABI-stable across Node
 // and Electron, so one build serves the CLI and VS Code on this platform; built again only when missing or older than its source.
 const built = join(native, 'build', 'Release', 'seek_hole.node');
-const upToDate = () => existsSync(built) && ['seekHole.c', 'copyRange.c', 'copyRange.h', 'binding.gyp'].every((f) => statSync(join(native, f)).mtimeMs <= statSync(built).mtimeMs);
+const upToDate = () => existsSync(built) && ['seekHole.c', 'binding.gyp'].every((f) => statSync(join(native, f)).mtimeMs <= statSync(built).mtimeMs);
 if (process.argv.includes('--if-missing') && upToDate()) {
   console.log('seek_hole: up to date');
 } else if (!gyp) {

@@ -1,12 +1,11 @@
 import { DiskImageError } from '../format/errors';
 import { parseExportTarget } from '../format/registry';
 import { promises as fsp } from 'fs';
-import { copyRanges, nativeCopyAvailable } from '../io/copyRange';
 import { AlignedPool, DirectOutput } from '../io/directOutput';
 import { describeFsError, ImageFile } from '../io/imageFile';
 import { openChain } from './chain';
 import { OperationOptions } from './progress';
-import { DEPTH, isAllZero, nonZeroRuns, PlainCopy, REQUEST_SIZE, streamChain } from './stream';
+import { DEPTH, isAllZero, nonZeroRuns, REQUEST_SIZE, streamChain } from './stream';
 
 /**
  * Zero runs at least this long are left as holes in a raw export (as qemu-img convert's default
@@ -35,21 +34,6 @@ export async function exportRaw(imagePath: string, outPath: string, options: Ope
     const pool = DIRECT && isFile ? new AlignedPool(DEPTH, REQUEST_SIZE) : null;
     const direct = pool ? await DirectOutput.open(outPath, pool) : null;
     const buffered = (data: Buffer, at: number) => out.writeAt(data, at);
-    // Bytes a layer stores plainly go file to file (io/copyRange.ts): one copy in the kernel instead
-    // of a read into our buffer and a write out of it. Regular output files only, not with O_DIRECT.
-    const outFd = out.localFd;
-    const copyPlain = isFile && !direct && outFd !== null && nativeCopyAvailable()
-      ? async (offset: number, copies: PlainCopy[]): Promise<boolean> => {
-        for (const c of copies) {
-          try {
-            if (await copyRanges(c.fd, outFd, c.ranges, SPARSE_GRAIN) === null) return false;
-          } catch (e) {
-            throw asWriteError(outPath, c.ranges[0].to, c.ranges.reduce((n, r) => n + r.length, 0), e);
-          }
-        }
-        return true;
-      }
-      : undefined;
     try {
       // The pipeline hands data over in order, one request at a time: writes stay sequential.
       await streamChain(chain, async (offset, data) => {
@@ -63,7 +47,7 @@ export async function exportRaw(imagePath: string, outPath: string, options: Ope
             throw asWriteError(outPath, at, runs[i + 1] - runs[i], e);
           }
         }
-      }, { ...options, requestSize: REQUEST_SIZE, depth: DEPTH, allocate: pool ? () => pool.take() : undefined, copyPlain });
+      }, { ...options, requestSize: REQUEST_SIZE, depth: DEPTH, allocate: pool ? () => pool.take() : undefined });
       await out.truncate(chain.virtualSize);
       // No fsync: like cp and qemu-img convert (cache=unsafe), a new export is not a durability point.
     } finally {

@@ -46,7 +46,6 @@
  *   smaller requests cost user time per request (512 KiB: about twice the user time of 4 MiB).
  */
 import { DiskImageError, throwIfCancelled } from '../format/errors';
-import type { FileCopy } from '../io/copyRange';
 import { describeFsError } from '../io/imageFile';
 import type { Chain, MapExtent } from './chain';
 import type { OperationOptions } from './progress';
@@ -212,34 +211,6 @@ export interface StreamOptions extends OperationOptions {
   include?: (e: MapExtent) => boolean;
   /** Pool buffers of `requestSize` bytes from the caller (export: page-aligned ones for O_DIRECT). */
   allocate?: () => Buffer;
-  /**
-   * File-to-file copies instead of read + sink (export to a regular file): a request whose every
-   * part its layer stores plainly (DiskImage.plainRanges) is not read; this gets, in the sink's
-   * order and place, where its bytes are (`to`: virtual offsets). False: it could not (nothing
-   * promised about the output there): the request is read and sunk as usual, and no later request
-   * is offered again.
-   */
-  copyPlain?: (offset: number, copies: PlainCopy[]) => Promise<boolean>;
-}
-
-/** One layer file's ranges of a request, in order (see StreamOptions.copyPlain). */
-export interface PlainCopy {
-  fd: number;
-  ranges: FileCopy[];
-}
-
-/** Where the layers keep a request's bytes plainly, grouped per file, or null when any part is not plain. */
-export async function plainCopies(chain: Chain, req: ChainRequest): Promise<PlainCopy[] | null> {
-  const out: PlainCopy[] = [];
-  for (const p of req.parts) {
-    const layer = chain.layers[p.depth];
-    const plain = layer.plainRanges ? await layer.plainRanges(p.start, p.length).catch(() => null) : null;
-    if (!plain) return null;
-    let group = out[out.length - 1];
-    if (!group || group.fd !== plain.fd) out.push(group = { fd: plain.fd, ranges: [] });
-    for (const r of plain.ranges) group.ranges.push({ from: r.fileOffset, to: r.offset, length: r.length });
-  }
-  return out;
 }
 
 /**
@@ -253,28 +224,14 @@ export async function streamChain(
 ): Promise<void> {
   const size = chain.virtualSize;
   const requestSize = options.requestSize ?? REQUEST_SIZE;
-  let copyPlain = options.copyPlain;
-  type Req = ChainRequest & { copies?: PlainCopy[] | null };
-  await runPipeline<Req>(chainRequests(chain, { requestSize, include: options.include }), {
+  await runPipeline(chainRequests(chain, { requestSize, include: options.include }), {
     bufferSize: requestSize,
     depth: options.depth ?? DEPTH,
     file: chain.top.path,
     signal: options.signal,
     allocate: options.allocate,
-    read: async (req, buffer) => {
-      if (copyPlain && (req.copies = await plainCopies(chain, req))) return;
-      await readChainRequest(chain, req, buffer.subarray(0, req.length));
-    },
+    read: (req, buffer) => readChainRequest(chain, req, buffer.subarray(0, req.length)),
     consume: async (req, buffer) => {
-      if (req.copies && copyPlain && await copyPlain(req.offset, req.copies)) {
-        options.onProgress?.(req.offset + req.length, size);
-        return;
-      }
-      if (req.copies) {
-        // Not copied after all (the file system refused): read as usual, and stop offering.
-        copyPlain = undefined;
-        await readChainRequest(chain, req, buffer.subarray(0, req.length));
-      }
       await sink(req.offset, buffer.subarray(0, req.length));
       options.onProgress?.(req.offset + req.length, size);
     },

@@ -99,21 +99,6 @@ export interface WritePiece {
   data: Buffer;
 }
 
-/** Where a layer keeps a virtual range as plain bytes in its (local, regular) file. */
-export interface PlainRanges {
-  /** The layer file's descriptor, open for as long as the image is. */
-  fd: number;
-  /** Back to back in the virtual disk, covering the asked range in order. */
-  ranges: Array<{ offset: number; fileOffset: number; length: number }>;
-}
-
-/** Appends a plain range, joined to the last one when both are back to back in the file too. */
-export function pushPlain(out: PlainRanges['ranges'], offset: number, fileOffset: number, length: number): void {
-  const last = out[out.length - 1];
-  if (last && last.offset + last.length === offset && last.fileOffset + last.length === fileOffset) last.length += length;
-  else out.push({ offset, fileOffset, length });
-}
-
 /** Records the metadata of staged writes (see DiskImage.stageWrites); call only once their data is durable. */
 export type CommitStaged = () => Promise<void>;
 
@@ -165,13 +150,6 @@ export interface DiskImage {
   zeroRuns?(offset: number, length: number): Array<{ offset: number; length: number; zero: boolean }>;
   /** Reads bytes this layer holds (every byte of the range must be present). */
   readOwn(offset: number, target: Buffer): Promise<void>;
-  /**
-   * Where the file holds [offset, offset+length) (every byte of which this layer holds, as for
-   * readOwn) byte for byte, or null when any of it is not stored plainly (compressed, encrypted,
-   * zero clusters, a log not yet replayed, a remote or non-regular file, past the file's end): lets
-   * export and merge copy file to file instead of reading into memory. Absent: never plain.
-   */
-  plainRanges?(offset: number, length: number): Promise<PlainRanges | null>;
   /** Writes into this layer; partial sectors not held here are completed from `below`. */
   write(offset: number, data: Buffer, below: ReadBelow): Promise<void>;
   /** Writes what is kept back (see deferMetadataWrites), then makes every write durable (fsync). */

@@ -1,11 +1,7 @@
 // Where a sparse file's data and holes are (lseek SEEK_DATA / SEEK_HOLE through native/seekHole.c).
 import * as nodePath from 'path';
 
-interface SeekHoleAddon {
-  seek(fd: number, offset: number, wantData: boolean): number;
-  /** See native/copyRange.c and io/copyRange.ts. */
-  copyRanges?(inFd: number, outFd: number, ranges: Float64Array, grain: number, cb: (err: (Error & { errno?: number }) | null, n?: number) => void): void;
-}
+interface SeekHoleAddon { seek(fd: number, offset: number, wantData: boolean): number }
 
 let addon: SeekHoleAddon | null | undefined;
 
@@ -13,7 +9,7 @@ let addon: SeekHoleAddon | null | undefined;
  * The addon built at install (scripts/build-native.mjs), or null when it was not built: Node has no
  * lseek, and without it every byte of a raw file counts as data (correct, only less precise).
  */
-export function load(): SeekHoleAddon | null {
+function load(): SeekHoleAddon | null {
   if (addon !== undefined) return addon;
   addon = null;
   if (process.env.DISKIMG_NO_SEEK_HOLE) return addon;

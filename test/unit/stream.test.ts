@@ -1,6 +1,6 @@
 import { strict as assert } from 'assert';
 import { spawnSync } from 'child_process';
-import { closeSync, existsSync, openSync, readFileSync, readSync, statSync, truncateSync, writeFileSync } from 'fs';
+import { closeSync, existsSync, openSync, readFileSync, statSync, truncateSync, writeFileSync } from 'fs';
 import * as path from 'path';
 import { openChain } from '../../src/chain/chain';
 import { createChild } from '../../src/chain/createChild';
@@ -234,47 +234,6 @@ describe('stream pipeline (src/chain/stream.ts)', function () {
       } finally {
         await chain.close();
       }
-    });
-
-    it('copyPlain: plain requests go file to file (never read nor sunk); a refusal reads that request and stops offering', async () => {
-      const { top, model } = await chainWithModel();
-      const chain = await openChain(top);
-      try {
-        for (const refuseAt of [-1, 0, 2]) {
-          const got = Buffer.alloc(model.length);
-          let offers = 0;
-          let sunk = 0;
-          await streamChain(chain, (offset, data) => { sunk++; data.copy(got, offset); }, {
-            requestSize: MiB,
-            copyPlain: async (_offset, copies) => {
-              if (offers++ === refuseAt) return false;
-              // What the native copy does, through the same descriptors and ranges.
-              for (const c of copies) for (const r of c.ranges) readSync(c.fd, got, r.to, r.length, r.from);
-              return true;
-            },
-          });
-          assert.ok(got.equals(model), `refused at ${refuseAt}`);
-          if (refuseAt < 0) assert.equal(sunk, 0, 'every VHD request is plain');
-          else assert.equal(offers, refuseAt + 1, 'no offer after a refusal');
-        }
-      } finally {
-        await chain.close();
-      }
-    });
-
-    it('export writes the same bytes and the same holes with and without the native copy', async function () {
-      const { top, model } = await chainWithModel();
-      const outs: string[] = [];
-      for (const env of [{}, { DISKIMG_NO_NATIVE_COPY: '1' }]) {
-        const out = path.join(t.dir, `out-${outs.length}.raw`);
-        const r = spawnSync(process.execPath, [CLI, 'export', top, out], { encoding: 'utf8', env: { ...process.env, ...env } });
-        assert.equal(r.status, 0, r.stderr);
-        assert.ok(readFileSync(out).equals(model));
-        // The allocated MiB of zeros at 14 MiB and the never-written ranges stay holes.
-        assert.ok(statSync(out).blocks * 512 <= 8 * MiB, `${statSync(out).blocks * 512} bytes allocated`);
-        outs.push(out);
-      }
-      assert.equal(statSync(outs[0]).blocks, statSync(outs[1]).blocks);
     });
 
     it('a block whose data the file does not hold (cut short): export fails naming the file, the structure and the offset', async () => {

@@ -1,4 +1,4 @@
-import { CommitStaged, DiskImage, DiskTypeName, FieldLocation, ImageField, LayerRun, ParentCandidates, ParentLinkCheck, ParentReference, PlainRanges, pushPlain, ReadBelow, WritePiece } from '../diskImage';
+import { CommitStaged, DiskImage, DiskTypeName, FieldLocation, ImageField, LayerRun, ParentCandidates, ParentLinkCheck, ParentReference, ReadBelow, WritePiece } from '../diskImage';
 import { DiskImageError } from '../errors';
 import { ImageFile } from '../../io/imageFile';
 import { StagedCommits } from '../stagedCommits';
@@ -607,34 +607,6 @@ export class Qcow2Image implements DiskImage {
       pos = stop;
     }
     return out;
-  }
-
-  async plainRanges(offset: number, length: number): Promise<PlainRanges | null> {
-    this.requireBlocks();
-    const fd = this.file.localFd;
-    if (fd === null) return null;
-    const ranges: PlainRanges['ranges'] = [];
-    for (let done = 0; done < length;) {
-      const pos = offset + done;
-      const cluster = Math.floor(pos / this.blockSize);
-      const inCluster = pos - cluster * this.blockSize;
-      let n = Math.min(this.blockSize - inCluster, length - done);
-      const kind = this.clusterKind(cluster);
-      if (kind === ClusterKind.Mixed) {
-        // Only subclusters with data (not zero ones) are plain.
-        const sub = Math.floor(inCluster / this.subclusterSize);
-        n = Math.min(n, (sub + 1) * this.subclusterSize - inCluster);
-        const { alloc, zero } = this.bitsOf(cluster);
-        if ((zero >>> sub) & 1 || !((alloc >>> sub) & 1)) return null;
-      } else if (kind !== ClusterKind.Normal) {
-        return null;
-      }
-      const host = this.blockFileOffset(cluster);
-      if (host === null) return null;
-      pushPlain(ranges, pos, host + inCluster, n);
-      done += n;
-    }
-    return { fd, ranges };
   }
 
   async readOwn(offset: number, target: Buffer): Promise<void> {

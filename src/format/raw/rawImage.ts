@@ -1,7 +1,7 @@
 // A raw image: a plain file or a block device whose bytes are the virtual disk, one layer, no parent.
 import { statSync } from 'fs';
 import { ImageFile } from '../../io/imageFile';
-import { DiskImage, FieldLocation, LayerRun, ParentCandidates, ParentLinkCheck, PlainRanges, ReadBelow } from '../diskImage';
+import { DiskImage, FieldLocation, LayerRun, ParentCandidates, ParentLinkCheck, ReadBelow } from '../diskImage';
 import { DiskImageError } from '../errors';
 import { dataExtents, holesDetectable } from '../../io/seekHole';
 import type { OpenOptions } from '../registry';
@@ -155,13 +155,6 @@ export class RawImage implements DiskImage {
   }
 
   /** Bytes at `offset`; past the end of the file (a size not a multiple of 512) reads as zeros. */
-  async plainRanges(offset: number, length: number): Promise<PlainRanges | null> {
-    const fd = this.file.localFd;
-    // Past the file's end (a child rounded up to a sector) reads as zeros: not plain.
-    if (fd === null || offset + length > this.file.size || offset + length > this.virtualSize) return null;
-    return { fd, ranges: [{ offset, fileOffset: offset, length }] };
-  }
-
   async readOwn(offset: number, target: Buffer): Promise<void> {
     const inside = Math.max(0, Math.min(target.length, this.virtualSize - offset));
     const n = inside > 0 ? await this.file.readInto(target.subarray(0, inside), offset) : 0;

@@ -1,4 +1,4 @@
-import { CommitStaged, DiskImage, DiskTypeName, FieldLocation, ImageField, LayerRun, ParentCandidates, ParentLinkCheck, ParentReference, PlainRanges, pushPlain, ReadBelow, WritePiece } from '../diskImage';
+import { CommitStaged, DiskImage, DiskTypeName, FieldLocation, ImageField, LayerRun, ParentCandidates, ParentLinkCheck, ParentReference, ReadBelow, WritePiece } from '../diskImage';
 import { DiskImageError } from '../errors';
 import { ImageFile } from '../../io/imageFile';
 import { Bat, BAT_UNUSED } from './bat';
@@ -406,24 +406,6 @@ export class VhdImage implements DiskImage {
       pos = pieceEnd;
     }
     return out;
-  }
-
-  async plainRanges(offset: number, length: number): Promise<PlainRanges | null> {
-    const fd = this.file.localFd;
-    if (fd === null) return null;
-    // Fixed: the disk is the file's start (a truncated one reads zeros past its end: not plain).
-    if (!this.bat) return offset + length <= this.file.size ? { fd, ranges: [{ offset, fileOffset: offset, length }] } : null;
-    const ranges: PlainRanges['ranges'] = [];
-    for (let done = 0; done < length;) {
-      const pos = offset + done;
-      const block = Math.floor(pos / this.blockSize);
-      const inBlock = pos - block * this.blockSize;
-      const n = Math.min(this.blockSize - inBlock, length - done);
-      if (!this.bat.isAllocated(block)) return null;
-      pushPlain(ranges, pos, (await this.blockDataOffset(block)) + inBlock, n);
-      done += n;
-    }
-    return { fd, ranges };
   }
 
   async readOwn(offset: number, target: Buffer): Promise<void> {

@@ -1,6 +1,6 @@
 import * as nodePath from 'path';
 import { statSync } from 'fs';
-import { CommitStaged, DiskImage, DiskTypeName, FieldLocation, ImageField, LayerRun, ParentCandidates, ParentLinkCheck, ParentReference, PlainRanges, pushPlain, ReadBelow, WritePiece } from '../diskImage';
+import { CommitStaged, DiskImage, DiskTypeName, FieldLocation, ImageField, LayerRun, ParentCandidates, ParentLinkCheck, ParentReference, ReadBelow, WritePiece } from '../diskImage';
 import { vhdxParentCandidates } from './locatorPaths';
 import { checkVhdxParent, locatorPairs, parentIdentity } from './parentLink';
 import { DiskImageError } from '../errors';
@@ -725,24 +725,6 @@ export class VhdxImage implements DiskImage {
       pos = pieceEnd;
     }
     return out;
-  }
-
-  async plainRanges(offset: number, length: number): Promise<PlainRanges | null> {
-    const fd = this.file.localFd;
-    // Log entries replayed in memory only (a read-only open) overlay the file: not plain.
-    if (fd === null || this.reader.overlay.length > 0) return null;
-    const ranges: PlainRanges['ranges'] = [];
-    for (let done = 0; done < length;) {
-      const pos = offset + done;
-      const block = Math.floor(pos / this.blockSize);
-      const inBlock = pos - block * this.blockSize;
-      const n = Math.min(this.blockSize - inBlock, length - done);
-      const state = this.blockState(block);
-      if (state !== PayloadBlockState.FullyPresent && state !== PayloadBlockState.PartiallyPresent) return null;
-      pushPlain(ranges, pos, this.dataOffset(block) + inBlock, n);
-      done += n;
-    }
-    return { fd, ranges };
   }
 
   async readOwn(offset: number, target: Buffer): Promise<void> {
