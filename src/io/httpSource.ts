@@ -183,21 +183,8 @@ export class HttpSource implements ByteSource {
     // A reader going forward gets the next chunks fetched while it works on these. A read of more
     // than two chunks is a bulk reader too (a full read's first piece comes right after the format
     // probe read the last chunk): read ahead at once rather than one round trip later.
-    const sequential = first === this.lastChunk || first === this.lastChunk + 1 || last - first >= 2;
-    this.lastChunk = last;
+    this.readAhead(first, last);
     this.fetchMissing(first, last);
-    if (sequential) {
-      const ahead = Math.min(last + READ_AHEAD_CHUNKS, Math.floor((this.size - 1) / HTTP_CHUNK));
-      // Chunks a cache already holds are not fetched again; the ones between are.
-      let c = last + 1;
-      while (c <= ahead) {
-        while (c <= ahead && this.isHeld?.(c * HTTP_CHUNK)) c++;
-        let e = c;
-        while (e + 1 <= ahead && !this.isHeld?.((e + 1) * HTTP_CHUNK)) e++;
-        if (c <= ahead) this.fetchMissing(c, e);
-        c = e + 1;
-      }
-    }
     for (let c = first; c <= last; c++) {
       let held = this.chunks.get(c);
       while (!held) {
@@ -218,6 +205,42 @@ export class HttpSource implements ByteSource {
       if (to === chunkStart + held.length) this.consumed(c, held);
     }
     return end - offset;
+  }
+
+  /** True while the chunk holding `offset` is in memory: a read of it costs a copy, no request and no disk read. */
+  holds(offset: number): boolean {
+    return this.chunks.has(Math.floor(offset / HTTP_CHUNK));
+  }
+
+  /**
+   * A cache answers a read from its file: the read still counts as the reader's, so a sequential
+   * reader's read-ahead keeps going while the cache serves what it has (else it would stall for a
+   * round trip where the cached run ends).
+   */
+  advise(offset: number, length: number): void {
+    const end = Math.min(offset + length, this.size);
+    if (end > offset) this.readAhead(Math.floor(offset / HTTP_CHUNK), Math.floor((end - 1) / HTTP_CHUNK));
+  }
+
+  /**
+   * Notes a read of chunks first..last; for a reader going forward starts fetching the next ones.
+   * A read of more than two chunks is a bulk reader too (a full read's first piece comes right
+   * after the format probe read the last chunk): read ahead at once, not one round trip later.
+   */
+  private readAhead(first: number, last: number): void {
+    const sequential = first === this.lastChunk || first === this.lastChunk + 1 || last - first >= 2;
+    this.lastChunk = last;
+    if (!sequential) return;
+    const ahead = Math.min(last + READ_AHEAD_CHUNKS, Math.floor((this.size - 1) / HTTP_CHUNK));
+    // Chunks a cache already holds are not fetched again; the ones between are.
+    let c = last + 1;
+    while (c <= ahead) {
+      while (c <= ahead && this.isHeld?.(c * HTTP_CHUNK)) c++;
+      let e = c;
+      while (e + 1 <= ahead && !this.isHeld?.((e + 1) * HTTP_CHUNK)) e++;
+      if (c <= ahead) this.fetchMissing(c, e);
+      c = e + 1;
+    }
   }
 
   /** Starts requests for chunks first..last not held nor in flight, consecutive ones coalesced. */

@@ -411,15 +411,20 @@ export class CachedSource implements ByteSource {
     if (end <= offset) return 0;
     const chunk = this.header.chunk;
     let pos = offset;
+    // A chunk read ahead is usually stored before the reader gets to it: while the source still
+    // holds it in memory it is copied from there, not read back from the file (written with
+    // O_DIRECT, so that is a synchronous disk read).
+    const fromFile = (k: number) => this.has(k) && !this.remote?.holds?.(k * chunk);
     while (pos < end) {
       const c = Math.floor(pos / chunk);
-      const cached = this.has(c);
+      const cached = fromFile(c);
       // The run of chunks with the same state.
       let runEnd = Math.min(end, (c + 1) * chunk);
-      while (runEnd < end && this.has(Math.floor(runEnd / chunk)) === cached) runEnd = Math.min(end, runEnd + chunk);
+      while (runEnd < end && fromFile(Math.floor(runEnd / chunk)) === cached) runEnd = Math.min(end, runEnd + chunk);
       const slice = target.subarray(pos - offset, runEnd - offset);
       if (cached) {
         readSync(this.fd, slice, 0, slice.length, this.dataOffset + pos);
+        this.remote?.advise?.(pos, slice.length);
       } else {
         // Whole chunks are fetched and kept, so a chunk's bit always means all of it is here.
         const from = Math.floor(pos / chunk) * chunk;
