@@ -3,7 +3,7 @@ import type * as http from 'http';
 import type * as https from 'https';
 import { DiskImageError } from '../format/errors';
 import { readFileSync } from 'fs';
-import { alignedBuffer } from './alignedBuffer';
+import { alignedBuffer, isPageAligned } from './alignedBuffer';
 import { ByteSource } from './byteSource';
 import { WireBroken, WirePool, WireUnsupported } from './httpWire';
 
@@ -317,8 +317,10 @@ export class HttpSource implements ByteSource {
     if (!held) return;
     this.chunks.delete(chunk);
     if (--held.body.holders === 0 && held.body.pieces.length === 1) {
-      const b = held.body.pieces[0];
-      if (b.length !== MAX_REQUEST || b.byteOffset !== 0) return;
+      const piece = held.body.pieces[0];
+      // A body of any length from one of our request-sized buffers gives the whole buffer back.
+      if (piece.byteOffset !== 0 || piece.buffer.byteLength !== MAX_REQUEST || !isPageAligned(piece)) return;
+      const b = Buffer.from(piece.buffer, 0, MAX_REQUEST);
       const reuse = () => { if (!this.closed && this.spare.length < SPARE_BODIES) this.spare.push(b); };
       if (held.body.stored) void held.body.stored.then(reuse);
       else reuse();
@@ -331,11 +333,11 @@ export class HttpSource implements ByteSource {
    * than the copy itself. Page aligned, so a cache can write it with O_DIRECT.
    */
   private bodyBuffer(length: number): Buffer {
-    if (length === MAX_REQUEST) {
-      const b = this.spare.pop();
-      if (b) return b;
-    }
-    return length >= HTTP_CHUNK ? alignedBuffer(length) : Buffer.allocUnsafeSlow(length);
+    if (length < HTTP_CHUNK || length > MAX_REQUEST) return length >= HTTP_CHUNK ? alignedBuffer(length) : Buffer.allocUnsafeSlow(length);
+    // Every body from a chunk to a request long comes out of a request-sized buffer, so the short
+    // ones (a run's first request, the parent's last chunk) are reused too; pages a body does not
+    // reach are never touched, so cost nothing.
+    return (this.spare.pop() ?? alignedBuffer(MAX_REQUEST)).subarray(0, length);
   }
 
   /** Runs `attempt` up to 5 times with backoff; the last failure becomes one clear line. */
