@@ -222,13 +222,9 @@ export class HttpSource implements ByteSource {
     if (end > offset) this.readAhead(Math.floor(offset / HTTP_CHUNK), Math.floor((end - 1) / HTTP_CHUNK));
   }
 
-  /**
-   * Notes a read of chunks first..last; for a reader going forward starts fetching the next ones.
-   * A read of more than two chunks is a bulk reader too (a full read's first piece comes right
-   * after the format probe read the last chunk): read ahead at once, not one round trip later.
-   */
+  /** Notes a read of chunks first..last; for a reader going forward starts fetching the next ones. */
   private readAhead(first: number, last: number): void {
-    const sequential = first === this.lastChunk || first === this.lastChunk + 1 || last - first >= 2;
+    const sequential = first === this.lastChunk || first === this.lastChunk + 1;
     this.lastChunk = last;
     if (!sequential) return;
     const ahead = Math.min(last + READ_AHEAD_CHUNKS, Math.floor((this.size - 1) / HTTP_CHUNK));
