@@ -180,9 +180,7 @@ export class HttpSource implements ByteSource {
     if (end <= offset) return 0;
     const first = Math.floor(offset / HTTP_CHUNK);
     const last = Math.floor((end - 1) / HTTP_CHUNK);
-    // A reader going forward gets the next chunks fetched while it works on these. A read of more
-    // than two chunks is a bulk reader too (a full read's first piece comes right after the format
-    // probe read the last chunk): read ahead at once rather than one round trip later.
+    // A reader going forward gets the next chunks fetched while it works on these.
     this.readAhead(first, last);
     this.fetchMissing(first, last);
     for (let c = first; c <= last; c++) {
