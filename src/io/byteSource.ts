@@ -27,6 +27,14 @@ export interface ByteSource {
    * it leave storing to the cache's read.
    */
   onReceived?: (offset: number, pieces: Buffer[]) => Promise<void>;
+  /**
+   * True while the source keeps the bytes at `offset` in memory (read ahead or just received): a
+   * cache reads them from the source then, not back from its file (written with O_DIRECT, so not
+   * in the page cache: a disk read).
+   */
+  holds?(offset: number): boolean;
+  /** A cache served `length` bytes at `offset` itself: the source may read ahead past them. */
+  advise?(offset: number, length: number): void;
   /** Requests made to the server so far (the cache's tests and the bench count them). */
   readonly requests: number;
   close(): Promise<void>;

@@ -1,5 +1,5 @@
 // The local cache of a remote parent: every byte read once is kept in a sparse file next to the child.
-import { closeSync, constants as fsConstants, existsSync, fdatasync, linkSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, write, writev, writeSync, ftruncateSync, fsyncSync, statSync } from 'fs';
+import { closeSync, constants as fsConstants, existsSync, fdatasync, linkSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, write, writev, writeSync, ftruncateSync, statSync } from 'fs';
 import * as nodePath from 'path';
 import { promisify } from 'util';
 import { DiskImageError } from '../format/errors';
@@ -210,7 +210,9 @@ function createCache(path: string, header: CacheHeader): void {
     const slot = encodeSlot({ generation: 1, present: Buffer.alloc(bytes), durable: Buffer.alloc(bytes) });
     writeSync(fd, slot, 0, slot.length, HEADER + (1 % 2) * slot.length); // generation n lives in slot n % 2
     ftruncateSync(fd, HEADER + 2 * slot.length + header.size);
-    fsyncSync(fd);
+    // No fsync: an empty cache vouches for nothing. After a machine crash it is whole, torn (no
+    // valid header or slot: started again) or missing; a journal commit here cost a first read a
+    // wait of 5 ms to tens of ms on a disk busy with other writes.
   } finally {
     closeSync(fd);
   }
@@ -409,15 +411,20 @@ export class CachedSource implements ByteSource {
     if (end <= offset) return 0;
     const chunk = this.header.chunk;
     let pos = offset;
+    // A chunk read ahead is usually stored before the reader gets to it: while the source still
+    // holds it in memory it is copied from there, not read back from the file (written with
+    // O_DIRECT, so that is a synchronous disk read).
+    const fromFile = (k: number) => this.has(k) && !this.remote?.holds?.(k * chunk);
     while (pos < end) {
       const c = Math.floor(pos / chunk);
-      const cached = this.has(c);
+      const cached = fromFile(c);
       // The run of chunks with the same state.
       let runEnd = Math.min(end, (c + 1) * chunk);
-      while (runEnd < end && this.has(Math.floor(runEnd / chunk)) === cached) runEnd = Math.min(end, runEnd + chunk);
+      while (runEnd < end && fromFile(Math.floor(runEnd / chunk)) === cached) runEnd = Math.min(end, runEnd + chunk);
       const slice = target.subarray(pos - offset, runEnd - offset);
       if (cached) {
         readSync(this.fd, slice, 0, slice.length, this.dataOffset + pos);
+        this.remote?.advise?.(pos, slice.length);
       } else {
         // Whole chunks are fetched and kept, so a chunk's bit always means all of it is here.
         const from = Math.floor(pos / chunk) * chunk;

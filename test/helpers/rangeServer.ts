@@ -8,7 +8,10 @@ export type Fault = 'drop' | '500' | '503' | 'short' | 'stall' | 'no-range' | 'b
 export interface RangeServerOptions {
   /** Delay before each answer (ms). */
   latencyMs?: number;
-  /** Bytes per second per response (0: unlimited). */
+  /**
+   * Bytes per second for the whole server, shared by the responses in flight (0: unlimited): a
+   * client that opens more connections gets no more bandwidth, as on a real link.
+   */
   bytesPerSecond?: number;
   /** Decides a fault for request number n (1-based) or none. */
   fault?: (n: number, range: string | undefined) => Fault | null;
@@ -26,7 +29,7 @@ export interface RangeServer {
 
 /** Serves files of `dir` at /name with single byte ranges (206), ETag and Last-Modified. */
 export async function startRangeServer(dir: string, options: RangeServerOptions = {}): Promise<RangeServer> {
-  const state = { requests: 0, log: [] as string[] };
+  const state = { requests: 0, log: [] as string[], linkFree: 0 };
   const sockets = new Set<import('net').Socket>();
   const server = http.createServer((req, res) => {
     const n = ++state.requests;
@@ -71,10 +74,14 @@ export async function startRangeServer(dir: string, options: RangeServerOptions 
       }
       const rate = options.bytesPerSecond ?? 0;
       if (!rate) { stream.pipe(res); return; }
-      // Paced: pause after each piece for as long as the cap says it took.
+      // Paced: each piece takes its share of the link after the pieces already sent (by any
+      // response); the stream pauses until then.
       stream.on('data', (b: Buffer | string) => {
         stream.pause();
-        res.write(b, () => setTimeout(() => stream.resume(), (b.length / rate) * 1000));
+        const now = Date.now();
+        state.linkFree = Math.max(now, state.linkFree) + (b.length / rate) * 1000;
+        const wait = state.linkFree - now;
+        res.write(b, () => setTimeout(() => stream.resume(), wait));
       });
       stream.on('end', () => res.end());
     };
