@@ -1,6 +1,7 @@
 // diskimg serve side by side with qemu-nbd on the same 1 GiB dynamic VHD (fully written):
-//  - 4 KiB reads at queue depth 32 with qemu-img bench (SERVE_BENCH_COUNT requests, 100,000 by default; the step of 1023 x 4 KiB
-//    scatters the offsets over the disk, qemu-img bench wrapping them modulo its size), served by
+//  - 4 KiB reads at queue depth 32 with qemu-img bench (SERVE_BENCH_COUNT requests, 100,000 by
+//    default; the step of 1023 x 4 KiB scatters the offsets over the disk, qemu-img bench wrapping
+//    them modulo its size), served by
 //    `qemu-nbd -f vpc -r` and by `diskimg serve --read-only`;
 //  - a sequential read of the whole disk with nbdcopy to null:, always with the same number of
 //    connections on both sides: nbdcopy opens 4 to a server that advertises CAN_MULTI_CONN and 1 to
