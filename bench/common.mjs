@@ -38,10 +38,14 @@ export function median(xs) {
  * the median of the per-pair ratios is what a user waits on a machine as busy as this one; best-of
  * would hide that.
  */
-export function compare(n, contenders, before = () => {}) {
+export function compare(n, contenders, before = () => {}, { alternate = false } = {}) {
   const runs = contenders.map(() => []);
   for (let i = 0; i < n; i++) {
-    contenders.forEach((fn, k) => {
+    // With `alternate`, odd rounds run the contenders in reverse (A B, B A, ...): whatever the
+    // first run of a round pays or leaves behind (a warmer cache, a neighbour's burst) falls on each side alike.
+    const order = contenders.map((_, k) => (alternate && i % 2 === 1 ? contenders.length - 1 - k : k));
+    order.forEach((k) => {
+      const fn = contenders[k];
       before();
       spawnSync('sync');
       const r = fn();

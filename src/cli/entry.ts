@@ -11,8 +11,11 @@ import type * as VmModule from 'vm';
 
 declare const DISKIMG_VERSION: string;
 
-// Reads, zero checks and writes overlap in libuv's pool; it is sized once, before its first use.
-// Four threads (libuv's default) starve the pipeline when two files are read and one written.
+// Reads, zero checks and writes overlap in libuv's pool; it is sized once, here, before its first
+// use (for every command, serve too). Four threads (libuv's default) starve the pipeline when two
+// files are read and one written. serve sends only reads over 1 MiB and fsyncs there (shorter
+// reads are synchronous): 2 MiB reads over 4 connections, 5 interleaved runs, load 2.3-2.9,
+// median 1.06 s with 4 threads, 0.95 s with 8, 1.21 s with 16, server CPU alike.
 process.env.UV_THREADPOOL_SIZE ??= '8';
 
 const args = process.argv.slice(2);

@@ -74,8 +74,6 @@ export function register(program: Command): void {
     }) => {
       if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) throw new Error('--tls-cert and --tls-key go together');
       if (opts.tlsCa !== undefined && opts.tlsCert === undefined) throw new Error('--tls-ca needs --tls-cert and --tls-key');
-      // Queue-depth-32 clients keep many file reads in flight; libuv's default of 4 threads would cap them.
-      process.env.UV_THREADPOOL_SIZE ??= '16';
       setSynchronousReadLimit(SYNC_READ_LIMIT);
       setSynchronousWriteLimit(SYNC_WRITE_LIMIT);
       // Many clients over one parent on a server: its bytes are fetched once and kept next to each child.
