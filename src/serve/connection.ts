@@ -233,12 +233,15 @@ async function negotiate(plainSocket: Socket, plainReader: ByteReader, host: Con
 }
 
 function transmissionFlags(exp: ServedExport): number {
-  let f = P.NBD_FLAG_HAS_FLAGS | P.NBD_FLAG_SEND_FLUSH | P.NBD_FLAG_SEND_FUA | P.NBD_FLAG_SEND_TRIM
-    | P.NBD_FLAG_SEND_WRITE_ZEROES | P.NBD_FLAG_SEND_DF | P.NBD_FLAG_SEND_CACHE
+  let f = P.NBD_FLAG_HAS_FLAGS | P.NBD_FLAG_SEND_FLUSH | P.NBD_FLAG_SEND_FUA
+    | P.NBD_FLAG_SEND_DF | P.NBD_FLAG_SEND_CACHE
     // Every connection to an export goes through the one open chain in this process, and a flush
     // fsyncs the one top file: all connections see one disk.
     | P.NBD_FLAG_CAN_MULTI_CONN;
+  // Trim and write-zeroes are offered only where they can succeed (as qemu-nbd does): a read-only
+  // export would answer them with EPERM, which a client that trusts the flags never expects.
   if (exp.readOnly) f |= P.NBD_FLAG_READ_ONLY;
+  else f |= P.NBD_FLAG_SEND_TRIM | P.NBD_FLAG_SEND_WRITE_ZEROES;
   return f;
 }
 
