@@ -30,7 +30,9 @@ export default async function ({ root }) {
     const total = rest.map((r) => r.totalMs);
     // Host and page run side by side from the same start; the page waits for the host's message if it is ready first.
     const host = `host ${med('hostMs')} (open ${med('openMs')} + model ${med('modelMs')} + block map ${med('blocksMs')}; CPU ${med('hostCpuMs')})`;
-    const page = `page: script starts at ${med('scriptMs')}, ready at ${med('readyMs')}, message rebuilt at ${med('dataMs')}, handled at ${med('initMs')}, drawn at ${med('drawMs')}, painted at ${med('paintedMs')} (main thread CPU ${med('pageCpuMs')}, script ${med('pageScriptMs')})`;
+    // Ours on the page: the HTML (our markup, and now the inline first bundle and styles) in, the fetched files in (none when inline), then our script onwards.
+    const assets = (rs) => rs.every((r) => r.assetsMs === null) ? 'nothing fetched (inline)' : `CSS and script fetched by ${med('assetsMs', rs.filter((r) => r.assetsMs !== null))}`;
+    const page = `page: HTML in at ${med('htmlMs')}, ${assets(rest)}, script starts at ${med('scriptMs')}, ready at ${med('readyMs')}, message (posted at ${med('postedMs')}, its bytes in at ${med('msgInMs')}) rebuilt at ${med('dataMs')}, handled at ${med('initMs')}, drawn at ${med('drawMs')}, painted at ${med('paintedMs')} (main thread CPU ${med('pageCpuMs')}, script ${med('pageScriptMs')})`;
     const breakdown = `${host} || ${page}`;
     // FIRSTPAINT_BEFORE=DIR: the same runs with the code before (its dist/, page loaded after the host), paired.
     const before = all.filter((r) => r.kind === kind && r.which === 'before').slice(1);
@@ -41,8 +43,9 @@ export default async function ({ root }) {
       const cpu = rest.map((r, i) => (r.hostCpuMs + r.pageCpuMs) / (before[i].hostCpuMs + before[i].pageCpuMs));
       ratio = { median: median(wall), min: Math.min(...wall), cpuMedian: median(cpu), pairs: wall.length };
       const bt = before.map((r) => r.totalMs);
-      vs = `; before: median ${median(bt).toFixed(0)} ms (min ${Math.min(...bt).toFixed(0)}), host ${med('hostMs', before)} then page: script starts at ${med('scriptMs', before)}, painted at ${med('paintedMs', before)} (main thread CPU ${med('pageCpuMs', before)}, script ${med('pageScriptMs', before)}); after/before median ${ratio.median.toFixed(2)}x (min ${ratio.min.toFixed(2)}x; CPU ${ratio.cpuMedian.toFixed(2)}x)`;
+      vs = `; before: median ${median(bt).toFixed(0)} ms (min ${Math.min(...bt).toFixed(0)}), host ${med('hostMs', before)} then page: HTML in at ${med('htmlMs', before)}, ${assets(before)}, script starts at ${med('scriptMs', before)}, painted at ${med('paintedMs', before)} (main thread CPU ${med('pageCpuMs', before)}, script ${med('pageScriptMs', before)}); after/before median ${ratio.median.toFixed(2)}x (min ${ratio.min.toFixed(2)}x; CPU ${ratio.cpuMedian.toFixed(2)}x)`;
     }
+    // VS Code's share (creating the webview frame, handing it the HTML) is not in these figures: the page is a blank tab made beforehand.
     const line = `${name}, ${runs[0].cells} cells: median ${median(total).toFixed(0)} ms (min ${Math.min(...total).toFixed(0)} ms); ${breakdown} ms (medians from the common start); first run ${first.totalMs.toFixed(0)} ms; ${rest.length} runs${vs}; ${date}, ${load()}`;
     console.log(line);
     rows.push({

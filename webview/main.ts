@@ -42,7 +42,8 @@ let firstDraw = true;
 const t0 = performance.now();
 // The second bundle sits next to this one and is let in by the same nonce.
 const self = document.currentScript as HTMLScriptElement | null;
-const restSrc = self?.src.replace(/webview\.js([?#].*)?$/, 'webview-rest.js$1') ?? 'webview-rest.js';
+// Inline in the page (the extension's HTML): the page names it; loaded by src: next to this one.
+const restSrc = self?.dataset.rest || (self?.src ? self.src.replace(/webview\.js([?#].*)?$/, 'webview-rest.js$1') : 'webview-rest.js');
 const nonce = self?.nonce ?? '';
 
 document.body.dataset.scriptStart = t0.toFixed(1);

@@ -1,6 +1,6 @@
 import * as vscode from 'vscode';
 import { EditorCommand, HostMessage, parseWebviewMessage, ViewName, WebviewMessage } from '../protocol';
-import { buildEditorHtml } from './html';
+import { buildEditorHtml, readWebviewBundle } from './html';
 import { ImageDocument } from './imageDocument';
 import { blockDetail, diffSector, firstBlocks, sectorDetail } from './model';
 
@@ -81,10 +81,13 @@ export class ImageEditorProvider implements vscode.CustomReadonlyEditorProvider<
       enableScripts: true,
       localResourceRoots: [vscode.Uri.joinPath(root, 'dist'), vscode.Uri.joinPath(root, 'media')],
     };
+    // The first bundle and the styles go in the page itself: nothing is fetched before the first draw.
+    const scriptUri = webview.asWebviewUri(vscode.Uri.joinPath(root, 'dist', 'webview.js')).toString();
     const { html } = buildEditorHtml({
       cspSource: webview.cspSource,
-      scriptUri: webview.asWebviewUri(vscode.Uri.joinPath(root, 'dist', 'webview.js')).toString(),
+      scriptUri,
       styleUri: webview.asWebviewUri(vscode.Uri.joinPath(root, 'dist', 'webview.css')).toString(),
+      inline: { ...readWebviewBundle(vscode.Uri.joinPath(root, 'dist').fsPath), restUri: webview.asWebviewUri(vscode.Uri.joinPath(root, 'dist', 'webview-rest.js')).toString() },
       title: document.uri.path.split('/').pop() ?? 'image',
     });
     webview.html = html;

@@ -8,7 +8,7 @@ import { readFileSync } from 'fs';
 import * as path from 'path';
 import type { Browser, Page } from 'playwright-core';
 import { Chain } from '../../src/chain/chain';
-import { buildEditorHtml } from '../../src/extension/html';
+import { buildEditorHtml, readWebviewBundle } from '../../src/extension/html';
 import { blockDetail, firstBlocks, sectorDetail } from '../../src/extension/model';
 import { BlockData, DiffData, HostMessage, ImageModel, WebviewMessage } from '../../src/protocol';
 import { ROOT } from './util';
@@ -99,7 +99,9 @@ export async function openWebview(browser: Browser, o: HarnessOptions): Promise<
   const problems = o.problems ?? [];
   page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
   page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
-  const { html } = buildEditorHtml({ cspSource: ORIGIN, scriptUri: `${ORIGIN}/webview.js`, styleUri: `${ORIGIN}/webview.css`, title: o.model.overview.fileName });
+  // As the editor serves it: the first bundle and the styles inline, the second bundle fetched.
+  const { html } = buildEditorHtml({ cspSource: ORIGIN, scriptUri: `${ORIGIN}/webview.js`, styleUri: `${ORIGIN}/webview.css`, title: o.model.overview.fileName,
+    inline: { ...readWebviewBundle(path.join(ROOT, 'dist')), restUri: `${ORIGIN}/webview-rest.js` } });
   await page.route(`${ORIGIN}/**`, async (route) => {
     const url = new URL(route.request().url());
     if (url.pathname === '/index.html') return route.fulfill({ contentType: 'text/html', body: html });

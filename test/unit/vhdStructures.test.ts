@@ -1,6 +1,7 @@
 import { strict as assert } from 'assert';
 import { readFileSync } from 'fs';
 import * as path from 'path';
+import { Bat, BAT_UNUSED } from '../../src/format/vhd/bat';
 import { vhdChecksum } from '../../src/format/vhd/checksum';
 import { chsSizeBytes, geometryForSize, roundUpToChsSize } from '../../src/format/vhd/geometry';
 import { parseFooter, serializeFooter, FOOTER_CHECKSUM_OFFSET, trimCode, formatCreatorVersion } from '../../src/format/vhd/footer';
@@ -109,5 +110,28 @@ describe('VHD structures', () => {
     assert.deepEqual(bitmapRuns(bm, 0, 40), [
       { start: 0, count: 3, set: false }, { start: 3, count: 14, set: true }, { start: 17, count: 23, set: false },
     ]);
+  });
+});
+
+describe('VHD BAT scans (stretches of unused entries compared natively)', () => {
+  it('nextAllocated and allocatedCount agree with an entry-by-entry scan, sparse and dense, at stretch edges and in a partial last stretch', () => {
+    const rand = rng(15);
+    for (const [count, density] of [[1_048_576, 0.00001], [5000, 0.01], [3073, 0.5], [1024, 0], [2047, 1]] as const) {
+      const bytes = Buffer.alloc(count * 4, 0xff);
+      const bat0 = Bat.parse(bytes, count);
+      // Entries set at stretch edges (1023, 1024, 2047) and at random; also through the live entries (as writes do).
+      const set = new Set<number>();
+      for (let i = 0; i < count; i++) if (rand() < density) set.add(i);
+      for (const i of [1023, 1024, 2047, count - 1]) if (i < count && density > 0) set.add(i);
+      for (const i of set) bat0.entries[i] = 1000 + i;
+      let n = 0;
+      for (let i = 0; i < count; i++) if (bat0.entries[i] !== BAT_UNUSED) n++;
+      assert.equal(bat0.allocatedCount(), n, `count of ${count} at ${density}`);
+      const sorted = [...set].sort((a, b) => a - b);
+      for (const from of [0, 1, 1023, 1024, 1025, 2048, count - 1, count, ...sorted.slice(0, 50), ...sorted.slice(0, 50).map((x) => x + 1)]) {
+        const want = sorted.find((x) => x >= from) ?? -1;
+        assert.equal(bat0.nextAllocated(from), want, `next from ${from} of ${count}`);
+      }
+    }
   });
 });

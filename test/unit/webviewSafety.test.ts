@@ -1,7 +1,7 @@
 import { strict as assert } from 'assert';
 import { readdirSync, readFileSync, statSync } from 'fs';
 import * as path from 'path';
-import { buildEditorHtml, contentSecurityPolicy, escapeHtml, makeNonce } from '../../src/extension/html';
+import { buildEditorHtml, contentSecurityPolicy, escapeHtml, makeNonce, readWebviewBundle } from '../../src/extension/html';
 import { ROOT } from '../helpers/util';
 
 function filesUnder(dir: string, ext = '.ts'): string[] {
@@ -34,6 +34,36 @@ describe('webview safety (issue 5): CSP, nonce, escaping, no HTML from image dat
     assert.ok(scripts[0][1].includes(`nonce="${nonce}"`));
     assert.equal(scripts[0][2].trim(), '');
     assert.ok(!/\son[a-z]+=/i.test(html), 'no inline event handlers');
+  });
+
+  it('as the editor serves it (first bundle and styles inline): every script and style element carries the nonce, the inline text is the built bundle, nothing from the image', () => {
+    const inline = { script: 'document.body.dataset.x = "<\\/script>";', style: 'body { color: red; }', restUri: 'https://x.vscode-cdn.net/dist/webview-rest.js' };
+    const { html, nonce } = buildEditorHtml({ ...input, inline, title: '</script><script>alert(1)</script>' });
+    const csp = /<meta http-equiv="Content-Security-Policy" content="([^"]+)">/.exec(html)![1].replace(/&#39;/g, "'");
+    assert.equal(csp, contentSecurityPolicy(input.cspSource, nonce));
+    assert.ok(!/unsafe-inline|unsafe-eval|\*/.test(csp), csp);
+    const scripts = [...html.matchAll(/<script\b([^>]*)>([\s\S]*?)<\/script>/g)];
+    assert.equal(scripts.length, 1);
+    assert.ok(scripts[0][1].includes(`nonce="${nonce}"`));
+    assert.ok(scripts[0][1].includes(`data-rest="${inline.restUri}"`));
+    assert.equal(scripts[0][2], inline.script);
+    const styles = [...html.matchAll(/<style\b([^>]*)>([\s\S]*?)<\/style>/g)];
+    assert.equal(styles.length, 1);
+    assert.ok(styles[0][1].includes(`nonce="${nonce}"`));
+    assert.equal(styles[0][2], inline.style);
+    assert.ok(!html.includes('<link'), 'nothing fetched before the script runs');
+    // A bundle that could end its element is refused rather than served.
+    assert.throws(() => buildEditorHtml({ ...input, inline: { ...inline, script: 'x = "</script>"' }, title: 'a' }), /would end its element/);
+    assert.throws(() => buildEditorHtml({ ...input, inline: { ...inline, style: 'a{} </STYLE><script>' }, title: 'a' }), /would end its element/);
+  });
+
+  it('the built first bundle and styles can be placed inline (npm run build first)', function () {
+    const dist = path.join(ROOT, 'dist');
+    try { statSync(path.join(dist, 'webview.js')); } catch { this.skip(); }
+    const b = readWebviewBundle(dist);
+    assert.ok(b.script.length > 1000 && b.style.length > 100);
+    assert.ok(!/sourceMappingURL/.test(b.script.slice(-200)));
+    buildEditorHtml({ ...input, inline: { ...b, restUri: 'https://x.vscode-cdn.net/dist/webview-rest.js' }, title: 'a' });
   });
 
   it('draws a fresh 128-bit nonce from crypto for every page', () => {

@@ -5,8 +5,22 @@ export function batSizeBytes(entries: number): number {
   return Math.ceil((entries * 4) / 512) * 512;
 }
 
+/** Entries compared at once against all ones: a natively compared stretch of unused entries costs no JavaScript per entry. */
+const SKIP = 1024;
+const UNUSED_BYTES = Buffer.alloc(SKIP * 4, 0xff);
+
 export class Bat {
-  private constructor(readonly entries: Uint32Array) {}
+  /** The entries' bytes (same memory), for the native comparison. */
+  private readonly bytes: Buffer;
+
+  private constructor(readonly entries: Uint32Array) {
+    this.bytes = Buffer.from(entries.buffer, entries.byteOffset, entries.byteLength);
+  }
+
+  /** Whether entries [i, i + SKIP) are all unused (all ones, whatever the byte order). */
+  private unusedStretch(i: number): boolean {
+    return this.bytes.compare(UNUSED_BYTES, 0, SKIP * 4, i * 4, (i + SKIP) * 4) === 0;
+  }
 
   get length(): number {
     return this.entries.length;
@@ -44,13 +58,23 @@ export class Bat {
   /** The first allocated block at or after `from`, or -1. */
   nextAllocated(from: number): number {
     const e = this.entries;
-    for (let i = Math.max(0, from); i < e.length; i++) if (e[i] !== BAT_UNUSED) return i;
+    // A sparse 2 TiB map (1,048,576 entries) is mostly unused: whole stretches are skipped natively.
+    for (let i = Math.max(0, from); i < e.length;) {
+      if (i % SKIP === 0 && i + SKIP <= e.length && this.unusedStretch(i)) { i += SKIP; continue; }
+      if (e[i] !== BAT_UNUSED) return i;
+      i++;
+    }
     return -1;
   }
 
   allocatedCount(): number {
+    const e = this.entries;
     let n = 0;
-    for (let i = 0; i < this.entries.length; i++) if (this.entries[i] !== BAT_UNUSED) n++;
+    for (let i = 0; i < e.length;) {
+      if (i % SKIP === 0 && i + SKIP <= e.length && this.unusedStretch(i)) { i += SKIP; continue; }
+      if (e[i] !== BAT_UNUSED) n++;
+      i++;
+    }
     return n;
   }
 
