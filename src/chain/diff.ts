@@ -4,6 +4,7 @@ import { testBit } from '../format/bitmap';
 import { Chain, openChain, readThrough } from './chain';
 import { OperationOptions, throwIfCancelled } from './progress';
 import { asReadError, runPipeline } from './stream';
+import { alignedBuffer } from '../io/alignedBuffer';
 
 /** A byte range of the virtual disk (sector-granular, coalesced). */
 export interface DiffRange {
@@ -339,8 +340,9 @@ export async function diffLayers(childPath: string, options: OperationOptions = 
     const bs = top.blockSize;
     const out = new RangeCollector(bs);
     const pieceSize = Math.min(CHUNK, bs);
-    const ba = Buffer.allocUnsafe(pieceSize);
-    const bb = Buffer.allocUnsafe(pieceSize);
+    // Page aligned, as the pipeline's buffers are (see runPipeline in stream.ts).
+    const ba = alignedBuffer(pieceSize);
+    const bb = alignedBuffer(pieceSize);
     let owned = 0;
     let compared = 0;
     const usable = Math.min(top.blockCount, Math.ceil(size / bs));
