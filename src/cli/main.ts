@@ -1,6 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { createReadStream, createWriteStream } from 'fs';
 import * as nodePath from 'path';
+import { alignedBuffer } from '../io/alignedBuffer';
 import { DiskImageError } from '../format/errors';
 import { createImage } from '../format/registry';
 import { openChain, useParentCache } from '../chain/chain';
@@ -107,8 +108,9 @@ export function buildProgram(): Command {
         const out = opts.output ? createWriteStream(opts.output) : process.stdout;
         const chunk = 4 * 1024 * 1024;
         // Two buffers in turn, each refilled once its write is done: fresh memory per piece costs a
-        // page fault per 4 KiB on first touch, more than the copy into it.
-        const buffers = [Buffer.allocUnsafeSlow(Math.min(chunk, length)), Buffer.allocUnsafeSlow(Math.min(chunk, length))];
+        // page fault per 4 KiB on first touch, more than the copy into it. Page aligned, as the
+        // pipeline's (see runPipeline in src/chain/stream.ts: 4K aliasing in the kernel's copy).
+        const buffers = [alignedBuffer(Math.max(1, Math.min(chunk, length))), alignedBuffer(Math.max(1, Math.min(chunk, length)))];
         const written: Array<Promise<void>> = [Promise.resolve(), Promise.resolve()];
         for (let pos = offset, i = 0; pos < offset + length; pos += chunk, i ^= 1) {
           await written[i];
