@@ -340,7 +340,7 @@ export async function diffLayers(childPath: string, options: OperationOptions = 
     const bs = top.blockSize;
     const out = new RangeCollector(bs);
     const pieceSize = Math.min(CHUNK, bs);
-    // Page aligned, as the pipeline's buffers are (see runPipeline in stream.ts).
+    // Page aligned: reads from the page cache into malloc'd Buffers stall on 4K aliasing (alignedBuffer.ts).
     const ba = alignedBuffer(pieceSize);
     const bb = alignedBuffer(pieceSize);
     let owned = 0;

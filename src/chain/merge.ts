@@ -222,10 +222,7 @@ async function mergeWithIo(childPath: string, options: MergeOptions, ioMode: str
     // (system time on every byte copied). Read-ahead is bounded to 64 MiB of buffers (VHDX's 32 MiB
     // blocks get one window ahead, VHD's 2 MiB blocks READ_AHEAD).
     const readAhead = Math.max(1, Math.min(READ_AHEAD, Math.floor((64 * 1024 * 1024) / window) - 1));
-    // Page aligned: a Buffer from malloc starts 16 bytes into a page, and the kernel's copy between
-    // it and the page cache ran 5-7x slower (system time) when the file offset is page aligned, as
-    // VHDX's and qcow2's block data is (destination 16 bytes past the source modulo 4 KiB: the
-    // CPU's 4K-aliasing stall). VHD's data, 512 bytes into a page, never met it.
+    // Page aligned: reads from the page cache into malloc'd Buffers stall on 4K aliasing (alignedBuffer.ts).
     const free: Buffer[] = [];
     for (let i = 0; i <= readAhead; i++) free.push(alignedBuffer(window));
     type Window = { buffer: Buffer | null; pieces: Array<{ start: number; data: Buffer }> };

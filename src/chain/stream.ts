@@ -106,9 +106,7 @@ export async function runPipeline<R extends StreamRequest>(
   const start = (req: R): void => {
     if (req.length > bufferSize) throw new RangeError(`request of ${req.length} bytes exceeds the ${bufferSize}-byte buffers`);
     // Buffers are allocated on first use, then reused: fresh memory costs a page fault per 4 KiB.
-    // Page aligned: malloc's large Buffers start 16 bytes into a page, and the kernel's copy from the
-    // page cache into them stalls (4K aliasing) when the file offset is page aligned, as VHDX's and
-    // qcow2's data is: 5-7x the system time (measured for merge, src/chain/merge.ts).
+    // Page aligned: reads from the page cache into malloc'd Buffers stall on 4K aliasing (alignedBuffer.ts).
     const buffer = free.pop() ?? (options.allocate ? options.allocate() : alignedBuffer(bufferSize));
     const p = read(req, buffer).then(() => ({ req, buffer }), (e) => { free.push(buffer); throw e; });
     // Awaited later, in order; until then a failure must not count as unhandled.

@@ -108,9 +108,10 @@ export function buildProgram(): Command {
         const out = opts.output ? createWriteStream(opts.output) : process.stdout;
         const chunk = 4 * 1024 * 1024;
         // Two buffers in turn, each refilled once its write is done: fresh memory per piece costs a
-        // page fault per 4 KiB on first touch, more than the copy into it. Page aligned, as the
-        // pipeline's (see runPipeline in src/chain/stream.ts: 4K aliasing in the kernel's copy).
-        const buffers = [alignedBuffer(Math.max(1, Math.min(chunk, length))), alignedBuffer(Math.max(1, Math.min(chunk, length)))];
+        // page fault per 4 KiB on first touch, more than the copy into it. Page aligned: reads into
+        // malloc'd Buffers stall on 4K aliasing (alignedBuffer.ts).
+        const piece = Math.min(chunk, length);
+        const buffers = [alignedBuffer(piece), alignedBuffer(piece)];
         const written: Array<Promise<void>> = [Promise.resolve(), Promise.resolve()];
         for (let pos = offset, i = 0; pos < offset + length; pos += chunk, i ^= 1) {
           await written[i];

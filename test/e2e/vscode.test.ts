@@ -119,16 +119,23 @@ async function startUndoSession(page: Page, image: string): Promise<string> {
   return url!;
 }
 
-/** qemuWrites without blocking the test's event loop (the page's watch for the flash runs meanwhile). */
-function qemuWritesAsync(url: string, writes: Array<{ offset: number; length: number; pattern: number }>): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile('qemu-io', ['-f', 'raw', ...writes.flatMap((w) => ['-c', `write -P ${w.pattern} ${w.offset} ${w.length}`]), url], { timeout: 60_000 }, (err) => (err ? reject(err) : resolve()));
-  });
+type PatternWrite = { offset: number; length: number; pattern: number };
+
+/** qemu-io's arguments for writes of pattern bytes over the session's URL. */
+function qemuIoArgs(url: string, writes: PatternWrite[]): string[] {
+  return ['-f', 'raw', ...writes.flatMap((w) => ['-c', `write -P ${w.pattern} ${w.offset} ${w.length}`]), url];
 }
 
 /** Real writes over the session's URL with qemu-io (pattern bytes), as a guest's would arrive. */
-function qemuWrites(url: string, writes: Array<{ offset: number; length: number; pattern: number }>): void {
-  execFileSync('qemu-io', ['-f', 'raw', ...writes.flatMap((w) => ['-c', `write -P ${w.pattern} ${w.offset} ${w.length}`]), url], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
+function qemuWrites(url: string, writes: PatternWrite[]): void {
+  execFileSync('qemu-io', qemuIoArgs(url, writes), { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
+}
+
+/** qemuWrites without blocking the test's event loop (the page's watch for the flash runs meanwhile). */
+function qemuWritesAsync(url: string, writes: PatternWrite[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('qemu-io', qemuIoArgs(url, writes), { timeout: 60_000 }, (err) => (err ? reject(err) : resolve()));
+  });
 }
 
 /** Blocks of the editor's grid a list of writes reaches, ascending. */

@@ -17,9 +17,10 @@ export class Bat {
     this.bytes = Buffer.from(entries.buffer, entries.byteOffset, entries.byteLength);
   }
 
-  /** Whether entries [i, i + SKIP) are all unused (all ones, whatever the byte order). */
-  private unusedStretch(i: number): boolean {
-    return this.bytes.compare(UNUSED_BYTES, 0, SKIP * 4, i * 4, (i + SKIP) * 4) === 0;
+  /** Whether a whole stretch of unused entries [i, i + SKIP) starts at i (all ones, whatever the byte order). */
+  private unusedStretchAt(i: number): boolean {
+    return i % SKIP === 0 && i + SKIP <= this.entries.length
+      && this.bytes.compare(UNUSED_BYTES, 0, SKIP * 4, i * 4, (i + SKIP) * 4) === 0;
   }
 
   get length(): number {
@@ -60,7 +61,7 @@ export class Bat {
     const e = this.entries;
     // A sparse 2 TiB map (1,048,576 entries) is mostly unused: whole stretches are skipped natively.
     for (let i = Math.max(0, from); i < e.length;) {
-      if (i % SKIP === 0 && i + SKIP <= e.length && this.unusedStretch(i)) { i += SKIP; continue; }
+      if (this.unusedStretchAt(i)) { i += SKIP; continue; }
       if (e[i] !== BAT_UNUSED) return i;
       i++;
     }
@@ -71,7 +72,7 @@ export class Bat {
     const e = this.entries;
     let n = 0;
     for (let i = 0; i < e.length;) {
-      if (i % SKIP === 0 && i + SKIP <= e.length && this.unusedStretch(i)) { i += SKIP; continue; }
+      if (this.unusedStretchAt(i)) { i += SKIP; continue; }
       if (e[i] !== BAT_UNUSED) n++;
       i++;
     }
