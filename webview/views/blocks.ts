@@ -317,7 +317,8 @@ export class WriteFlash {
   flash(blocks: ArrayLike<number>): void {
     const now = performance.now();
     for (let i = 0; i < blocks.length; i++) this.lit.set(blocks[i], now);
-    this.canvas.dataset.flashing = String(this.lit.size);
+    // `flashing` is published by draw(), together with the geometry it was drawn with, so a reader
+    // who sees it can also locate the cells.
     if (!this.frame) this.frame = requestAnimationFrame((t) => this.draw(t));
   }
 
