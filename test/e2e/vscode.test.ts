@@ -19,6 +19,7 @@ import { readSessionRecords } from '../../src/extension/sessionModel';
 import { formatUuid } from '../../src/format/vhd/uuid';
 import { VhdImage } from '../../src/format/vhd/vhdImage';
 import { hasChromium, launchChromium, RESULTS } from '../helpers/browser';
+import { READABILITY_JS, Readability, readabilityProblems } from '../helpers/contrast';
 import { sameColor, sampleBlocks } from '../helpers/canvasProbe';
 import { CodeServer, codeServerModule } from '../helpers/codeServer';
 import { ROOT, tempDir } from '../helpers/util';
@@ -302,10 +303,17 @@ describe('end to end: the packaged extension in code-server, driven in Chromium'
     assert.equal(await f.locator('#ov-chain li').count(), 3);
     await f.waitForFunction(() => Number((document.querySelector('.overview canvas') as HTMLElement)?.dataset.drawn) > 0);
     await page.screenshot({ path: path.join(RESULTS, 'vscode-overview.png') });
+    // In code-server's own theme: every text readable, the toolkit's controls in the theme's colours.
+    await f.waitForFunction(() => customElements.get('vscode-button') !== undefined);
+    await f.waitForTimeout(100);
+    const overviewReadability = await f.evaluate(READABILITY_JS) as Readability;
+    assert.deepEqual(readabilityProblems(overviewReadability), [], 'overview');
+    assert.ok(overviewReadability.controls.length >= 8, 'the overview\'s buttons were checked');
     for (const view of ['header', 'chain', 'blocks']) {
       await f.click(`#tab-${view}`);
       await f.waitForTimeout(300);
       await page.screenshot({ path: path.join(RESULTS, `vscode-${view}.png`) });
+      assert.deepEqual(readabilityProblems(await f.evaluate(READABILITY_JS) as Readability), [], view);
     }
     assert.match((await f.textContent('#chain-grid'))!, /UUID matches/);
     assert.match((await f.textContent('#partitions'))!, /FAT32/);

@@ -10,8 +10,14 @@ import { buildBlockData, buildImageModel } from '../../src/extension/model';
 import { BlockData, ImageModel } from '../../src/protocol';
 import { hasChromium, launchChromium, RESULTS } from '../helpers/browser';
 import { parseHex, sameColor, sampleBlocks } from '../helpers/canvasProbe';
+import { READABILITY_JS, Readability, readabilityProblems } from '../helpers/contrast';
 import { openWebview, THEMES, Theme } from '../helpers/webviewHarness';
 import { ROOT, tempDir } from '../helpers/util';
+
+function rgbOf(hex: string): string {
+  const n = parseInt(hex.slice(1, 7), 16);
+  return `rgb(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255})`;
+}
 
 async function until(fn: () => boolean, ms = 5000): Promise<void> {
   const start = Date.now();
@@ -171,6 +177,15 @@ describe('editor webview in Chromium (real HTML, CSP and bundle; host model from
     }
   });
 
+  /** Every visible text readable on its background; the toolkit's controls in the theme's colours. */
+  async function assertReadable(page: import('playwright-core').Page, theme: Theme, view: string): Promise<void> {
+    const r = await page.evaluate(READABILITY_JS) as Readability;
+    assert.deepEqual(readabilityProblems(r), [], `${view} in the ${theme} theme`);
+    assert.ok(r.controls.length > 0, `${view}: the toolkit's controls were checked`);
+    // The harness's theme colours, as the page resolved them.
+    assert.ok(r.theme.buttons.includes(rgbOf(THEMES[theme]['--vscode-button-secondaryBackground'])));
+  }
+
   for (const theme of ['dark', 'light', 'high-contrast'] as Theme[]) {
     it(`shows every view in the ${theme} theme, heatmap painted exactly where blocks are allocated`, async () => {
       const problems: string[] = [];
@@ -183,6 +198,10 @@ describe('editor webview in Chromium (real HTML, CSP and bundle; host model from
         assert.deepEqual(await page.$$eval('#ov-chain li', (l) => l.map((x) => x.textContent)), ['child2.vhd (this image)', 'child1.vhd', 'base.vhd']);
         await page.waitForFunction(() => Number((document.querySelector('.overview canvas') as HTMLElement)?.dataset.drawn) > 0);
         await page.screenshot({ path: path.join(RESULTS, `webview-${theme}-overview.png`) });
+        // The toolkit (second bundle) arrives after the page's load event: it must still take the theme.
+        await page.waitForFunction(() => customElements.get('vscode-button') !== undefined);
+        await page.waitForTimeout(50);
+        await assertReadable(page, theme, 'overview');
 
         await page.click('#tab-header');
         await page.waitForSelector('#header-fields');
@@ -204,6 +223,7 @@ describe('editor webview in Chromium (real HTML, CSP and bundle; host model from
         });
         await page.waitForFunction((s) => (document.querySelector(s) as HTMLElement).dataset.mode === 'allocated', canvas);
         await page.waitForTimeout(100);
+        await assertReadable(page, theme, 'blocks');
         const all = Array.from({ length: blocks.blockCount }, (_, i) => i);
         const colors = await sampleBlocks(page, canvas, all);
         const vars = THEMES[theme];

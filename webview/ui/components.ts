@@ -3,6 +3,8 @@
  * code, so it lives in the second bundle (webview/rest.ts), loaded once the first frame is on screen.
  * Elements made before (by ./index.ts, by tag name) are upgraded when this runs.
  */
+// First: the toolkit's theme listener must see a page that has already loaded (see toolkitTheme.ts).
+import { lateLoadDone } from './toolkitTheme';
 import {
   provideVSCodeDesignSystem, vsCodeBadge, vsCodeButton, vsCodeDataGrid, vsCodeDataGridCell, vsCodeDataGridRow,
   vsCodeDivider, vsCodeDropdown, vsCodeOption, vsCodePanels, vsCodePanelTab, vsCodePanelView, vsCodeTextField,
@@ -17,4 +19,5 @@ export function registerComponents(): void {
     vsCodeBadge(), vsCodeButton(), vsCodeDataGrid(), vsCodeDataGridCell(), vsCodeDataGridRow(), vsCodeDivider(),
     vsCodeDropdown(), vsCodeOption(), vsCodePanels(), vsCodePanelTab(), vsCodePanelView(), vsCodeTextField(),
   );
+  lateLoadDone();
 }
