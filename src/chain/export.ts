@@ -1,6 +1,7 @@
 import { DiskImageError } from '../format/errors';
 import { parseExportTarget } from '../format/registry';
 import { promises as fsp } from 'fs';
+import { blockDeviceSize } from '../io/blockDevice';
 import { AlignedPool, DirectOutput } from '../io/directOutput';
 import { describeFsError, ImageFile } from '../io/imageFile';
 import { openChain } from './chain';
@@ -28,31 +29,75 @@ const DIRECT = process.env.DISKIMG_EXPORT_DIRECT === '1';
 export async function exportRaw(imagePath: string, outPath: string, options: OperationOptions = {}): Promise<void> {
   const chain = await openChain(imagePath);
   try {
-    const isFile = (await fsp.stat(outPath).catch(() => null))?.isFile() ?? true;
-    const out = await ImageFile.create(outPath, false);
+    const stdout = isStandardOutput(outPath);
+    const existing = stdout ? null : await fsp.stat(outPath).catch(() => null);
+    const isFile = !stdout && (existing?.isFile() ?? true);
+    // A device or a pipe can be neither truncated nor left with holes: every byte is written, zeros
+    // too (a disk's old data must not show through), and a pipe or character device (/dev/null,
+    // standard output) in order, without offsets.
+    const sequential = stdout || (existing !== null && !isFile && !existing.isBlockDevice());
+    if (existing?.isBlockDevice()) {
+      const room = blockDeviceSize(Number(existing.rdev));
+      if (room !== null && room < chain.virtualSize) {
+        throw new DiskImageError(outPath, `the device holds ${room} bytes; the disk is ${chain.virtualSize} bytes`, 'output', room, 'ENOSPC');
+      }
+    }
+    // Standard output is Node's stream (a socket or a pipe that /dev/stdout cannot always reopen).
+    const out = stdout ? null : await ImageFile.create(outPath, false);
+    const outName = stdout ? 'standard output' : outPath;
+    let stdoutError: Error | null = null;
+    const onStdoutError = (e: Error) => { stdoutError = e; };
+    if (stdout) process.stdout.on('error', onStdoutError);
+    const toStdout = (data: Buffer) => new Promise<void>((resolve, reject) => {
+      if (stdoutError) return reject(stdoutError);
+      process.stdout.write(data, (e) => (e ? reject(e) : resolve()));
+    });
     // Only a regular file is written direct (not /dev/null, a pipe or a block device).
     const pool = DIRECT && isFile ? new AlignedPool(DEPTH, REQUEST_SIZE) : null;
     const direct = pool ? await DirectOutput.open(outPath, pool) : null;
-    const buffered = (data: Buffer, at: number) => out.writeAt(data, at);
+    const buffered = (data: Buffer, at: number) => out!.writeAt(data, at);
+    let written = 0;
+    const writeDense = async (data: Buffer, at: number) => {
+      try {
+        await (stdout ? toStdout(data) : sequential ? out!.writeNext(data) : out!.writeAt(data, at));
+      } catch (e) {
+        throw asWriteError(outName, at, data.length, e);
+      }
+      written = at + data.length;
+    };
+    let zeros: Buffer | null = null;
+    const fillTo = async (end: number) => {
+      while (written < end) {
+        zeros ??= Buffer.alloc(1024 * 1024);
+        await writeDense(zeros.subarray(0, Math.min(zeros.length, end - written)), written);
+      }
+    };
     try {
       // The pipeline hands data over in order, one request at a time: writes stay sequential.
       await streamChain(chain, async (offset, data) => {
+        if (!isFile) {
+          await fillTo(offset); // the pipeline passes no ranges that no layer holds
+          await writeDense(data, offset);
+          return;
+        }
         const runs = nonZeroRuns(data, SPARSE_GRAIN);
         for (let i = 0; i < runs.length; i += 2) {
           const at = offset + runs[i];
           const piece = data.subarray(runs[i], runs[i + 1]);
           try {
-            await (direct ? direct.write(piece, at, buffered) : out.writeAt(piece, at));
+            await (direct ? direct.write(piece, at, buffered) : out!.writeAt(piece, at));
           } catch (e) {
             throw asWriteError(outPath, at, runs[i + 1] - runs[i], e);
           }
         }
       }, { ...options, requestSize: REQUEST_SIZE, depth: DEPTH, allocate: pool ? () => pool.take() : undefined });
-      await out.truncate(chain.virtualSize);
+      if (isFile) await out!.truncate(chain.virtualSize);
+      else await fillTo(chain.virtualSize);
       // No fsync: like cp and qemu-img convert (cache=unsafe), a new export is not a durability point.
     } finally {
       await direct?.close();
-      await out.close();
+      await out?.close();
+      if (stdout) process.stdout.off('error', onStdoutError);
     }
   } finally {
     await chain.close();
@@ -74,6 +119,9 @@ export interface ExportOptions extends OperationOptions {
 export async function exportImage(imagePath: string, outPath: string, options: ExportOptions = {}): Promise<void> {
   const target = options.format ?? 'raw';
   if (target === 'raw') return exportRaw(imagePath, outPath, options);
+  if (isStandardOutput(outPath)) {
+    throw new DiskImageError(outPath, `a ${target} export is written out of order and needs a file; only raw goes to standard output`, 'output', undefined, 'EINVAL');
+  }
   const { format, type } = parseExportTarget(target);
   const chain = await openChain(imagePath);
   try {
@@ -105,6 +153,11 @@ export async function exportImage(imagePath: string, outPath: string, options: E
   } finally {
     await chain.close();
   }
+}
+
+/** `-` and /dev/stdout: the process's standard output. */
+function isStandardOutput(outPath: string): boolean {
+  return outPath === '-' || outPath === '/dev/stdout';
 }
 
 /** A write failure as one DiskImageError naming the output file and the offset. */

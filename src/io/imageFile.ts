@@ -280,6 +280,12 @@ export class ImageFile {
     if (pos + data.length > this.currentSize) this.currentSize = pos + data.length;
   }
 
+  /** Writes at the descriptor's own position (a pipe or a character device, which have no offsets). */
+  async writeNext(data: Uint8Array): Promise<void> {
+    if (!this.writable) throw new DiskImageError(this.path, 'opened read-only', undefined, undefined, 'EREADONLY');
+    for (let done = 0; done < data.length;) done += (await this.handle!.write(data, done, data.length - done, null)).bytesWritten;
+  }
+
   /** Writes several buffers back to back in one call (no copy into a joined buffer). */
   async writevAt(parts: Uint8Array[], pos: number): Promise<void> {
     if (!this.writable) throw new DiskImageError(this.path, 'opened read-only', undefined, undefined, 'EREADONLY');

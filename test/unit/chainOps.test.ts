@@ -1,5 +1,5 @@
 import { strict as assert } from 'assert';
-import { execFileSync, spawnSync } from 'child_process';
+import { execFileSync, spawn, spawnSync } from 'child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'fs';
 import * as path from 'path';
 import { openChain } from '../../src/chain/chain';
@@ -11,7 +11,7 @@ import { reparent } from '../../src/chain/reparent';
 import { snapshot } from '../../src/chain/snapshot';
 import { createImage } from '../../src/format/vhd/create';
 import { DiskImageError } from '../../src/format/errors';
-import { cliJson, cliOk, runCli, rng, randomBytes, tempDir, readChain } from '../helpers/util';
+import { CLI, cliJson, cliOk, runCli, rng, randomBytes, tempDir, readChain } from '../helpers/util';
 
 async function writeRandom(p: string, r: () => number, count: number, model: Buffer): Promise<void> {
   const c = await openChain(p, { writable: true });
@@ -223,5 +223,35 @@ describe('chain operations: merge, discard, reparent, snapshot, export', functio
         assert.ok(nonZero < blocks);
       }
     }
+  });
+
+  it('export to /dev/null, to standard output and into a pipe: no truncation, every byte in order, zeros where no layer holds data', async () => {
+    const sub = path.join(dir, 'export-stream');
+    mkdirSync(sub);
+    const img = path.join(sub, 'holes.vhd');
+    const size = await createImage(img, { size: 8 * 1024 * 1024, type: 'dynamic', blockSize: 512 * 1024, exactSize: true });
+    const model = Buffer.alloc(size);
+    // Data in one block only: the rest of the disk is holes the pipeline never passes on.
+    const data = randomBytes(rng(7), 700_000);
+    const c = await openChain(img, { writable: true });
+    await c.write(3 * 1024 * 1024 + 1234, data);
+    await c.close();
+    data.copy(model, 3 * 1024 * 1024 + 1234);
+    cliOk(['export', img, '/dev/null']);
+    assert.ok(cliOk(['export', img, '/dev/stdout']).equals(model), 'standard output (a pipe) carries the whole disk');
+    const fifo = path.join(sub, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    const reader = spawn('cat', [fifo]);
+    const got: Buffer[] = [];
+    reader.stdout.on('data', (b: Buffer) => got.push(b));
+    const closed = new Promise((resolve) => reader.on('close', resolve));
+    // Not spawnSync: the reader's output must keep being drained while the export writes.
+    const exporter = spawn(process.execPath, [CLI, 'export', img, fifo], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    exporter.stderr.on('data', (b: Buffer) => { stderr += b; });
+    const code = await new Promise((resolve) => exporter.on('close', resolve));
+    assert.equal(code, 0, stderr);
+    await closed;
+    assert.ok(Buffer.concat(got).equals(model), 'a named pipe gets the whole disk');
   });
 });

@@ -78,7 +78,7 @@ export function register(program: Command): void {
 export function registerExport(program: Command): void {
   program.command('export')
     .argument('<image>')
-    .argument('<out>')
+    .argument('<out>', 'a file, a device or a pipe; - for standard output (raw only)')
     .addOption(new Option('--format <format>', 'output format (default: dynamic in the format the name says, .vhd .vhdx .qcow2; else raw)').choices(exportFormatChoices()))
     .description("the chain's whole virtual disk as a flat raw file, or a new fixed or dynamic VHD, VHDX or qcow2")
     .action(async (image: string, output: string, opts: { format?: ExportFormat }) => {
