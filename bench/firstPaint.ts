@@ -188,9 +188,10 @@ async function openOnce(browser: Browser, server: Server, file: string, id: stri
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   try {
     const base = `${server.origin}/run/${id}`;
-    // As the editor serves it: the first bundle and the styles inline (the code before: fetched by URL).
-    const dist = process.env.FIRSTPAINT_DIST ?? path.join(ROOT, 'dist');
-    const inline = variant.dist ? undefined : { ...readWebviewBundle(dist), restUri: `${base}/webview-rest.js` };
+    // As the editor serves it: the first bundle and the styles inline (the code before as well, as
+    // main has served it since the inline page; FIRSTPAINT_BEFORE_FETCHED=1: fetched by URL, as before that).
+    const dist = variant.dist ?? process.env.FIRSTPAINT_DIST ?? path.join(ROOT, 'dist');
+    const inline = variant.dist && process.env.FIRSTPAINT_BEFORE_FETCHED === '1' ? undefined : { ...readWebviewBundle(dist), restUri: `${base}/webview-rest.js` };
     const { html, nonce } = buildEditorHtml({ cspSource: server.origin, scriptUri: `${base}/webview.js`, styleUri: `${base}/webview.css`, title: path.basename(file), inline });
     // VS Code puts the theme's variables and class in the page before any of its scripts run.
     const vars = THEMES.dark;
@@ -279,8 +280,9 @@ async function main(): Promise<void> {
     for (let i = 0; i < runs; i++) {
       for (const kind of kinds) {
         // FIRSTPAINT_BEFORE=DIR (a dist/ built from the code before): each run also opens the image as
-        // that code did (its bundles fetched by URL; with FIRSTPAINT_BEFORE_SERIAL=1 the page loaded
-        // after the host's work, as before the HTML was set early), the pair in alternating order.
+        // that code did (its bundles inline, or fetched by URL with FIRSTPAINT_BEFORE_FETCHED=1; with
+        // FIRSTPAINT_BEFORE_SERIAL=1 the page loaded after the host's work, as before the HTML was set
+        // early), the pair in alternating order.
         const before = process.env.FIRSTPAINT_BEFORE;
         const order: Array<'before' | 'after'> = !before ? ['after'] : i % 2 ? ['after', 'before'] : ['before', 'after'];
         for (const which of order) {
