@@ -165,6 +165,8 @@ interface RunResult {
   postedMs: number; msgInMs: number;
   /** The page's first frame painted (the skeleton under "Reading image…" when the page is ready before the host's message). */
   firstPaintMs: number;
+  /** Whether the page built its loading skeleton (the host's answer was not in soon after the script started). */
+  skeleton: boolean;
   navMs: number; htmlMs: number; assetsMs: number | null; scriptMs: number; readyMs: number; dataMs: number; initMs: number; drawMs: number; paintedMs: number;
 }
 
@@ -251,14 +253,14 @@ async function openOnce(browser: Browser, server: Server, file: string, id: stri
       const nav = performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming | undefined;
       const msg = (performance.getEntriesByType('resource') as PerformanceResourceTiming[]).find((r) => r.name.endsWith('/host-data.bin'));
       const assets = (performance.getEntriesByType('resource') as PerformanceResourceTiming[]).filter((r) => /\/webview(\.js|\.css)$/.test(r.name));
-      return { origin: performance.timeOrigin, script, html: nav ? nav.responseEnd : 0, fp: performance.getEntriesByName('first-paint')[0]?.startTime ?? 0, msgIn: msg ? msg.responseEnd : 0, assets: assets.length ? Math.max(...assets.map((r) => r.responseEnd)) : null, ready: Number(h.readyAt), data: Number(h.dataAt), init: script + Number(b.initAt), draw: script + Number(b.heatmapMs), painted: script + Number(b.heatmapPaintedMs) };
+      return { origin: performance.timeOrigin, script, html: nav ? nav.responseEnd : 0, fp: performance.getEntriesByName('first-paint')[0]?.startTime ?? 0, msgIn: msg ? msg.responseEnd : 0, assets: assets.length ? Math.max(...assets.map((r) => r.responseEnd)) : null, ready: Number(h.readyAt), data: Number(h.dataAt), skeleton: b.skeletonAt !== undefined, init: script + Number(b.initAt), draw: script + Number(b.heatmapMs), painted: script + Number(b.heatmapPaintedMs) };
     });
     const at = (pageMs: number) => p.origin + pageMs - start;
     return {
       openMs: t1 - t0, modelMs: t2 - t1, blocksMs: t3 - t2, cells: blocks.blockCount,
       // CPU: the host process over its three steps (user + system); the page's main thread (thread time) and its script time, navigation to painted.
       hostCpuMs: (hostCpu.user + hostCpu.system) / 1000, pageCpuMs: metrics.ThreadTime * 1000, pageScriptMs: metrics.ScriptDuration * 1000,
-      postedMs: t4 - (start - performance.timeOrigin), msgInMs: at(p.msgIn), firstPaintMs: at(p.fp),
+      postedMs: t4 - (start - performance.timeOrigin), msgInMs: at(p.msgIn), skeleton: p.skeleton, firstPaintMs: at(p.fp),
       navMs: at(0), htmlMs: at(p.html), assetsMs: p.assets === null ? null : at(p.assets), scriptMs: at(p.script), readyMs: at(p.ready), dataMs: at(p.data), initMs: at(p.init), drawMs: at(p.draw), paintedMs: at(p.painted),
     };
   } finally {

@@ -85,6 +85,7 @@ const skeletonTimer = view === 'overview' ? setTimeout(() => {
   if (model || status.parentNode === app) return;
   tabView.showBeforeComponents('overview');
   append(app, tabView.element);
+  document.body.dataset.skeletonAt = (performance.now() - t0).toFixed(1);
 }, SKELETON_AFTER_MS) : undefined;
 
 interface LazyViews {
