@@ -32,7 +32,9 @@ export default async function ({ root }) {
     const host = `host ${med('hostMs')} (open ${med('openMs')} + model ${med('modelMs')} + block map ${med('blocksMs')}; CPU ${med('hostCpuMs')})`;
     // Ours on the page: the HTML (our markup, and now the inline first bundle and styles) in, the fetched files in (none when inline), then our script onwards.
     const assets = (rs) => rs.every((r) => r.assetsMs === null) ? 'nothing fetched (inline)' : `CSS and script fetched by ${med('assetsMs', rs.filter((r) => r.assetsMs !== null))}`;
-    const page = `page: HTML in at ${med('htmlMs')}, ${assets(rest)}, script starts at ${med('scriptMs')}, ready at ${med('readyMs')}, message (posted at ${med('postedMs')}, its bytes in at ${med('msgInMs')}) rebuilt at ${med('dataMs')}, handled at ${med('initMs')}, drawn at ${med('drawMs')}, painted at ${med('paintedMs')} (main thread CPU ${med('pageCpuMs')}, script ${med('pageScriptMs')})`;
+    // The loading skeleton is built only when the host's answer is not in 40 ms after the script starts.
+    const skeleton = rest.filter((r) => r.skeleton).length;
+    const page = `page: HTML in at ${med('htmlMs')}, ${assets(rest)}, script starts at ${med('scriptMs')}, ready at ${med('readyMs')}, skeleton in ${skeleton} of ${rest.length} runs, message (posted at ${med('postedMs')}, its bytes in at ${med('msgInMs')}) rebuilt at ${med('dataMs')}, handled at ${med('initMs')}, drawn at ${med('drawMs')}, painted at ${med('paintedMs')} (main thread CPU ${med('pageCpuMs')}, script ${med('pageScriptMs')})`;
     const breakdown = `${host} || ${page}`;
     // FIRSTPAINT_BEFORE=DIR: the same runs with the code before (its dist/, page loaded after the host), paired.
     const before = all.filter((r) => r.kind === kind && r.which === 'before').slice(1);

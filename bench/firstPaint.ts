@@ -165,6 +165,8 @@ interface RunResult {
   postedMs: number; msgInMs: number;
   /** The page's first frame painted (the skeleton under "Reading image…" when the page is ready before the host's message). */
   firstPaintMs: number;
+  /** Whether the page built its loading skeleton (the host's answer was not in soon after the script started). */
+  skeleton: boolean;
   navMs: number; htmlMs: number; assetsMs: number | null; scriptMs: number; readyMs: number; dataMs: number; initMs: number; drawMs: number; paintedMs: number;
 }
 
@@ -188,9 +190,10 @@ async function openOnce(browser: Browser, server: Server, file: string, id: stri
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   try {
     const base = `${server.origin}/run/${id}`;
-    // As the editor serves it: the first bundle and the styles inline (the code before: fetched by URL).
-    const dist = process.env.FIRSTPAINT_DIST ?? path.join(ROOT, 'dist');
-    const inline = variant.dist ? undefined : { ...readWebviewBundle(dist), restUri: `${base}/webview-rest.js` };
+    // As the editor serves it: the first bundle and the styles inline (the code before as well, as
+    // main has served it since the inline page; FIRSTPAINT_BEFORE_FETCHED=1: fetched by URL, as before that).
+    const dist = variant.dist ?? process.env.FIRSTPAINT_DIST ?? path.join(ROOT, 'dist');
+    const inline = variant.dist && process.env.FIRSTPAINT_BEFORE_FETCHED === '1' ? undefined : { ...readWebviewBundle(dist), restUri: `${base}/webview-rest.js` };
     const { html, nonce } = buildEditorHtml({ cspSource: server.origin, scriptUri: `${base}/webview.js`, styleUri: `${base}/webview.css`, title: path.basename(file), inline });
     // VS Code puts the theme's variables and class in the page before any of its scripts run.
     const vars = THEMES.dark;
@@ -250,14 +253,14 @@ async function openOnce(browser: Browser, server: Server, file: string, id: stri
       const nav = performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming | undefined;
       const msg = (performance.getEntriesByType('resource') as PerformanceResourceTiming[]).find((r) => r.name.endsWith('/host-data.bin'));
       const assets = (performance.getEntriesByType('resource') as PerformanceResourceTiming[]).filter((r) => /\/webview(\.js|\.css)$/.test(r.name));
-      return { origin: performance.timeOrigin, script, html: nav ? nav.responseEnd : 0, fp: performance.getEntriesByName('first-paint')[0]?.startTime ?? 0, msgIn: msg ? msg.responseEnd : 0, assets: assets.length ? Math.max(...assets.map((r) => r.responseEnd)) : null, ready: Number(h.readyAt), data: Number(h.dataAt), init: script + Number(b.initAt), draw: script + Number(b.heatmapMs), painted: script + Number(b.heatmapPaintedMs) };
+      return { origin: performance.timeOrigin, script, html: nav ? nav.responseEnd : 0, fp: performance.getEntriesByName('first-paint')[0]?.startTime ?? 0, msgIn: msg ? msg.responseEnd : 0, assets: assets.length ? Math.max(...assets.map((r) => r.responseEnd)) : null, ready: Number(h.readyAt), data: Number(h.dataAt), skeleton: b.skeletonAt !== undefined, init: script + Number(b.initAt), draw: script + Number(b.heatmapMs), painted: script + Number(b.heatmapPaintedMs) };
     });
     const at = (pageMs: number) => p.origin + pageMs - start;
     return {
       openMs: t1 - t0, modelMs: t2 - t1, blocksMs: t3 - t2, cells: blocks.blockCount,
       // CPU: the host process over its three steps (user + system); the page's main thread (thread time) and its script time, navigation to painted.
       hostCpuMs: (hostCpu.user + hostCpu.system) / 1000, pageCpuMs: metrics.ThreadTime * 1000, pageScriptMs: metrics.ScriptDuration * 1000,
-      postedMs: t4 - (start - performance.timeOrigin), msgInMs: at(p.msgIn), firstPaintMs: at(p.fp),
+      postedMs: t4 - (start - performance.timeOrigin), msgInMs: at(p.msgIn), skeleton: p.skeleton, firstPaintMs: at(p.fp),
       navMs: at(0), htmlMs: at(p.html), assetsMs: p.assets === null ? null : at(p.assets), scriptMs: at(p.script), readyMs: at(p.ready), dataMs: at(p.data), initMs: at(p.init), drawMs: at(p.draw), paintedMs: at(p.painted),
     };
   } finally {
@@ -279,8 +282,9 @@ async function main(): Promise<void> {
     for (let i = 0; i < runs; i++) {
       for (const kind of kinds) {
         // FIRSTPAINT_BEFORE=DIR (a dist/ built from the code before): each run also opens the image as
-        // that code did (its bundles fetched by URL; with FIRSTPAINT_BEFORE_SERIAL=1 the page loaded
-        // after the host's work, as before the HTML was set early), the pair in alternating order.
+        // that code did (its bundles inline, or fetched by URL with FIRSTPAINT_BEFORE_FETCHED=1; with
+        // FIRSTPAINT_BEFORE_SERIAL=1 the page loaded after the host's work, as before the HTML was set
+        // early), the pair in alternating order.
         const before = process.env.FIRSTPAINT_BEFORE;
         const order: Array<'before' | 'after'> = !before ? ['after'] : i % 2 ? ['after', 'before'] : ['before', 'after'];
         for (const which of order) {

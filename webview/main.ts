@@ -75,13 +75,18 @@ tabView.element.addEventListener('click', (ev) => {
   const id = ((ev.target as HTMLElement).closest?.('vscode-panel-tab') as HTMLElement | null)?.dataset.view as ViewName | undefined;
   if (id) { view = id; save(); }
 });
-// While the host opens the image, the tab strip and the empty overview are on the page under
+// While the host opens a slow image, the tab strip and the empty overview are on the page under
 // "Reading image…": the page's first style, layout and font work happens during that wait, not
-// between the host's message and the first heatmap draw.
-if (view === 'overview') {
+// between the host's message and the first heatmap draw. Only when the answer is not in soon: the
+// host is usually done before this script runs, and then the skeleton's layout and frame (15-20 ms
+// in the trace) would only stand between its message and the draw, which lays the page out again.
+const SKELETON_AFTER_MS = 40;
+const skeletonTimer = view === 'overview' ? setTimeout(() => {
+  if (model || status.parentNode === app) return;
   tabView.showBeforeComponents('overview');
   append(app, tabView.element);
-}
+  document.body.dataset.skeletonAt = (performance.now() - t0).toFixed(1);
+}, SKELETON_AFTER_MS) : undefined;
 
 interface LazyViews {
   header: HeaderView;
@@ -228,6 +233,7 @@ window.addEventListener('message', (ev: MessageEvent) => {
 function handle(m: HostMessage): void {
   switch (m.type) {
     case 'init':
+      clearTimeout(skeletonTimer);
       model = m.model; blocks = m.blocks; diff = m.diff; complete = m.complete;
       if (m.timings) document.body.dataset.hostTimings = JSON.stringify(m.timings);
       document.body.dataset.initAt = (performance.now() - t0).toFixed(1);

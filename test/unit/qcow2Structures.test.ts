@@ -151,6 +151,35 @@ describe('qcow2 structures', function () {
     for (let i = 0; i < map.blockCount; i++) if (map.owner[i] !== NO_OWNER) owned++;
     assert.equal(owned, 3);
   });
+
+  it('the open finds every allocated and zero cluster at the edges of the empty stretches it skips (256 L2 entries, whole L1 entries)', async () => {
+    // 64 KiB clusters: an L2 table maps 8192 clusters (4096 with extended entries); stretches of 256 entries are skipped at once.
+    const edges = [0, 1, 254, 255, 256, 257, 511, 512, 4095, 4096, 8191, 8192, 8193, 3 * 8192 + 300];
+    for (const extended of [false, true]) {
+      const img = path.join(dir, `edges-${extended}.qcow2`);
+      execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `cluster_size=65536${extended ? ',extended_l2=on' : ''}`, img, '4G']);
+      const zeroAt = new Set([255, 8192]);
+      const cmds = edges.flatMap((c) => ['-c', zeroAt.has(c) ? `write -z ${c * 65536} 64k` : `write -P ${(c % 250) + 1} ${c * 65536} 64k`]);
+      execFileSync('qemu-io', [...cmds, img], { stdio: 'ignore' });
+      const chain = await openChain(img);
+      try {
+        const top = chain.top;
+        const found: number[] = [];
+        for (let b = top.nextAllocatedBlock!(0); b >= 0; b = top.nextAllocatedBlock!(b + 1)) found.push(b);
+        assert.deepEqual(found, edges, `extended_l2=${extended}`);
+        for (const c of edges) {
+          assert.equal(top.isBlockAllocated(c), true);
+          assert.equal(top.isBlockAllocated(c + 2) || edges.includes(c + 2), edges.includes(c + 2));
+          assert.equal(top.isBlockZero?.(c) ?? false, zeroAt.has(c), `cluster ${c} zero`);
+          const buf = Buffer.alloc(512);
+          await chain.read(c * 65536, buf);
+          assert.ok(buf.every((x) => x === (zeroAt.has(c) ? 0 : (c % 250) + 1)), `cluster ${c} reads back`);
+        }
+      } finally {
+        await chain.close();
+      }
+    }
+  });
 });
 
 describe('qcow2 in the editor and info', function () {

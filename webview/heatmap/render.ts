@@ -30,21 +30,28 @@ export interface HeatmapData {
  * of that owner's blocks in the cell are zero blocks (cellColor's rule), in time proportional to
  * the runs and the cells they cover.
  */
-export function cellOwnersFromRuns(runs: Uint32Array, blockCount: number, blocksPerCell: number, firstCell: number, endCell: number): { owners: Uint16Array; zero: Uint8Array; owned: number[] } {
+export function cellOwnersFromRuns(runs: Uint32Array, blockCount: number, blocksPerCell: number, firstCell: number, endCell: number): { owners: Uint16Array; zero: Uint8Array; owned: ArrayLike<number> & Iterable<number> } {
   const count = Math.max(0, endCell - firstCell);
   const owners = new Uint16Array(count).fill(NO_OWNER);
   // 1: the cell's best owner has a block with data there (so the cell is not "zero").
   const data = new Uint8Array(count);
+  const zero = new Uint8Array(count);
   const cellsOf = (k: number): [number, number] => {
     const first = Math.min(runs[k], blockCount);
     const end = Math.min(runs[k + 1], blockCount);
     if (end <= first) return [0, -1];
     return [Math.max(firstCell, Math.floor(first / blocksPerCell)) - firstCell, Math.min(endCell - 1, Math.floor((end - 1) / blocksPerCell)) - firstCell];
   };
+  // Only the cells the runs cover are visited (not every visible cell: on the first draw this code
+  // runs cold, and a loop over the 200,000+ cells of a 2 TiB map was most of the draw).
+  const owned: number[] = [];
   for (let k = 0; k + 2 < runs.length; k += 3) {
     const layer = runs[k + 2] & 0xffff;
     const [c0, c1] = cellsOf(k);
-    for (let c = c0; c <= c1; c++) if (layer < owners[c]) owners[c] = layer;
+    for (let c = c0; c <= c1; c++) {
+      if (owners[c] === NO_OWNER) owned.push(c);
+      if (layer < owners[c]) owners[c] = layer;
+    }
   }
   for (let k = 0; k + 2 < runs.length; k += 3) {
     if (runs[k + 2] >>> 16) continue;
@@ -52,14 +59,9 @@ export function cellOwnersFromRuns(runs: Uint32Array, blockCount: number, blocks
     const [c0, c1] = cellsOf(k);
     for (let c = c0; c <= c1; c++) if (owners[c] === layer) data[c] = 1;
   }
-  const owned: number[] = [];
-  const zero = new Uint8Array(count);
-  for (let c = 0; c < count; c++) {
-    if (owners[c] === NO_OWNER) continue;
-    owned.push(c);
-    zero[c] = data[c] ? 0 : 1;
-  }
-  return { owners, zero, owned };
+  for (const c of owned) zero[c] = data[c] ? 0 : 1;
+  // Runs come layer by layer: cell order (as the plain loop paints, marks overlapping alike) by a native sort.
+  return { owners, zero, owned: Uint32Array.from(owned).sort() };
 }
 
 /**
