@@ -1,6 +1,6 @@
 // Compressed cluster descriptors (decoded in l2Table.ts) and their data: raw deflate (compression
 // type 0) or zstd (type 1; Node's zlib lacks it before Node 23, so the fzstd decoder reads it).
-import { inflateRawSync } from 'zlib';
+import type * as ZlibModule from 'zlib';
 import { Decompress } from 'fzstd';
 import { DiskImageError } from '../errors';
 
@@ -82,8 +82,9 @@ export function decompressCluster(data: Buffer, clusterSize: number, compression
   }
   let out: Buffer;
   try {
-    // maxOutputLength: a hostile stream cannot inflate past one cluster.
-    out = inflateRawSync(data, { maxOutputLength: clusterSize, finishFlush: 2 /* Z_SYNC_FLUSH: qemu's streams may end without a final block */ });
+    // maxOutputLength: a hostile stream cannot inflate past one cluster. zlib is required here, on
+    // first use: it is not in Node's start-up snapshot and most images hold no compressed cluster.
+    out = (require('zlib') as typeof ZlibModule).inflateRawSync(data, { maxOutputLength: clusterSize, finishFlush: 2 /* Z_SYNC_FLUSH: qemu's streams may end without a final block */ });
   } catch (e) {
     throw new DiskImageError(path, `compressed cluster does not inflate: ${(e as Error).message}`, 'compressed cluster descriptor', descriptorAt, 'ECOMPRESSED');
   }
