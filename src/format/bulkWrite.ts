@@ -36,3 +36,32 @@ export async function writeInChunks(file: ImageFile, parts: Buffer[], at: number
   }
   await flush();
 }
+
+/**
+ * Writes `parts` back to back from `at`, each run of parts that can go direct (see
+ * ImageFile.setDirectWrites) in one call and each run of the others in one buffered call.
+ */
+export async function writeParts(file: ImageFile, parts: Buffer[], at: number): Promise<void> {
+  let run: Buffer[] = [];
+  let runAt = at;
+  let runDirect = false;
+  let pos = at;
+  const flush = async () => {
+    if (run.length === 0) return;
+    if (runDirect) await file.writevAt(run, runAt);
+    else await writeInChunks(file, run, runAt);
+    run = [];
+  };
+  for (const part of parts) {
+    if (part.length === 0) continue;
+    const direct = file.takesDirect([part], pos);
+    if (run.length > 0 && (direct !== runDirect || run.length >= 1024)) await flush();
+    if (run.length === 0) {
+      runAt = pos;
+      runDirect = direct;
+    }
+    run.push(part);
+    pos += part.length;
+  }
+  await flush();
+}

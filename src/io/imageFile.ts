@@ -293,12 +293,17 @@ export class ImageFile {
     return b;
   }
 
+  /** Whether page-aligned writes to this file go direct now (see setDirectWrites): a layout can then align its data. */
+  get writesDirect(): boolean {
+    return directWrites && this.writable && this.handle !== null && !this.isBlockDevice && this.directFd !== null;
+  }
+
   /**
    * Whether a write of `parts` at `pos` would go direct (see setDirectWrites): every part a whole
    * number of pages of page-aligned memory, at a page-aligned offset of a regular local file.
    */
   takesDirect(parts: Uint8Array[], pos: number): boolean {
-    if (!directWrites || !this.writable || !this.handle || this.isBlockDevice || this.directFd === null || pos % PAGE !== 0) return false;
+    if (!this.writesDirect || pos % PAGE !== 0) return false;
     for (const p of parts) if (p.length === 0 || p.length % PAGE !== 0 || !isPageAligned(p)) return false;
     return true;
   }

@@ -10,7 +10,12 @@ import { openChain } from '../../src/chain/chain';
 import { createImage } from '../../src/format/registry';
 import { alignedBuffer } from '../../src/io/alignedBuffer';
 import { ImageFile, setDirectWrites, setSynchronousIo } from '../../src/io/imageFile';
+import { checkImage } from '../../src/chain/check';
+import { VhdImage } from '../../src/format/vhd/vhdImage';
+import { execFileSync, spawnSync } from 'child_process';
 import { hasTool, randomBytes, readChain, rng, sh, tempDir } from '../helpers/util';
+
+const PYVHDI = path.join(__dirname, '..', 'helpers', 'pyvhdi_read.py');
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -120,6 +125,51 @@ describe('direct writes of a merge (ImageFile, setDirectWrites)', function () {
       assert.ok(readFileSync(file).equals(model));
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a merge into a dynamic VHD puts each new block\'s data on a page (bitmap before it, zeros before that) and writes it direct; check, qemu-img and libvhdi read it as the model', async function () {
+    const base = path.join(t.dir, 'v-base.vhd');
+    const child = path.join(t.dir, 'v-child.vhd');
+    const size = await createImage(base, { size: 64 * MiB });
+    const model = Buffer.alloc(size);
+    const r = rng(21);
+    // A block the base holds already (written in place), then new blocks around it.
+    const own = await openChain(base, { writable: true });
+    const held = randomBytes(r, 2 * MiB);
+    await own.write(20 * MiB, held);
+    held.copy(model, 20 * MiB);
+    await own.close();
+    await createChild(base, child);
+    const chain = await openChain(child, { writable: true });
+    for (const [at, len] of [[2 * MiB, 16 * MiB], [20 * MiB, 4 * MiB], [41 * MiB + 512, 3 * MiB]]) {
+      const data = randomBytes(r, len);
+      await chain.write(at, data);
+      data.copy(model, at);
+    }
+    await chain.close();
+    await mergeChild(child);
+    assert.ok((await readChain(base)).equals(model), 'the target reads as the model');
+    assert.deepEqual((await checkImage(base)).problems, []);
+    const img = await VhdImage.open(base);
+    try {
+      const onPage = [];
+      for (let b = 0; b < img.blockCount; b++) {
+        const at = img.blockFileOffset(b);
+        if (at !== null && b !== 10) onPage.push(at % 4096);
+      }
+      // Blocks 1-8 and 11 are new and whole in the child: their data starts on a page.
+      assert.ok(onPage.length >= 9, `${onPage.length} new blocks`);
+      if (statfsSync(t.dir).type === EXT4_MAGIC) assert.ok(onPage.filter((x) => x === 0).length >= 9, `data offsets modulo 4096: ${onPage.join(', ')}`);
+    } finally {
+      await img.close();
+    }
+    const raw = path.join(t.dir, 'v-model.raw');
+    require('fs').writeFileSync(raw, model);
+    if (hasTool('qemu-img')) sh('qemu-img', ['compare', '-f', 'vpc', '-F', 'raw', base, raw]);
+    if (hasTool('vhdiinfo') && spawnSync('/usr/bin/python3', ['-c', 'import pyvhdi']).status === 0) {
+      const theirs = execFileSync('/usr/bin/python3', [PYVHDI, base], { maxBuffer: 1 << 27 });
+      assert.ok(theirs.equals(model), 'libvhdi reads the model');
     }
   });
 
