@@ -84,6 +84,9 @@ export class ImageFile {
   private parkOnClose = false;
   /** Remote files: the URL and cache a parked source is filed under. */
   private parkKey = '';
+  /** Writes made through this object (a count), and how many of them the last completed sync covered. */
+  private written = 0;
+  private synced = 0;
   /** The O_DIRECT descriptor (see setDirectWrites): undefined until first needed, null where refused. */
   private directFd: number | null | undefined = undefined;
 
@@ -347,6 +350,7 @@ export class ImageFile {
       }
     }
     if (pos + total > this.currentSize) this.currentSize = pos + total;
+    this.written++;
     return true;
   }
 
@@ -371,6 +375,7 @@ export class ImageFile {
         : (await this.handle!.write(data, done, want, pos + done)).bytesWritten;
     }
     if (pos + data.length > this.currentSize) this.currentSize = pos + data.length;
+    this.written++;
   }
 
   /** Writes several buffers back to back in one call (no copy into a joined buffer). */
@@ -391,15 +396,32 @@ export class ImageFile {
       }
     }
     if (pos + total > this.currentSize) this.currentSize = pos + total;
+    this.written++;
   }
 
   async truncate(length: number): Promise<void> {
     await this.handle!.truncate(length);
     this.currentSize = length;
+    this.written++;
   }
 
+  /**
+   * Makes every write made through this object durable (fdatasync: the data and what reading it
+   * needs, such as the size; not the timestamps). Nothing written since the last completed sync:
+   * nothing to do (a merge's last flush, then the close's, cost a journal commit each otherwise).
+   */
   async sync(): Promise<void> {
-    if (this.writable) await this.handle!.sync();
+    if (!this.writable) return;
+    const upTo = this.written;
+    if (upTo === this.synced) return;
+    await this.handle!.datasync();
+    if (upTo > this.synced) this.synced = upTo;
+  }
+
+  /** True when the file has no name left (a merged child deleted while still open). */
+  async unlinked(): Promise<boolean> {
+    if (!this.handle) return false;
+    return (await this.handle.stat()).nlink === 0;
   }
 
   private park(): void {
