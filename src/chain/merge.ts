@@ -261,6 +261,10 @@ async function mergeWithIo(childPath: string, options: MergeOptions, ioMode: str
     let staged: CommitStaged[] = [];
     let stagedBytes = 0;
     let inFlight: { barrier: Promise<void>; commits: CommitStaged[] } | null = null;
+    // Kill points inside the copy (tests): data staged (written, direct where aligned) but not yet
+    // flushed or recorded, and the first batch recorded before the target's last flush.
+    let stagedOnce = false;
+    let committedOnce = false;
     const settle = async () => {
       if (!inFlight) return;
       const f = inFlight;
@@ -268,6 +272,7 @@ async function mergeWithIo(childPath: string, options: MergeOptions, ioMode: str
       await f.barrier;
       // The newest stage's commit records the earlier ones with it (one log entry for VHDX).
       await f.commits[f.commits.length - 1]();
+      if (!committedOnce) { committedOnce = true; failpoint('committed-one'); }
     };
     const barrier = async () => {
       if (staged.length === 0) return;
@@ -298,6 +303,7 @@ async function mergeWithIo(childPath: string, options: MergeOptions, ioMode: str
       const commit = pieces.length > 0 && target.stageWrites ? await target.stageWrites(pieces, below) : null;
       if (commit) {
         staged.push(commit);
+        if (!stagedOnce) { stagedOnce = true; failpoint('staged-one'); }
         stagedBytes += bytes;
         if (stagedBytes >= BARRIER_BYTES) await barrier();
       } else if (pieces.length > 0) {
