@@ -4,7 +4,7 @@ import { CommitStaged, DiskImage } from '../format/diskImage';
 import { DiskImageError } from '../format/errors';
 import { getFormat, openImage } from '../format/registry';
 import { acquireWriteLock } from '../io/lock';
-import { setSynchronousIo } from '../io/imageFile';
+import { setDirectWrites, setSynchronousIo } from '../io/imageFile';
 import { isRemoteLocation } from '../io/byteSource';
 import { alignedBuffer } from '../io/alignedBuffer';
 import { Chain, MapExtent, openChain, readThrough } from './chain';
@@ -261,6 +261,10 @@ async function mergeWithIo(childPath: string, options: MergeOptions, ioMode: str
     let staged: CommitStaged[] = [];
     let stagedBytes = 0;
     let inFlight: { barrier: Promise<void>; commits: CommitStaged[] } | null = null;
+    // Kill points inside the copy (tests): data staged (written, direct where aligned) but not yet
+    // flushed or recorded, and the first batch recorded before the target's last flush.
+    let stagedOnce = false;
+    let committedOnce = false;
     const settle = async () => {
       if (!inFlight) return;
       const f = inFlight;
@@ -268,6 +272,7 @@ async function mergeWithIo(childPath: string, options: MergeOptions, ioMode: str
       await f.barrier;
       // The newest stage's commit records the earlier ones with it (one log entry for VHDX).
       await f.commits[f.commits.length - 1]();
+      if (!committedOnce) { committedOnce = true; failpoint('committed-one'); }
     };
     const barrier = async () => {
       if (staged.length === 0) return;
@@ -283,6 +288,9 @@ async function mergeWithIo(childPath: string, options: MergeOptions, ioMode: str
     // cancellation through.
     const syncIo = ioMode !== 'pool';
     const restoreIo = syncIo ? setSynchronousIo({ writes: true, reads: ioMode === 'sync' }) : () => undefined;
+    // The copy's data goes to the disk around the page cache where it is page aligned (VHDX and
+    // qcow2 blocks; see setDirectWrites). DISKIMG_MERGE_DIRECT=0 turns it off (measuring only).
+    const restoreDirect = setDirectWrites(process.env.DISKIMG_MERGE_DIRECT !== '0');
     try {
     for (let pos = 0; pos < size; pos += window) {
       if (syncIo) await new Promise((resolve) => setImmediate(resolve));
@@ -295,6 +303,7 @@ async function mergeWithIo(childPath: string, options: MergeOptions, ioMode: str
       const commit = pieces.length > 0 && target.stageWrites ? await target.stageWrites(pieces, below) : null;
       if (commit) {
         staged.push(commit);
+        if (!stagedOnce) { stagedOnce = true; failpoint('staged-one'); }
         stagedBytes += bytes;
         if (stagedBytes >= BARRIER_BYTES) await barrier();
       } else if (pieces.length > 0) {
@@ -310,6 +319,7 @@ async function mergeWithIo(childPath: string, options: MergeOptions, ioMode: str
     await barrier();
     await settle();
     } finally {
+      restoreDirect();
       restoreIo();
     }
     phase('copied');

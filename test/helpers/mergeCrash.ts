@@ -135,8 +135,10 @@ export function describeMergeCrash(c: MergeCrashCase): void {
       assert.ok(killedMidway >= c.kills, `${c.kills} kills landed while the merge ran (${killedMidway})`);
     });
 
-    for (const point of ['flushed', 'journaled', 'relinked-one', 'deleted-one']) {
-      it(`killed at the '${point}' point (between the durable target, the re-links and the deletes): still reads, re-run completes`, async () => {
+    // staged-one: the first window's data written (direct where aligned), nothing flushed or recorded;
+    // committed-one: the first batch recorded (BAT, L2, VHDX log entry) before the target's last flush.
+    for (const point of ['staged-one', 'committed-one', 'flushed', 'journaled', 'relinked-one', 'deleted-one']) {
+      it(`killed at the '${point}' point (in the copy, or between the durable target, the re-links and the deletes): still reads, re-run completes`, async () => {
         const run = path.join(dir, `fp-${point}`);
         copyDir(template, run, c.isImage);
         // A second child of the merged image, so the crash can fall between two re-links.

@@ -13,6 +13,8 @@ import { checkVhdParent, writeVhdParentLink } from './parentLink';
 import { vhdTimestampToIso } from './timestamp';
 import { readLayerView } from '../layerView';
 import { planStagedBlocks, StagedCommits } from '../stagedCommits';
+import { writeParts } from '../bulkWrite';
+import { PAGE } from '../../io/alignedBuffer';
 
 export type { LocatorData } from './locatorPaths';
 
@@ -553,7 +555,13 @@ export class VhdImage implements DiskImage {
       return this.diskType === 'differencing' || this.unsafeReason(block) ? null : 'inPlace';
     });
     if (!plans) return null;
-    const span = this.bitmapSize + this.blockSize;
+    // With direct writes on (merge), each new block's data starts on a page: its bitmap fills the
+    // sectors just before, zeros the rest of that page (gaps between blocks are allowed; Hyper-V
+    // aligns its blocks too). The data then goes to the disk around the page cache; bitmap, padding
+    // and footer stay buffered (a direct write over a page the footer was just written into would
+    // wait for that page's writeback first).
+    const align = this.file.writesDirect && this.blockSize % PAGE === 0 ? PAGE : SECTOR_SIZE;
+    const span = this.bitmapSize + this.blockSize + (align - SECTOR_SIZE);
     const freshCount = plans.reduce((n, x) => n + (x.fresh ? 1 : 0), 0);
     if ((Math.ceil(this.layout.footerOffset / SECTOR_SIZE) * SECTOR_SIZE + freshCount * span) / SECTOR_SIZE >= BAT_UNUSED) return null;
     // In place first (blocks already referenced), then one append for every new block.
@@ -564,27 +572,38 @@ export class VhdImage implements DiskImage {
     }
     const fresh = plans.filter((x) => x.fresh);
     if (fresh.length === 0) return this.stagedBat.add([]); // still queued: committing it commits the stages before it
+    // The blocks go where the end footer is, one after another (each block's data on the next
+    // `align` boundary after its bitmap); the footer moves behind them first, as in appendRegion.
+    const start = this.appendStart({ structure: 'BAT entry', offset: this.layout.tableOffset! + fresh[0].block * 4 });
     const vector: Buffer[] = [];
     const bitmaps: Buffer[] = [];
+    const bitmapAt: number[] = [];
+    let end = start;
     for (const plan of fresh) {
       const bitmap = Buffer.alloc(this.bitmapSize);
       if (this.diskType === 'dynamic') bitmap.fill(0xff);
-      vector.push(bitmap);
-      let at = 0;
       for (const part of plan.parts) {
         if (this.diskType !== 'dynamic') setBits(bitmap, part.inBlock / SECTOR_SIZE, part.data.length / SECTOR_SIZE);
+      }
+      const dataAt = Math.ceil((end + this.bitmapSize) / align) * align;
+      bitmapAt.push(dataAt - this.bitmapSize);
+      vector.push(...zeroBytes(dataAt - this.bitmapSize - end), bitmap);
+      let at = 0;
+      for (const part of plan.parts) {
         vector.push(...zeroBytes(part.inBlock - at), part.data);
         at = part.inBlock + part.data.length;
       }
       vector.push(...zeroBytes(this.blockSize - at));
       bitmaps.push(bitmap);
+      end = dataAt + this.blockSize;
     }
-    const first = fresh[0].block;
-    const start = await this.appendRegion(vector, { structure: 'BAT entry', offset: this.layout.tableOffset! + first * 4 });
+    await this.file.writeAt(this.footerBytes, end);
+    await writeParts(this.file, vector, start);
+    this.appendEnd(end);
     // Entries of blocks next to each other in the BAT go in one write.
     const runs: Array<{ block: number; bytes: Buffer[] }> = [];
     fresh.forEach((plan, i) => {
-      const sectorOffset = (start + i * span) / SECTOR_SIZE;
+      const sectorOffset = bitmapAt[i] / SECTOR_SIZE;
       bat.entries[plan.block] = sectorOffset;
       this.cacheBitmap(plan.block, bitmaps[i]);
       const run = runs[runs.length - 1];

@@ -1020,7 +1020,8 @@ export class VhdxImage implements DiskImage {
   /** Marks the log empty again (all entries are applied and flushed), so other tools open the file read-only. */
   async close(): Promise<void> {
     try {
-      if (this.session && this.file.writable) {
+      // A file with no name left (a merged child, deleted before the chain closes) is never opened again.
+      if (this.session && this.file.writable && !(await this.file.unlinked())) {
         await this.file.sync();
         const next = await updateHeaders(this.file, this.layout.headers, this.layout.currentHeader, { ...this.header, logGuid: Buffer.alloc(16) });
         this.layout.headers = next.headers;

@@ -1,0 +1,197 @@
+// Merge's direct writes (ImageFile + setDirectWrites): whole pages of page-aligned memory at
+// page-aligned offsets go around the page cache, everything else stays buffered, the file holds
+// exactly what was written either way, and a merge's new data in the target is written direct.
+import { strict as assert } from 'assert';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statfsSync } from 'fs';
+import * as path from 'path';
+import { createChild } from '../../src/chain/createChild';
+import { mergeChild } from '../../src/chain/merge';
+import { openChain } from '../../src/chain/chain';
+import { createImage } from '../../src/format/registry';
+import { alignedBuffer } from '../../src/io/alignedBuffer';
+import { ImageFile, setDirectWrites, setSynchronousIo } from '../../src/io/imageFile';
+import { checkImage } from '../../src/chain/check';
+import { VhdImage } from '../../src/format/vhd/vhdImage';
+import { execFileSync, spawnSync } from 'child_process';
+import { hasTool, randomBytes, readChain, rng, sh, tempDir } from '../helpers/util';
+
+const PYVHDI = path.join(__dirname, '..', 'helpers', 'pyvhdi_read.py');
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const TMPFS_MAGIC = 0x01021994;
+const EXT4_MAGIC = 0xef53;
+
+function cachedBytes(file: string): number | null {
+  if (!hasTool('fincore')) return null;
+  return Number(sh('fincore', ['--bytes', '--noheadings', '--output', 'RES', file]).trim());
+}
+
+/** Writes aligned, unaligned and plain pieces through one ImageFile with direct writes on; returns the file and its model. */
+async function writeMixed(dir: string, sync: boolean): Promise<{ file: string; model: Buffer }> {
+  const file = path.join(dir, `mixed-${sync ? 's' : 'a'}-${Math.random().toString(36).slice(2)}.bin`);
+  const size = 12 * MiB;
+  const model = Buffer.alloc(size);
+  const rand = rng(size + (sync ? 1 : 0));
+  const window = alignedBuffer(4 * MiB);
+  const restoreDirect = setDirectWrites(true);
+  const restoreSync = sync ? setSynchronousIo({ writes: true, reads: false }) : () => undefined;
+  const out = await ImageFile.create(file, false);
+  try {
+    const put = async (at: number, data: Buffer, vectored = false) => {
+      data.copy(model, at);
+      if (vectored) {
+        const half = Math.floor(data.length / 2 / 4096) * 4096 || data.length;
+        await out.writevAt([data.subarray(0, half), data.subarray(half)].filter((b) => b.length > 0), at);
+      } else {
+        await out.writeAt(data, at);
+      }
+    };
+    const fromWindow = (inWindow: number, len: number) => {
+      const b = window.subarray(inWindow, inWindow + len);
+      randomBytes(rand, len).copy(b);
+      return b;
+    };
+    await put(0, fromWindow(0, 2 * MiB));                        // direct
+    await put(2 * MiB, fromWindow(0, 2 * MiB), true);            // direct, vectored
+    await put(4 * MiB + 512, fromWindow(512, 64 * KiB));          // offset and memory off the page grid: buffered
+    await put(5 * MiB, fromWindow(4096, 3 * 4096 + 17));         // odd length: buffered
+    await put(6 * MiB, randomBytes(rand, 256 * KiB));            // plain memory: buffered
+    await put(7 * MiB, fromWindow(8192, 8192), true);            // direct over a page the next write shares
+    await put(7 * MiB + 4096 + 100, randomBytes(rand, 300));     // buffered into a page written direct just before
+    await put(8 * MiB, fromWindow(0, 4 * MiB));                  // direct, extends the file
+    await out.sync();
+  } finally {
+    await out.close();
+    restoreSync();
+    restoreDirect();
+  }
+  return { file, model };
+}
+
+describe('direct writes of a merge (ImageFile, setDirectWrites)', function () {
+  this.timeout(120000);
+  const t = tempDir('diskimg-directwrites-');
+  after(() => t.cleanup());
+
+  for (const sync of [true, false]) {
+    it(`aligned, unaligned and plain pieces, ${sync ? 'synchronous' : 'pool'} writes: the file holds exactly what was written`, async () => {
+      const { file, model } = await writeMixed(t.dir, sync);
+      assert.ok(readFileSync(file).equals(model), 'file differs from the model');
+    });
+  }
+
+  it('only whole aligned pages from aligned memory go direct, and only while it is on', () => {
+    const window = alignedBuffer(64 * KiB);
+    const probe = async () => {
+      const file = await ImageFile.create(path.join(t.dir, `probe-${Math.random().toString(36).slice(2)}`), false);
+      try {
+        return {
+          whole: file.takesDirect([window.subarray(0, 8192)], 4096),
+          vectored: file.takesDirect([window.subarray(0, 4096), window.subarray(8192, 16384)], 0),
+          offOffset: file.takesDirect([window.subarray(0, 8192)], 512),
+          offMemory: file.takesDirect([window.subarray(512, 512 + 8192)], 0),
+          oddLength: file.takesDirect([window.subarray(0, 5000)], 0),
+          plain: file.takesDirect([Buffer.alloc(8192)], 0),
+        };
+      } finally {
+        await file.close();
+      }
+    };
+    return (async () => {
+      assert.deepEqual(Object.values(await probe()).filter(Boolean).length, 0, 'nothing goes direct while it is off');
+      const restore = setDirectWrites(true);
+      try {
+        assert.deepEqual(await probe(), { whole: true, vectored: true, offOffset: false, offMemory: false, oddLength: false, plain: false });
+      } finally {
+        restore();
+      }
+    })();
+  });
+
+  it('direct pieces bypass the page cache (fincore), buffered ones stay in it', async function () {
+    if (statfsSync(t.dir).type !== EXT4_MAGIC || cachedBytes(__filename) === null) this.skip();
+    const { file } = await writeMixed(t.dir, true);
+    // 8 MiB of the 12 went direct; the buffered pieces (and pages they share) are cached.
+    const cached = cachedBytes(file)!;
+    assert.ok(cached < 2 * MiB, `${cached} bytes in the page cache`);
+  });
+
+  it('on tmpfs (O_DIRECT since Linux 6.6, refused before) the bytes are the same either way', async function () {
+    if (!existsSync('/dev/shm') || statfsSync('/dev/shm').type !== TMPFS_MAGIC) this.skip();
+    const dir = mkdtempSync('/dev/shm/diskimg-directwrites-');
+    try {
+      const { file, model } = await writeMixed(dir, true);
+      assert.ok(readFileSync(file).equals(model));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a merge into a dynamic VHD puts each new block\'s data on a page (bitmap before it, zeros before that) and writes it direct; check, qemu-img and libvhdi read it as the model', async function () {
+    const base = path.join(t.dir, 'v-base.vhd');
+    const child = path.join(t.dir, 'v-child.vhd');
+    const size = await createImage(base, { size: 64 * MiB });
+    const model = Buffer.alloc(size);
+    const r = rng(21);
+    // A block the base holds already (written in place), then new blocks around it.
+    const own = await openChain(base, { writable: true });
+    const held = randomBytes(r, 2 * MiB);
+    await own.write(20 * MiB, held);
+    held.copy(model, 20 * MiB);
+    await own.close();
+    await createChild(base, child);
+    const chain = await openChain(child, { writable: true });
+    for (const [at, len] of [[2 * MiB, 16 * MiB], [20 * MiB, 4 * MiB], [41 * MiB + 512, 3 * MiB]]) {
+      const data = randomBytes(r, len);
+      await chain.write(at, data);
+      data.copy(model, at);
+    }
+    await chain.close();
+    await mergeChild(child);
+    assert.ok((await readChain(base)).equals(model), 'the target reads as the model');
+    assert.deepEqual((await checkImage(base)).problems, []);
+    const img = await VhdImage.open(base);
+    try {
+      const onPage = [];
+      for (let b = 0; b < img.blockCount; b++) {
+        const at = img.blockFileOffset(b);
+        if (at !== null && b !== 10) onPage.push(at % 4096);
+      }
+      // Blocks 1-8 and 11 are new and whole in the child: their data starts on a page.
+      assert.ok(onPage.length >= 9, `${onPage.length} new blocks`);
+      if (statfsSync(t.dir).type === EXT4_MAGIC) assert.ok(onPage.filter((x) => x === 0).length >= 9, `data offsets modulo 4096: ${onPage.join(', ')}`);
+    } finally {
+      await img.close();
+    }
+    const raw = path.join(t.dir, 'v-model.raw');
+    require('fs').writeFileSync(raw, model);
+    if (hasTool('qemu-img')) sh('qemu-img', ['compare', '-f', 'vpc', '-F', 'raw', base, raw]);
+    if (hasTool('vhdiinfo') && spawnSync('/usr/bin/python3', ['-c', 'import pyvhdi']).status === 0) {
+      const theirs = execFileSync('/usr/bin/python3', [PYVHDI, base], { maxBuffer: 1 << 27 });
+      assert.ok(theirs.equals(model), 'libvhdi reads the model');
+    }
+  });
+
+  for (const c of [{ ext: 'vhdx', child: 'avhdx' }, { ext: 'qcow2', child: 'qcow2' }]) {
+    it(`a merge into ${c.ext} writes the new data direct (not in the page cache) and reads as the model`, async function () {
+      const base = path.join(t.dir, `m-base.${c.ext}`);
+      const child = path.join(t.dir, `m-child.${c.child}`);
+      const size = await createImage(base, { size: 64 * MiB, blockSize: c.ext === 'qcow2' ? 65536 : undefined });
+      await createChild(base, child);
+      const model = Buffer.alloc(size);
+      const data = randomBytes(rng(9), 40 * MiB);
+      data.copy(model, 8 * MiB);
+      const chain = await openChain(child, { writable: true });
+      await chain.write(8 * MiB, data);
+      await chain.close();
+      await mergeChild(child);
+      assert.ok(!existsSync(child));
+      if (statfsSync(t.dir).type === EXT4_MAGIC && cachedBytes(base) !== null) {
+        const cached = cachedBytes(base)!;
+        assert.ok(cached < 8 * MiB, `${cached} bytes of the target in the page cache after merging 40 MiB`);
+      }
+      assert.ok((await readChain(base)).equals(model), 'the target reads as the model');
+    });
+  }
+});
