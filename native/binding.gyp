@@ -3,6 +3,10 @@
     {
       "target_name": "seek_hole",
       "sources": ["seekHole.c"]
+    },
+    {
+      "target_name": "send_file",
+      "sources": ["sendFile.c"]
     }
   ]
 }

@@ -86,6 +86,22 @@ export class Chain {
     }
   }
 
+  /**
+   * The local file bytes that [offset, offset+length) of the virtual disk reads as, when one layer
+   * supplies the whole range from one contiguous run of its file (see DiskImage.fileExtent), else
+   * null (zeros, several layers or runs, or not known without I/O: read it).
+   */
+  fileExtent(offset: number, length: number): { fd: number; position: number } | null {
+    if (!this.complete) return null;
+    for (const layer of this.layers) {
+      if (offset + length > layer.virtualSize) return null;
+      const at = layer.fileExtent?.(offset, length) ?? null;
+      if (at !== 'none') return at;
+      if (layer.diskType !== 'differencing') return null;
+    }
+    return null;
+  }
+
   /** Reads the layers below the top (the top's parent as the child sees it): `cache --fill`. */
   async readParent(offset: number, target: Buffer): Promise<void> {
     this.requireComplete();

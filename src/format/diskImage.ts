@@ -148,6 +148,14 @@ export interface DiskImage {
    * clusters and subclusters), so `map` reports them as qemu-img map does (zero, no data).
    */
   zeroRuns?(offset: number, length: number): Array<{ offset: number; length: number; zero: boolean }>;
+  /**
+   * Where this layer keeps [offset, offset+length), from what is in memory (no I/O): `'none'` when
+   * it holds none of it (the layers below supply it, or zeros), the local file and position when it
+   * holds all of it as plain bytes in one contiguous run of its file (the NBD server sends those
+   * straight from the file), null otherwise (partly held, split, transformed, or not known without
+   * a read). Absent: always null.
+   */
+  fileExtent?(offset: number, length: number): { fd: number; position: number } | 'none' | null;
   /** Reads bytes this layer holds (every byte of the range must be present). */
   readOwn(offset: number, target: Buffer): Promise<void>;
   /** Writes into this layer; partial sectors not held here are completed from `below`. */

@@ -188,6 +188,20 @@ export class ServedExport {
     this.bytesRead += target.length;
   }
 
+  /**
+   * Where one local file holds the bytes of [offset, offset+length) as the chain reads them: `send`
+   * gets its descriptor and position while the chain is held open (no freeze closes it meanwhile)
+   * and returns how many of those bytes it sent; null when no such run is known (read instead).
+   */
+  async sendFrom(offset: number, length: number, send: (fd: number, position: number) => number): Promise<number | null> {
+    const sent = await this.request(async (c) => {
+      const at = c.fileExtent(offset, length);
+      return at ? send(at.fd, at.position) : null;
+    });
+    if (sent) this.bytesRead += sent;
+    return sent;
+  }
+
   async map(offset: number, length: number): Promise<MapExtent[]> {
     return this.request((c) => c.map(offset, length));
   }

@@ -69,8 +69,10 @@ describe('packaging: npx vsce package and npm run package', function () {
     assert.ok(names.includes('extension/dist/extension.js') && names.includes('extension/readme.md'));
     assert.ok(!names.some((n) => n.includes('node_modules') || n.startsWith('extension/src/')), names.join(', '));
 
-    // The SEEK_HOLE addon built at install ships (vscode:prepublish builds it when missing).
+    // The addons built at install ship (vscode:prepublish builds them when missing): SEEK_HOLE, and
+    // sendfile for the sessions the extension serves.
     assert.ok(names.includes(ADDON), `${ADDON} in the .vsix`);
+    assert.ok(names.includes('extension/native/build/Release/send_file.node'), 'send_file.node in the .vsix');
     addonCheck(plain);
 
     const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));

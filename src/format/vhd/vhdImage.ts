@@ -453,6 +453,29 @@ export class VhdImage implements DiskImage {
     if (run) await flush(run);
   }
 
+  fileExtent(offset: number, length: number): { fd: number; position: number } | 'none' | null {
+    const fd = this.file.localFd;
+    if (fd === null || this.linkOnly || length <= 0 || offset < 0 || offset + length > this.virtualSize) return null;
+    if (!this.bat) return offset + length <= this.layout.footerOffset ? { fd, position: offset } : null;
+    const block = Math.floor(offset / this.blockSize);
+    const inBlock = offset - block * this.blockSize;
+    // One block only: blocks lie apart in the file (their sector bitmaps between them).
+    if (inBlock + length > this.blockSize || block >= this.bat.length) return null;
+    if (!this.bat.isAllocated(block)) return 'none';
+    const data = this.bat.blockOffset(block) + this.bitmapSize;
+    // What readOwn would refuse or check with I/O (a block past the file as known, an unsafe entry) goes that way.
+    if (data + this.blockSize > this.file.size || data - this.bitmapSize < 512 || this.unsafeReason(block)) return null;
+    if (this.diskType === 'differencing') {
+      const bitmap = this.deferredBitmaps?.get(block)?.bitmap ?? this.bitmapCache.get(block);
+      if (!bitmap) return null;
+      const s0 = Math.floor(inBlock / SECTOR_SIZE);
+      const count = Math.ceil((inBlock + length) / SECTOR_SIZE) - s0;
+      if (allBits(bitmap, s0, count, false)) return 'none';
+      if (!allBits(bitmap, s0, count, true)) return null;
+    }
+    return { fd, position: data + inBlock };
+  }
+
   private scratch: Buffer | null = null;
 
   /** Where the sector bitmaps between coalesced blocks are read to (never looked at, so shared). */
