@@ -338,20 +338,23 @@ export class ImageFile {
       this.closeDirect();
       return false;
     }
-    if (written < total) {
-      // A short direct write (disk full, a signal): the rest buffered, which reports the error if any.
-      let skip = written;
-      let at = pos + written;
-      for (const b of parts) {
-        if (skip >= b.length) { skip -= b.length; continue; }
-        await this.writeBuffered(b.subarray(skip), at);
-        at += b.length - skip;
-        skip = 0;
-      }
-    }
+    // A short direct write (disk full, a signal): the rest buffered, which reports the error if any.
+    if (written < total) await this.writeRest(parts, written, pos);
     if (pos + total > this.currentSize) this.currentSize = pos + total;
     this.written++;
     return true;
+  }
+
+  /** After a short write of `parts` at `pos`: the bytes past the first `done`, buffered, one part at a time. */
+  private async writeRest(parts: Uint8Array[], done: number, pos: number): Promise<void> {
+    let skip = done;
+    let at = pos + done;
+    for (const b of parts) {
+      if (skip >= b.length) { skip -= b.length; continue; }
+      await this.writeBuffered(b.subarray(skip), at);
+      at += b.length - skip;
+      skip = 0;
+    }
   }
 
   private closeDirect(): void {
@@ -390,17 +393,8 @@ export class ImageFile {
     if (this.takesDirect(parts, pos) && await this.writeDirect(parts, pos)) return;
     const total = parts.reduce((n, b) => n + b.length, 0);
     const bytesWritten = syncAllWrites ? writevSync(this.handle!.fd, parts, pos) : (await this.handle!.writev(parts, pos)).bytesWritten;
-    if (bytesWritten < total) {
-      // A short vectored write (rare on regular files): finish the rest with plain writes.
-      let skip = bytesWritten;
-      let at = pos + bytesWritten;
-      for (const b of parts) {
-        if (skip >= b.length) { skip -= b.length; continue; }
-        await this.writeAt(b.subarray(skip), at);
-        at += b.length - skip;
-        skip = 0;
-      }
-    }
+    // A short vectored write (rare on regular files): finish the rest with plain writes.
+    if (bytesWritten < total) await this.writeRest(parts, bytesWritten, pos);
     if (pos + total > this.currentSize) this.currentSize = pos + total;
     this.written++;
   }

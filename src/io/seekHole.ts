@@ -1,5 +1,5 @@
 // Where a sparse file's data and holes are (lseek SEEK_DATA / SEEK_HOLE through native/seekHole.c).
-import * as nodePath from 'path';
+import { loadAddon } from './nativeAddon';
 
 interface SeekHoleAddon { seek(fd: number, offset: number, wantData: boolean): number }
 
@@ -10,20 +10,7 @@ let addon: SeekHoleAddon | null | undefined;
  * lseek, and without it every byte of a raw file counts as data (correct, only less precise).
  */
 function load(): SeekHoleAddon | null {
-  if (addon !== undefined) return addon;
-  addon = null;
-  if (process.env.DISKIMG_NO_SEEK_HOLE) return addon;
-  // From dist/ (the bundles) and from src/io/ (tests run the sources).
-  for (const up of [['..'], ['..', '..']]) {
-    const file = nodePath.join(__dirname, ...up, 'native', 'build', 'Release', 'seek_hole.node');
-    try {
-      // eslint-disable-next-line @typescript-eslint/no-var-requires
-      addon = (module.require ?? require)(file) as SeekHoleAddon;
-      break;
-    } catch {
-      addon = null;
-    }
-  }
+  if (addon === undefined) addon = loadAddon<SeekHoleAddon>('seek_hole', 'DISKIMG_NO_SEEK_HOLE');
   return addon;
 }
 

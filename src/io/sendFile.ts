@@ -1,6 +1,6 @@
 // Replies from an image file straight to a socket (sendfile through native/sendFile.c), and the
 // socket's send buffer size, for the NBD server.
-import * as nodePath from 'path';
+import { loadAddon } from './nativeAddon';
 
 interface SendFileAddon {
   sendReply(socketFd: number, header: Buffer, fileFd: number, position: number, length: number): number;
@@ -9,22 +9,9 @@ interface SendFileAddon {
 
 let addon: SendFileAddon | null | undefined;
 
-/** The addon built at install (scripts/build-native.mjs), or null: then replies go through buffers. */
+/** The addon built at install, or null: then replies go through buffers. */
 function load(): SendFileAddon | null {
-  if (addon !== undefined) return addon;
-  addon = null;
-  if (process.env.DISKIMG_NO_SENDFILE) return addon;
-  // From dist/ (the bundles) and from src/io/ (tests run the sources).
-  for (const up of [['..'], ['..', '..']]) {
-    const file = nodePath.join(__dirname, ...up, 'native', 'build', 'Release', 'send_file.node');
-    try {
-      // eslint-disable-next-line @typescript-eslint/no-var-requires
-      addon = (module.require ?? require)(file) as SendFileAddon;
-      break;
-    } catch {
-      addon = null;
-    }
-  }
+  if (addon === undefined) addon = loadAddon<SendFileAddon>('send_file', 'DISKIMG_NO_SENDFILE');
   return addon;
 }
 

@@ -6,17 +6,10 @@ import { AlignedPool, DirectOutput } from '../../src/io/directOutput';
 import { ImageFile } from '../../src/io/imageFile';
 import { CLI, hasTool, randomBytes, rng, sh, tempDir } from '../helpers/util';
 import { spawnSync } from 'child_process';
+import { cachedBytes, EXT4_MAGIC, TMPFS_MAGIC } from '../helpers/pageCache';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-const TMPFS_MAGIC = 0x01021994;
-const EXT4_MAGIC = 0xef53;
-
-/** Bytes of `file` held in the page cache (fincore), or null without the tool. */
-function cachedBytes(file: string): number | null {
-  if (!hasTool('fincore')) return null;
-  return Number(sh('fincore', ['--bytes', '--noheadings', '--output', 'RES', file]).trim());
-}
 
 /**
  * Writes `pieces` (offset, length; taken from pool buffers or, for `plain`, from ordinary memory)

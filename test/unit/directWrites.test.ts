@@ -14,18 +14,12 @@ import { checkImage } from '../../src/chain/check';
 import { VhdImage } from '../../src/format/vhd/vhdImage';
 import { execFileSync, spawnSync } from 'child_process';
 import { hasTool, randomBytes, readChain, rng, sh, tempDir } from '../helpers/util';
+import { cachedBytes, EXT4_MAGIC, TMPFS_MAGIC } from '../helpers/pageCache';
 
 const PYVHDI = path.join(__dirname, '..', 'helpers', 'pyvhdi_read.py');
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-const TMPFS_MAGIC = 0x01021994;
-const EXT4_MAGIC = 0xef53;
-
-function cachedBytes(file: string): number | null {
-  if (!hasTool('fincore')) return null;
-  return Number(sh('fincore', ['--bytes', '--noheadings', '--output', 'RES', file]).trim());
-}
 
 /** Writes aligned, unaligned and plain pieces through one ImageFile with direct writes on; returns the file and its model. */
 async function writeMixed(dir: string, sync: boolean): Promise<{ file: string; model: Buffer }> {
