@@ -1,13 +1,11 @@
 import { closeSync, linkSync, openSync, readFileSync, realpathSync, statSync, unlinkSync, writeSync } from 'fs';
 import type * as OsModule from 'os';
 import * as nodePath from 'path';
-import type * as CryptoModule from 'crypto';
+import { randomBytes } from './randomBytes';
 import { DiskImageError } from '../format/errors';
 
-// Required on first use (only writers lock): neither is in Node's start-up snapshot, and crypto
-// compiles ~15 internal modules that reading an image never needs.
+// os is required on first use (only writers lock): it is not in Node's start-up snapshot.
 const hostname = (): string => (require('os') as typeof OsModule).hostname();
-const randomBytes = (n: number): Buffer => (require('crypto') as typeof CryptoModule).randomBytes(n);
 
 /**
  * Advisory write locks between processes. Node has no flock(), so a lock is a small file next to the

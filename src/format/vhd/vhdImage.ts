@@ -596,8 +596,9 @@ export class VhdImage implements DiskImage {
     const fresh = plans.filter((x) => x.fresh);
     if (fresh.length === 0) return this.stagedBat.add([]); // still queued: committing it commits the stages before it
     // The blocks go where the end footer is, one after another (each block's data on the next
-    // `align` boundary after its bitmap); the footer moves behind them first, as in appendRegion.
-    const start = this.appendStart({ structure: 'BAT entry', offset: this.layout.tableOffset! + fresh[0].block * 4 });
+    // `align` boundary after its bitmap); appendRegion moves the footer behind them first.
+    const where = { structure: 'BAT entry', offset: this.layout.tableOffset! + fresh[0].block * 4 };
+    const start = this.appendStart(where);
     const vector: Buffer[] = [];
     const bitmaps: Buffer[] = [];
     const bitmapAt: number[] = [];
@@ -620,9 +621,8 @@ export class VhdImage implements DiskImage {
       bitmaps.push(bitmap);
       end = dataAt + this.blockSize;
     }
-    await this.file.writeAt(this.footerBytes, end);
-    await writeParts(this.file, vector, start);
-    this.appendEnd(end);
+    // Each run of parts that can go direct in one call (writeParts); appendRegion keeps the order.
+    await this.appendRegion(vector, where, (parts, at) => writeParts(this.file, parts, at));
     // Entries of blocks next to each other in the BAT go in one write.
     const runs: Array<{ block: number; bytes: Buffer[] }> = [];
     fresh.forEach((plan, i) => {
@@ -808,13 +808,17 @@ export class VhdImage implements DiskImage {
    * the old footer: a large write can stop part-way when the process is killed, and the file must
    * end in a valid footer at every instant. Returns the data's offset.
    */
-  async appendRegion(data: Buffer | Buffer[], where: { structure: string; offset: number } = { structure: 'footer', offset: this.layout.footerOffset }): Promise<number> {
+  async appendRegion(
+    data: Buffer | Buffer[],
+    where: { structure: string; offset: number } = { structure: 'footer', offset: this.layout.footerOffset },
+    write: (parts: Buffer[], at: number) => Promise<void> = (parts, at) => this.file.writevAt(parts, at),
+  ): Promise<number> {
     const at = this.appendStart(where);
     const parts = Array.isArray(data) ? data : [data];
     const length = parts.reduce((n, b) => n + b.length, 0);
     const padded = Math.ceil(length / SECTOR_SIZE) * SECTOR_SIZE;
     await this.file.writeAt(this.footerBytes, at + padded);
-    await this.file.writevAt([...parts, ...zeroBytes(padded - length)].filter((b) => b.length > 0), at);
+    await write([...parts, ...zeroBytes(padded - length)].filter((b) => b.length > 0), at);
     this.appendEnd(at + padded);
     return at;
   }

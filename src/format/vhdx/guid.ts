@@ -1,8 +1,4 @@
-import type * as CryptoModule from 'crypto';
-
-// crypto is required on first use: it is not in Node's start-up snapshot, and loading it compiles
-// ~15 internal modules that reading an image never needs (see README, "Where the time goes").
-const randomBytes = (n: number): Buffer => (require('crypto') as typeof CryptoModule).randomBytes(n);
+import { randomBytes } from '../../io/randomBytes';
 
 /**
  * VHDX GUIDs are stored the Microsoft way: the first three fields little-endian, the last eight
