@@ -66,7 +66,7 @@ export default async function ({ root }) {
   // Both exit 1 (different); warm the page cache once so neither pays the first read.
   timed('qemu-img', ['compare', '-q', '-f', 'vpc', '-F', 'vpc', a, b]);
   const [ours, qemu] = compare(7, [
-    () => timed(process.execPath, [cli, 'diff', a, b]),
+    () => timed(cli, ['diff', a, b]),
     () => timed('qemu-img', ['compare', '-q', '-f', 'vpc', '-F', 'vpc', a, b]),
   ]);
   console.log(`diff 1 GiB full dynamic pair: diskimg ${ours.seconds.toFixed(3)} s (peak ${ours.maxRss.toFixed(0)} MB), qemu-img compare ${qemu.seconds.toFixed(3)} s (peak ${qemu.maxRss.toFixed(0)} MB)`);
@@ -83,10 +83,10 @@ export default async function ({ root }) {
   const [sa, sb] = sparsePair(cli, d, 'diff-sparse-2t', 2 * 1024 * 1024 * MiB);
   const [qa, qb] = sparsePair(cli, d, 'diff-sparse-2040g', 2040 * 1024 * MiB);
   const [sparseOurs, sparseQemu] = compare(7, [
-    () => timed(process.execPath, [cli, 'diff', sa, sb]),
+    () => timed(cli, ['diff', sa, sb]),
     () => timed('qemu-img', ['compare', '-q', '-f', 'vpc', '-F', 'vpc', qa, qb]),
   ]);
-  const ours2040 = compare(3, [() => timed(process.execPath, [cli, 'diff', qa, qb])])[0];
+  const ours2040 = compare(3, [() => timed(cli, ['diff', qa, qb])])[0];
   console.log(`diff sparse 2 TiB pair (64 MiB each): diskimg ${sparseOurs.seconds.toFixed(3)} s (peak ${sparseOurs.maxRss.toFixed(0)} MB); on the 2040 GiB pair diskimg ${ours2040.seconds.toFixed(3)} s, qemu-img compare ${sparseQemu.seconds.toFixed(3)} s`);
   rows.push({
     name: 'diff two sparse 2 TiB dynamic VHDs holding 64 MiB each',

@@ -53,11 +53,11 @@ export default async function ({ root }) {
   const commit = () => { prepare.qemu(); return timed('qemu-img', ['commit', '-q', '-f', 'qcow2', qTop]); };
   // Each of ours is paired with a qemu-img commit run right after it (interleaved, same machine state).
   const [vhd, qemuA, vhdx, qemuB, qcow2, qemuC] = compare(7, [
-    () => { prepare.vhd(); return timed(process.execPath, [cli, 'merge', templates.vhd.child]); },
+    () => { prepare.vhd(); return timed(cli, ['merge', templates.vhd.child]); },
     commit,
-    () => { prepare.vhdx(); return timed(process.execPath, [cli, 'merge', templates.vhdx.child]); },
+    () => { prepare.vhdx(); return timed(cli, ['merge', templates.vhdx.child]); },
     commit,
-    () => { prepare.qcow2(); return timed(process.execPath, [cli, 'merge', mTop]); },
+    () => { prepare.qcow2(); return timed(cli, ['merge', mTop]); },
     commit,
   ]);
   for (const f of [qBase, qTop, mBase, mTop, ...Object.values(templates).flatMap((t) => [t.base, t.child])]) rmSync(f, { force: true });

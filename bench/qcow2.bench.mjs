@@ -25,14 +25,14 @@ export default async function ({ root }) {
   const outOurs = join(d, 'export-qcow2-ours.raw');
   const outQemu = join(d, 'export-qcow2-qemu.raw');
   const [ours, qemu] = compare(9, [
-    () => timed(process.execPath, [cli, 'export', img, outOurs]),
+    () => timed(cli, ['export', img, outOurs]),
     () => timed('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', img, outQemu]),
   ], () => { rmSync(outOurs, { force: true }); rmSync(outQemu, { force: true }); });
   rmSync(outOurs, { force: true });
   rmSync(outQemu, { force: true });
   const er = pairRatios(ours, qemu);
   const [diffOurs, diffQemu] = compare(9, [
-    () => timed(process.execPath, [cli, 'diff', ovA, ovB]),
+    () => timed(cli, ['diff', ovA, ovB]),
     () => timed('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', ovA, ovB]),
   ]);
   const dr = pairRatios(diffOurs, diffQemu);

@@ -29,7 +29,7 @@ export default async function ({ root }) {
   const ours = work('ours');
   const qemu = work('qemu');
   const [o, q] = compare(5, [
-    () => timed(process.execPath, [cli, 'merge', ours.ov]),
+    () => timed(cli, ['merge', ours.ov]),
     () => timed('qemu-img', ['commit', '-q', '-f', 'qcow2', qemu.ov]),
   ], (() => { let k = 0; return () => { fresh(k++ % 2 === 0 ? 'ours' : 'qemu'); }; })());
   for (const w of [ours, qemu]) { rmSync(w.base, { force: true }); rmSync(w.ov, { force: true }); }

@@ -55,15 +55,15 @@ export default async function ({ root }) {
     const cache = join(d, 'client', '.child.vhd.parent-cache');
     const pairs = Number(process.env.REMOTE_BENCH_PAIRS ?? 5);
     const [first, curl] = compare(pairs, [
-      () => timed(process.execPath, [cli, 'read', child, '--cache', '--output', '/dev/null']),
+      () => timed(cli, ['read', child, '--cache', '--output', '/dev/null']),
       () => timed('curl', ['-s', '-o', '/dev/null', url]),
     ], () => rmSync(cache, { force: true }));
     // Fill the cache once, then read again: no request may reach the server.
     execFileSync(process.execPath, [cli, 'cache', child, '--fill']);
     const before = count();
     const [second, local] = compare(pairs, [
-      () => timed(process.execPath, [cli, 'read', child, '--output', '/dev/null']),
-      () => timed(process.execPath, [cli, 'read', localChild, '--output', '/dev/null']),
+      () => timed(cli, ['read', child, '--output', '/dev/null']),
+      () => timed(cli, ['read', localChild, '--output', '/dev/null']),
     ]);
     const requests = count() - before;
     console.log(`remote ${mib} MiB parent, 20 ms latency: first read ${first.seconds.toFixed(3)} s vs curl ${curl.seconds.toFixed(3)} s; second read ${second.seconds.toFixed(3)} s (${requests} requests) vs local parent ${local.seconds.toFixed(3)} s`);

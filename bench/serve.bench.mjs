@@ -139,7 +139,7 @@ export default async function ({ root }) {
 
   if (ONLY.includes('reads') || ONLY.includes('seq') || ONLY.includes('seq1') || ONLY.includes('seq4')) {
     // Reads: both servers stay up for all read runs.
-    const ours = startServer(process.execPath, [cli, 'serve', base, '--read-only', '--socket', sockOurs], onReadyLine, logOurs, sockOurs);
+    const ours = startServer(cli, ['serve', base, '--read-only', '--socket', sockOurs], onReadyLine, logOurs, sockOurs);
     started.push(ours);
     const qemu = startServer('qemu-nbd', ['-r', '-t', '-f', 'vpc', '-k', sockQemu, base], onSocket(sockQemu), logQemu, sockQemu);
     started.push(qemu);
@@ -194,7 +194,7 @@ export default async function ({ root }) {
     const overlay = join(d, 'serve-overlay.qcow2');
     const [o, q] = compare(PAIRS, [
       () => {
-        const s = startServer(process.execPath, [cli, 'serve', base, '--session', '--on-exit', 'discard', '--socket', sockOurs], onReadyLine, logOurs, sockOurs);
+        const s = startServer(cli, ['serve', base, '--session', '--on-exit', 'discard', '--socket', sockOurs], onReadyLine, logOurs, sockOurs);
         started.push(s);
         try {
           return timedAgainst(s, 'qemu-img', [...benchArgs, '-w', url(sockOurs)]);

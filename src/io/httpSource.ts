@@ -2,12 +2,12 @@
 import type * as http from 'http';
 import type * as https from 'https';
 import { DiskImageError } from '../format/errors';
-import { readFileSync } from 'fs';
 import { alignedBuffer, isPageAligned } from './alignedBuffer';
 import { ByteSource } from './byteSource';
 import { WireBroken, WirePool, WireUnsupported } from './httpWire';
 
 import { HTTP_CHUNK } from './byteSource';
+import { trustedCa } from './trustedCa';
 
 export { HTTP_CHUNK };
 /** Longest single request (consecutive missing chunks are coalesced up to this). */
@@ -126,7 +126,7 @@ export class HttpSource implements ByteSource {
   /** Bodies being stored by onReceived. */
   private readonly storing = new Set<Promise<void>>();
   private closed = false;
-  private readonly ca: Buffer | undefined;
+  private readonly ca: Array<string | Buffer> | undefined;
   /** The plain-HTTP client that reads bodies in place (null for https, or once a server needed Node's). */
   private wire: WirePool | null;
 
@@ -140,7 +140,7 @@ export class HttpSource implements ByteSource {
   ) {
     this.kind = url.protocol.replace(':', '');
     this.client = client;
-    this.ca = process.env.DISKIMG_CA_FILE ? readFileSync(process.env.DISKIMG_CA_FILE) : undefined;
+    this.ca = url.protocol === 'https:' ? trustedCa() : undefined;
     this.wire = url.protocol === 'http:' && !process.env.DISKIMG_HTTP_NODE_CLIENT ? new WirePool(url) : null;
   }
 

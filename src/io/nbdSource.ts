@@ -8,6 +8,7 @@ import {
   NBD_INFO_EXPORT, NBD_OPT_GO, NBD_OPT_STARTTLS, NBD_REP_ACK, NBD_REP_INFO, NBD_REQUEST_MAGIC, NBD_SIMPLE_REPLY_MAGIC, OPTION_REPLY_MAGIC,
 } from '../serve/nbdProtocol';
 import { ByteSource } from './byteSource';
+import { trustedCa } from './trustedCa';
 
 /** Largest read sent in one request (servers must accept 32 MiB; qemu-nbd and ours do). */
 const MAX_READ = 4 * 1024 * 1024;
@@ -167,7 +168,7 @@ export class NbdSource implements ByteSource {
           socket,
           servername: net.isIP(host) ? undefined : host,
           host,
-          ca: env.DISKIMG_CA_FILE ? readFileSync(env.DISKIMG_CA_FILE) : undefined,
+          ca: trustedCa(env),
           cert: env.DISKIMG_TLS_CERT ? readFileSync(env.DISKIMG_TLS_CERT) : undefined,
           key: env.DISKIMG_TLS_KEY ? readFileSync(env.DISKIMG_TLS_KEY) : undefined,
           rejectUnauthorized: true,

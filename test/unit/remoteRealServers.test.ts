@@ -87,6 +87,20 @@ describe('remote parents behind real servers (busybox httpd, HTTPS + curl, qemu-
     assert.ok(r.stdout.equals(bytes), 'the child reads the parent\'s bytes');
   };
 
+  /** An HTTPS server of the parent's bytes (ranges, an ETag) with the test CA's certificate. */
+  const httpsServer = async (): Promise<https.Server> => {
+    const etag = '"v1"';
+    const server = https.createServer({ cert: readFileSync(path.join(certs, 'server-cert.pem')), key: readFileSync(path.join(certs, 'server-key.pem')) }, (req, res) => {
+      const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
+      if (!m) { res.writeHead(200, { 'Content-Length': SIZE, ETag: etag }).end(bytes); return; }
+      const [s, e] = [Number(m[1]), Math.min(Number(m[2]), SIZE - 1)];
+      res.writeHead(206, { 'Content-Range': `bytes ${s}-${e}/${SIZE}`, 'Content-Length': e - s + 1, ETag: etag });
+      res.end(bytes.subarray(s, e + 1));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    return server;
+  };
+
   it('busybox httpd (Connection: close, ETag): reads and the cache right; a file changed on it since it was cached is an error naming it', async function () {
     if (!hasTool('busybox')) {
       console.log('    (not run: busybox missing)');
@@ -127,15 +141,7 @@ describe('remote parents behind real servers (busybox httpd, HTTPS + curl, qemu-
       console.log('    (not run: openssl or curl missing)');
       this.skip();
     }
-    const etag = '"v1"';
-    const server = https.createServer({ cert: readFileSync(path.join(certs, 'server-cert.pem')), key: readFileSync(path.join(certs, 'server-key.pem')) }, (req, res) => {
-      const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
-      if (!m) { res.writeHead(200, { 'Content-Length': SIZE, ETag: etag }).end(bytes); return; }
-      const [s, e] = [Number(m[1]), Math.min(Number(m[2]), SIZE - 1)];
-      res.writeHead(206, { 'Content-Range': `bytes ${s}-${e}/${SIZE}`, 'Content-Length': e - s + 1, ETag: etag });
-      res.end(bytes.subarray(s, e + 1));
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const server = await httpsServer();
     try {
       const url = `https://127.0.0.1:${(server.address() as net.AddressInfo).port}/disk.img`;
       const ca = path.join(certs, 'ca-cert.pem');
@@ -154,6 +160,56 @@ describe('remote parents behind real servers (busybox httpd, HTTPS + curl, qemu-
       server.closeAllConnections();
       await new Promise((r) => server.close(r));
       await readsRight(child);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
+  it('the diskimg executable, run as a program, trusts the CAs of NODE_EXTRA_CA_CERTS but does not make Node parse them at start', async function () {
+    if (!hasTool('openssl')) {
+      console.log('    (not run: openssl missing)');
+      this.skip();
+    }
+    /** dist/cli.js started the way a user starts `diskimg` (its sh launcher), not through node. */
+    const direct = (args: string[], env: Record<string, string | undefined>) => new Promise<{ code: number; stdout: Buffer; stderr: string }>((resolve) => {
+      const e: NodeJS.ProcessEnv = { ...process.env, DISKIMG_HTTP_BACKOFF_MS: '5' };
+      delete e.NODE_EXTRA_CA_CERTS;
+      delete e.DISKIMG_CA_FILE;
+      for (const [k, v] of Object.entries(env)) if (v === undefined) delete e[k]; else e[k] = v;
+      execFile(CLI, args, { env: e, maxBuffer: 64 * MiB, encoding: 'buffer', timeout: 60000 }, (err, stdout, stderr) => {
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr: stderr.toString() });
+      });
+    });
+    // Node warns while it parses an unreadable NODE_EXTRA_CA_CERTS at start: through node it does,
+    // through the launcher it never gets the variable.
+    const missing = path.join(t.dir, 'no-such-ca.pem');
+    const viaNode = await cli(['--version'], { NODE_EXTRA_CA_CERTS: missing });
+    assert.match(viaNode.stderr, /Ignoring extra certs/);
+    const viaLauncher = await direct(['--version'], { NODE_EXTRA_CA_CERTS: missing });
+    assert.equal(viaLauncher.code, 0, viaLauncher.stderr);
+    assert.equal(viaLauncher.stderr, '');
+    assert.equal(viaLauncher.stdout.toString().trim(), JSON.parse(readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')).version);
+
+    const server = await httpsServer();
+    try {
+      const url = `https://127.0.0.1:${(server.address() as net.AddressInfo).port}/disk.img`;
+      const child = path.join(sub(), 'child.vhd');
+      const refused = await direct(['child', url, child], {});
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, /certificate/i);
+      // An unreadable bundle: the same warning as Node's, when the first TLS connection needs it; Node's roots only.
+      const unreadable = await direct(['child', url, child], { NODE_EXTRA_CA_CERTS: missing });
+      assert.notEqual(unreadable.code, 0);
+      assert.match(unreadable.stderr, /Ignoring extra certs from `[^`]*no-such-ca\.pem`/);
+      assert.match(unreadable.stderr, /certificate/i);
+      // The test CA in NODE_EXTRA_CA_CERTS (no DISKIMG_CA_FILE): trusted, as Node would trust it.
+      const env = { NODE_EXTRA_CA_CERTS: path.join(certs, 'ca-cert.pem') };
+      const made = await direct(['child', url, child], env);
+      assert.equal(made.code, 0, made.stderr);
+      const read = await direct(['read', child], env);
+      assert.equal(read.code, 0, read.stderr);
+      assert.ok(read.stdout.equals(bytes), 'the child reads the parent\'s bytes through the launcher');
     } finally {
       server.closeAllConnections();
       server.close();
