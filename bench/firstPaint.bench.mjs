@@ -35,7 +35,7 @@ export default async function ({ root }) {
     const total = rest.map((r) => r.totalMs);
     const share = rest.map((r) => r.shareMs);
     // Host and page run side by side from the same start; the page waits for the host's message if it is ready first.
-    const host = `host ${med('hostMs')} (open ${med('openMs')} + model ${med('modelMs')} + block map ${med('blocksMs')}; CPU ${med('hostCpuMs')})`;
+    const host = `host ${med("hostMs")} (started at ${med("hostStartMs")}; open ${med('openMs')} + model ${med('modelMs')} + block map ${med('blocksMs')}; CPU ${med('hostCpuMs')})`;
     // Ours on the page: the HTML (our markup, and now the inline first bundle and styles) in, the fetched files in (none when inline), then our script onwards.
     const assets = (rs) => rs.every((r) => r.assetsMs === null) ? 'nothing fetched (inline)' : `CSS and script fetched by ${med('assetsMs', rs.filter((r) => r.assetsMs !== null))}`;
     // The loading skeleton is built only when the host's answer is not in 40 ms after the script starts.

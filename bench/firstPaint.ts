@@ -13,14 +13,13 @@ import { openChain } from '../src/chain/chain';
 import { createChild } from '../src/chain/createChild';
 import { createImage } from '../src/format/vhd/create';
 import { getFormat } from '../src/format/registry';
-import { buildBlockData, buildImageModel, firstBlocks } from '../src/extension/model';
 import type { Browser } from 'playwright-core';
 import { buildEditorHtml, readWebviewBundle } from '../src/extension/html';
-import { HostMessage } from '../src/protocol';
 import { launchChromium } from '../test/helpers/browser';
 import { THEMES } from '../test/helpers/webviewHarness';
 import { ROOT } from '../test/helpers/util';
 import { pageShare, STAND_IN_URL, TraceEvent } from './firstPaintTrace';
+import type { OpenReply, OpenRequest } from './firstPaintHost';
 
 const MiB = 1024 * 1024;
 
@@ -66,36 +65,6 @@ async function bigChain(dir: string, kind: Kind): Promise<string> {
   for (const f of [2 / blocks, 0.2861, 0.9537]) await c.write(at(f) + 4096, Buffer.alloc(4096, 0xa5));
   await c.close();
   return child;
-}
-
-/**
- * Packs the host's first message (`init`: the model and the owner map, as ImageDocument posts it) as
- * a JSON head and the typed arrays' bytes: the page rebuilds each typed array in its own
- * ArrayBuffer and posts the message with them transferred, as VS Code's webview messaging does
- * (extHostWebviewMessaging: each ArrayBuffer travels as binary and is handed to the frame as a transfer).
- */
-function packMessage(m: HostMessage): Buffer {
-  const blobs: Buffer[] = [];
-  let at = 0;
-  const walk = (v: unknown): unknown => {
-    if (ArrayBuffer.isView(v)) {
-      const b = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
-      const pad = (8 - (at % 8)) % 8;
-      if (pad) { blobs.push(Buffer.alloc(pad)); at += pad; }
-      blobs.push(b);
-      const ref = { __typed: v.constructor.name, at, bytes: b.length };
-      at += b.length;
-      return ref;
-    }
-    if (Array.isArray(v)) return v.map(walk);
-    if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, walk(x)]));
-    return v;
-  };
-  const head = Buffer.from(JSON.stringify(walk(m)));
-  const len = Buffer.alloc(4);
-  len.writeUInt32LE(head.length);
-  const headPad = Buffer.alloc((8 - ((4 + head.length) % 8)) % 8);
-  return Buffer.concat([len, head, headPad, ...blobs]);
 }
 
 /** The page's stand-in for VS Code's webview API: `ready` is answered with the held host message. */
@@ -144,7 +113,7 @@ const PAGE_API = `(() => {
 //# sourceURL=${STAND_IN_URL}.js
 `;
 
-interface Server { origin: string; send(m: unknown): void; sendData(id: string, data: Buffer): void; close(): void }
+interface Server { origin: string; dir: string; send(m: unknown): void; close(): void }
 
 /** Starts bench/firstPaintServer.mjs (its own process, as VS Code serves webview resources outside the extension host). */
 async function startServer(): Promise<Server> {
@@ -156,8 +125,8 @@ async function startServer(): Promise<Server> {
   const dir = mkdtempSync(path.join(tmpdir(), 'paint-firstpaint-'));
   return {
     origin: `http://127.0.0.1:${port}`,
+    dir,
     send: (m) => child.send(m as never),
-    sendData: (id, data) => { const file = path.join(dir, `${id}.bin`); writeFileSync(file, data); child.send({ type: 'data', id, file }); },
     close: () => { child.kill(); rmSync(dir, { recursive: true, force: true }); },
   };
 }
@@ -165,7 +134,9 @@ async function startServer(): Promise<Server> {
 interface RunResult {
   openMs: number; modelMs: number; blocksMs: number; cells: number;
   /** Page times, from the common start (ms): navigation start, script start, ready posted, data rebuilt, message handled, first draw, its frame painted. */
-  hostCpuMs: number; pageCpuMs: number; pageScriptMs: number;
+  hostCpuMs: number; pageCpuMs: number;
+  /** When the host process began its steps (after the bench's request crossed to it). */
+  hostStartMs: number; pageScriptMs: number;
   /** The host's message handed to the messaging stand-in, and its bytes in the page (not ours: VS Code's postMessage in the editor). */
   postedMs: number; msgInMs: number;
   /** The page's first frame painted (the skeleton under "Reading image…" when the page is ready before the host's message). */
@@ -199,7 +170,23 @@ interface Variant {
   serial?: boolean;
 }
 
-async function openOnce(browser: Browser, server: Server, file: string, id: string, variant: Variant = {}): Promise<RunResult> {
+interface Host { open(m: Omit<OpenRequest, 'type'>): Promise<OpenReply>; close(): void }
+
+/** Starts bench/firstPaintHost.ts, the extension host's stand-in, in its own process. */
+function startHost(): Host {
+  const child = fork(path.join(ROOT, 'bench', 'firstPaintHost.ts'), [], { execArgv: ['--require', 'tsx/cjs'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  return {
+    open: (m) => new Promise<OpenReply>((resolve, reject) => {
+      const onExit = (code: number) => reject(new Error(`the bench's host exited (${code})`));
+      child.once('exit', onExit);
+      child.once('message', (r: OpenReply) => { child.off('exit', onExit); resolve(r); });
+      child.send({ type: 'open', ...m });
+    }),
+    close: () => child.kill(),
+  };
+}
+
+async function openOnce(browser: Browser, server: Server, host: Host, file: string, id: string, variant: Variant = {}): Promise<RunResult> {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   try {
     const base = `${server.origin}/run/${id}`;
@@ -233,21 +220,11 @@ async function openOnce(browser: Browser, server: Server, file: string, id: stri
     const painted = page.waitForEvent('console', { predicate: (m) => m.text() === '__firstPaintDone', timeout: 60000 });
     const go = () => page.goto(`${base}/index.html`, { waitUntil: 'commit' });
     let navigated = variant.serial ? null : go();
-    const t0 = performance.now();
-    const cpu0 = process.cpuUsage();
-    const chain = await openChain(file, { tolerant: true, cache: true });
-    const t1 = performance.now();
-    const model = await buildImageModel(chain, false);
-    const t2 = performance.now();
-    const blocks = await buildBlockData(chain);
-    // As the editor posts it on the page's ready: the owner map first (the code before sent it as the array itself).
-    const first = variant.serial ? { ...blocks, allocated: new Uint8Array(0), fill: new Uint8Array(0), ownerSector: new Uint32Array(0) } : firstBlocks(blocks);
-    const t3 = performance.now();
-    const hostCpu = process.cpuUsage(cpu0);
-    server.sendData(id, packMessage({ type: 'init', model, blocks: first, complete: false, diff: null }));
-    // Handed to the stand-in for VS Code's messaging (written and announced to the server process).
-    const t4 = performance.now();
+    // The host's steps in its own process, started at the same instant as the page's navigation.
+    const opened = host.open({ file, serial: !!variant.serial, dataFile: path.join(server.dir, `${id}.bin`), announce: `${base}/host-data` });
+    const h = variant.serial ? await opened : null;
     await (navigated ??= go());
+    const { openMs, modelMs, blocksMs, hostCpuMs, cells, startedAt, postedAt } = h ?? await opened;
     await painted;
     if (process.env.FIRSTPAINT_SHOT) await page.screenshot({ path: path.join(process.env.FIRSTPAINT_SHOT, `first-frame-${path.basename(file)}.png`) });
     const trace = JSON.parse((await browser.stopTracing()).toString()) as { traceEvents: TraceEvent[] };
@@ -260,7 +237,6 @@ async function openOnce(browser: Browser, server: Server, file: string, id: stri
       const { profile } = await cdp.send('Profiler.stop');
       writeFileSync(path.join(profileDir, `webview-${Date.now()}.cpuprofile`), JSON.stringify(profile));
     }
-    await chain.close();
     const p = await page.evaluate(() => {
       const b = document.body.dataset; const h = document.documentElement.dataset;
       const script = Number(b.scriptStart);
@@ -272,11 +248,11 @@ async function openOnce(browser: Browser, server: Server, file: string, id: stri
     });
     const at = (pageMs: number) => p.origin + pageMs - start;
     return {
-      openMs: t1 - t0, modelMs: t2 - t1, blocksMs: t3 - t2, cells: blocks.blockCount,
-      ...share, shareMs: Math.max(t3 - t0, share.ownBeforeMs) + share.ownAfterMs,
+      openMs, modelMs, blocksMs, cells,
+      ...share, shareMs: Math.max(openMs + modelMs + blocksMs, share.ownBeforeMs) + share.ownAfterMs,
       // CPU: the host process over its three steps (user + system); the page's main thread (thread time) and its script time, navigation to painted.
-      hostCpuMs: (hostCpu.user + hostCpu.system) / 1000, pageCpuMs: metrics.ThreadTime * 1000, pageScriptMs: metrics.ScriptDuration * 1000,
-      postedMs: t4 - (start - performance.timeOrigin), msgInMs: at(p.msgIn), skeleton: p.skeleton, firstPaintMs: at(p.fp),
+      hostCpuMs, hostStartMs: startedAt - start, pageCpuMs: metrics.ThreadTime * 1000, pageScriptMs: metrics.ScriptDuration * 1000,
+      postedMs: postedAt - start, msgInMs: at(p.msgIn), skeleton: p.skeleton, firstPaintMs: at(p.fp),
       navMs: at(0), htmlMs: at(p.html), assetsMs: p.assets === null ? null : at(p.assets), scriptMs: at(p.script), readyMs: at(p.ready), dataMs: at(p.data), initMs: at(p.init), drawMs: at(p.draw), paintedMs: at(p.painted),
     };
   } finally {
@@ -293,6 +269,7 @@ async function main(): Promise<void> {
   for (const k of kinds) images.set(k, await bigChain(dir, k));
   const browser = await launchChromium();
   const server = await startServer();
+  const host = startHost();
   try {
     // Formats interleaved run by run, so each sees the same machine.
     for (let i = 0; i < runs; i++) {
@@ -304,13 +281,14 @@ async function main(): Promise<void> {
         const before = process.env.FIRSTPAINT_BEFORE;
         const order: Array<'before' | 'after'> = !before ? ['after'] : i % 2 ? ['after', 'before'] : ['before', 'after'];
         for (const which of order) {
-          const r = await openOnce(browser, server, images.get(kind)!, `${kind}-${i}-${which}`, which === 'before' ? { dist: before, serial: process.env.FIRSTPAINT_BEFORE_SERIAL === '1' } : {});
+          const r = await openOnce(browser, server, host, images.get(kind)!, `${kind}-${i}-${which}`, which === 'before' ? { dist: before, serial: process.env.FIRSTPAINT_BEFORE_SERIAL === '1' } : {});
           // The total: from the common start to the frame holding the first heatmap draw painted (what the user sees).
           console.log(JSON.stringify({ kind, which, run: i, ...r, totalMs: r.paintedMs }));
         }
       }
     }
   } finally {
+    host.close();
     server.close();
     await browser.close();
   }

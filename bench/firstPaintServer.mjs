@@ -24,7 +24,13 @@ const server = createServer(async (req, res) => {
   const r = runs.get(id);
   if (!r || !file) { res.writeHead(404).end(); return; }
   const send = (body) => res.writeHead(200, { 'content-type': types[file.split('.').pop()], 'cache-control': 'no-store' }).end(body);
-  if (file === 'index.html') send(r.html);
+  // The bench's host process announces its message's file (bench/firstPaintHost.ts).
+  if (req.method === 'POST' && file === 'host-data') {
+    const chunks = [];
+    for await (const c of req) chunks.push(c);
+    r.give(readFileSync(Buffer.concat(chunks).toString()));
+    res.writeHead(204).end();
+  } else if (file === 'index.html') send(r.html);
   else if (file === 'host-data.bin') send(await r.data);
   else if (/^webview[\w-]*\.(js|css)$/.test(file)) send(readFileSync(join(r.dist, file)));
   else res.writeHead(404).end();
