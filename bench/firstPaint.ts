@@ -144,7 +144,9 @@ interface RunResult {
   /** Whether the page built its loading skeleton (the host's answer was not in soon after the script started). */
   skeleton: boolean;
   /** The page's own main-thread time before the message's task and from it to the painted frame, that task to painted in wall time, and the main-thread time in the page's window that is not ours (bench/firstPaintTrace.ts). */
-  ownBeforeMs: number; ownAfterMs: number; afterWallMs: number; notOursMs: number;
+  ownBeforeMs: number; ownAfterMs: number; afterWallMs: number; notOursMs: number; ownBeforeCpuMs: number; ownAfterCpuMs: number;
+  /** The share in CPU time: the host's CPU and the page's own main-thread CPU time, combined as shareMs is (steadier on a busy machine). */
+  shareCpuMs: number;
   /**
    * The extension's share: the host's three steps and the page's own work before the message run
    * side by side, the later of the two, then the page's own work to the painted frame. VS Code's
@@ -250,6 +252,7 @@ async function openOnce(browser: Browser, server: Server, host: Host, file: stri
     return {
       openMs, modelMs, blocksMs, cells,
       ...share, shareMs: Math.max(openMs + modelMs + blocksMs, share.ownBeforeMs) + share.ownAfterMs,
+      shareCpuMs: Math.max(hostCpuMs, share.ownBeforeCpuMs) + share.ownAfterCpuMs,
       // CPU: the host process over its three steps (user + system); the page's main thread (thread time) and its script time, navigation to painted.
       hostCpuMs, hostStartMs: startedAt - start, pageCpuMs: metrics.ThreadTime * 1000, pageScriptMs: metrics.ScriptDuration * 1000,
       postedMs: postedAt - start, msgInMs: at(p.msgIn), skeleton: p.skeleton, firstPaintMs: at(p.fp),

@@ -5,7 +5,7 @@
  * the test driver's and the messaging stand-in's scripts, VS Code's theme injection, idle waiting).
  */
 
-export interface TraceEvent { name: string; ph: string; ts: number; dur?: number; pid: number; tid: number; cat?: string; args?: { name?: string; data?: Record<string, unknown> } }
+export interface TraceEvent { name: string; ph: string; ts: number; dur?: number; tdur?: number; pid: number; tid: number; cat?: string; args?: { name?: string; data?: Record<string, unknown> } }
 
 export interface PageShare {
   /** The page's own main-thread time before the task that handles the host's first message. */
@@ -16,6 +16,8 @@ export interface PageShare {
   afterWallMs: number;
   /** Main-thread time in the same window that is not ours (the stand-in's messaging, injected scripts, navigation bookkeeping). */
   notOursMs: number;
+  /** The same own work in the main thread's CPU time (the trace's thread durations): what other processes on a busy machine do not stretch. */
+  ownBeforeCpuMs: number; ownAfterCpuMs: number;
 }
 
 /** Scripts tagged with this sourceURL are the bench's or VS Code's stand-ins, not the extension's. */
@@ -50,21 +52,23 @@ export function pageShare(events: TraceEvent[], pageUrl: string, doneLabel: stri
   // The task that handles the host's message: the first posted message our script receives.
   const handler = tasks.find((t) => within(t).some((e) => e.name === 'HandlePostMessage') && within(t).some((e) => e.name === 'FunctionCall' && !foreign(e)));
   if (!handler) throw new Error('trace: no message handled by the page');
-  let ownBefore = 0; let ownAfter = 0; let notOurs = 0;
+  let ownBefore = 0; let ownAfter = 0; let notOurs = 0; let cpuBefore = 0; let cpuAfter = 0;
   for (const t of tasks) {
     const inner = within(t);
     const dur = Math.min(t.ts + (t.dur ?? 0), done.ts) - t.ts;
+    const cpu = Math.min(t.tdur ?? dur, dur);
     // Foreign scripts at the outermost level of the task only (their own callees are inside them).
-    let foreignUs = 0;
+    let foreignUs = 0; let foreignCpu = 0;
     let until = -1;
     for (const e of inner) {
       if (e.ts < until) continue;
-      if (foreign(e)) { foreignUs += e.dur ?? 0; until = e.ts + (e.dur ?? 0); }
+      if (foreign(e)) { foreignUs += e.dur ?? 0; foreignCpu += e.tdur ?? e.dur ?? 0; until = e.ts + (e.dur ?? 0); }
     }
     const ours = inner.some((e) => OURS.has(e.name) && !foreign(e));
     const own = ours ? Math.max(0, dur - foreignUs) : 0;
+    const ownCpu = ours ? Math.max(0, cpu - foreignCpu) : 0;
     notOurs += dur - own;
-    if (t.ts < handler.ts) ownBefore += own; else ownAfter += own;
+    if (t.ts < handler.ts) { ownBefore += own; cpuBefore += ownCpu; } else { ownAfter += own; cpuAfter += ownCpu; }
   }
-  return { ownBeforeMs: ownBefore / 1000, ownAfterMs: ownAfter / 1000, afterWallMs: (done.ts - handler.ts) / 1000, notOursMs: notOurs / 1000 };
+  return { ownBeforeMs: ownBefore / 1000, ownAfterMs: ownAfter / 1000, afterWallMs: (done.ts - handler.ts) / 1000, notOursMs: notOurs / 1000, ownBeforeCpuMs: cpuBefore / 1000, ownAfterCpuMs: cpuAfter / 1000 };
 }
