@@ -1,7 +1,8 @@
 /**
  * The 2 TiB first paint, phase by phase: the extension host's open, model and block map (the same
- * calls ImageDocument makes) and the webview's own time from its script starting to the heatmap
- * drawn, in Chromium inside the exact HTML and CSP the extension serves (test/helpers/webviewHarness).
+ * calls ImageDocument makes, in bench/firstPaintHost.ts's own process) and the webview's work, in
+ * Chromium inside the exact HTML and CSP the extension serves (test/helpers/webviewHarness), with a
+ * timeline trace of each run from which the page's own share is read (bench/firstPaintTrace.ts).
  * What code-server spends creating the webview frame is not ours and is not counted. Prints one JSON
  * line per run for bench/firstPaint.bench.mjs.
  */
@@ -172,10 +173,10 @@ interface RunResult {
  * One open, as the editor does it since the HTML is set without waiting for the image: at the same
  * instant the host opens the chain, builds the model and the block map, and the page (the real
  * bundles in the extension's HTML and CSP) starts loading; the page's `ready` is answered once the
- * host has its first message. Every time is measured from that common start, so the total counts all
- * of the page's own work (loading, compiling and running its script, drawing, painting), not only
- * what follows its script's start. What VS Code spends creating the webview frame (here: a blank
- * page made beforehand) is not ours and is not counted.
+ * host has its first message. Every time is measured from that common start, so the end-to-end total
+ * counts all of the page's own work (loading, compiling and running its script, drawing, painting)
+ * and what is not ours in between (navigation, messaging, waiting); the share counts only ours.
+ * What VS Code spends creating the webview frame (here: a blank page made beforehand) is in neither.
  */
 interface Variant {
   /** Built webview bundles to serve (dist/ of this tree, or of another for a before/after pair). */
