@@ -52,7 +52,10 @@ const MiB = 1024 * 1024;
  * time against 0.37 s into pages freed just before (dd bs=4M, the same machine a minute apart),
  * while a direct write costs 0.2-0.4 s of CPU and ~0.8-1.6 s of the disk's time per GiB. Which
  * case a run meets depends on what the machine freed in the last 2 s, so it is measured, not
- * guessed: every write of at least 1 MiB is timed (ms per MiB). Buffered first (as qemu-img and
+ * guessed: every write of at least 1 MiB is timed (ms per MiB: a direct write's wall time, a
+ * buffered write's CPU time, which a preemption does not inflate; the first version timed buffered
+ * writes by wall time and went direct on busy machines when the page cache was cheap, two
+ * preempted writes in a row being enough). Buffered first (as qemu-img and
  * cp do: on a quiet page cache it is the fastest); after two buffered writes in a row slower than
  * the direct cost (a guess of 1.5 ms per MiB until a direct write was timed), direct; while direct,
  * one buffered write after 64, then 128, 256... direct ones tells whether the page cache got cheap
@@ -84,7 +87,7 @@ export class WriteRoute {
   /** Bytes written each way and the switches between them (DISKIMG_EXPORT_ROUTES=1 prints them). */
   readonly stats = { directBytes: 0, bufferedBytes: 0, switches: 0 };
 
-  /** How long a write of `bytes` took by the route it went (direct or not). */
+  /** What a write of `bytes` cost by the route it went: ms of wall time direct, of CPU time buffered. */
   record(direct: boolean, bytes: number, ms: number): void {
     if (direct) this.stats.directBytes += bytes;
     else this.stats.bufferedBytes += bytes;
@@ -121,6 +124,8 @@ export class WriteRoute {
   }
 }
 
+const cpuMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
+
 export class DirectOutput {
   private constructor(private handle: fsp.FileHandle | null, private readonly pool: AlignedPool, private readonly route: WriteRoute | null) {}
 
@@ -145,9 +150,13 @@ export class DirectOutput {
     const route = this.route;
     if (!route || !this.handle) return this.place(data, pos, buffered);
     const direct = route.goDirect(data.length);
+    // A direct write costs the disk's time (wall); a buffered one the CPU of its copy, counted as
+    // the process's CPU time so that a preemption on a busy machine does not count against it.
     const t0 = performance.now();
+    const c0 = direct ? null : process.cpuUsage();
     await (direct ? this.place(data, pos, buffered) : buffered(data, pos));
-    route.record(direct, data.length, performance.now() - t0);
+    const ms = c0 ? cpuMs(process.cpuUsage(c0)) : performance.now() - t0;
+    route.record(direct, data.length, ms);
   }
 
   private async place(data: Buffer, pos: number, buffered: BufferedWrite): Promise<void> {

@@ -152,8 +152,9 @@ describe('direct output (src/io/directOutput.ts)', function () {
     const direct = await DirectOutput.open(file, pool, route);
     const model = Buffer.alloc(16 * MiB);
     const rand = rng(7);
-    // Buffered writes made to look slow (a delay inside the buffered callback), so the route turns direct.
-    const slowBuffered = async (d: Buffer, at: number) => { await new Promise((res) => setTimeout(res, 30)); await out.writeAt(d, at); };
+    // Buffered writes made to cost CPU (a busy loop in the buffered callback), so the route turns
+    // direct; a wait that costs no CPU (a preemption) would not.
+    const slowBuffered = async (d: Buffer, at: number) => { const end = Date.now() + 30; while (Date.now() < end); await out.writeAt(d, at); };
     try {
       for (let i = 0; i < 4; i++) {
         const buf = bufs[i % 2];
@@ -166,6 +167,18 @@ describe('direct output (src/io/directOutput.ts)', function () {
       await out.close();
     }
     assert.ok(readFileSync(file).equals(model));
+    // Writes that wait without spending CPU stay buffered.
+    const idle = new WriteRoute(1);
+    const file2 = path.join(t.dir, 'routed-idle.raw');
+    const out2 = await ImageFile.create(file2, false);
+    const direct2 = await DirectOutput.open(file2, pool, idle);
+    try {
+      for (let i = 0; i < 3; i++) await direct2.write(bufs[i % 2], i * 4 * MiB, async (d, at) => { await new Promise((res) => setTimeout(res, 30)); await out2.writeAt(d, at); });
+    } finally {
+      await direct2.close();
+      await out2.close();
+    }
+    assert.equal(idle.route, 'buffered');
     if (statfsSync(t.dir).type === EXT4_MAGIC) {
       assert.equal(route.route, 'direct');
       assert.ok(route.stats.directBytes >= 4 * MiB, JSON.stringify(route.stats));
