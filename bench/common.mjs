@@ -31,6 +31,17 @@ export function median(xs) {
 }
 
 /**
+ * BENCH_SETTLE_MS=3000 waits that long after the `sync` before each run. On a virtual machine with
+ * free page reporting (this one) memory freed in the last ~2 s is still the guest's, older free
+ * memory was handed back to the host and faults in again when written: a page-cache write of
+ * 1 GiB costs ~0.4 s of system time in the first case and ~4 s in the second. Without the wait a
+ * run usually writes into the pages the other contender's deleted output just freed, so its cost
+ * depends on the run before it; with it every run meets reported memory, as an export does when
+ * nothing freed a GiB just before. Default 0 (as before).
+ */
+const SETTLE_MS = Math.max(0, Number(process.env.BENCH_SETTLE_MS) || 0);
+
+/**
  * Runs each contender n times, interleaved (A B A B ...) so both see the same machine state, with
  * `before` (e.g. deleting outputs) and a `sync` outside the timing so earlier runs' writeback does
  * not land on the next one. Each contender gets every run (`runs`), its median and min wall time
@@ -39,6 +50,7 @@ export function median(xs) {
  * would hide that.
  */
 export function compare(n, contenders, before = () => {}, { alternate = false } = {}) {
+  if (SETTLE_MS > 0) console.log(`each run starts ${SETTLE_MS} ms after its sync (BENCH_SETTLE_MS)`);
   const runs = contenders.map(() => []);
   for (let i = 0; i < n; i++) {
     // With `alternate`, odd rounds run the contenders in reverse (A B, B A, ...): whatever the
@@ -48,6 +60,7 @@ export function compare(n, contenders, before = () => {}, { alternate = false } 
       const fn = contenders[k];
       before();
       spawnSync('sync');
+      if (SETTLE_MS > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, SETTLE_MS);
       const r = fn();
       if (r.status !== 0 && r.status !== 1) throw new Error(`benchmark command failed (${r.status}): ${r.stderr}`);
       runs[k].push(r);

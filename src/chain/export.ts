@@ -2,7 +2,7 @@ import { DiskImageError } from '../format/errors';
 import { parseExportTarget } from '../format/registry';
 import { promises as fsp } from 'fs';
 import { blockDeviceSize } from '../io/blockDevice';
-import { AlignedPool, DirectOutput } from '../io/directOutput';
+import { AlignedPool, DirectOutput, WriteRoute } from '../io/directOutput';
 import { describeFsError, ImageFile } from '../io/imageFile';
 import { openChain } from './chain';
 import { OperationOptions } from './progress';
@@ -18,12 +18,11 @@ const SPARSE_GRAIN = 64 * 1024;
 export { isAllZero, streamChain };
 
 /**
- * Whether a raw export writes its output with O_DIRECT where it can (see io/directOutput.ts): off
- * unless DISKIMG_EXPORT_DIRECT=1. Measured on the 1 GiB benchmark, direct writes cut system time
- * (no page-cache copy) but wait for the device: wall 0.76-2.05x qemu-img against 0.35x for buffered
- * writes in the same run; buffered stays the default, as in qemu-img convert.
+ * How a raw export to a regular file writes (see io/directOutput.ts, WriteRoute): by default each
+ * write goes buffered or O_DIRECT by what the last ones cost; DISKIMG_EXPORT_DIRECT=1 always
+ * direct, =0 always buffered (as before the route was measured; for benchmarks and comparisons).
  */
-const DIRECT = process.env.DISKIMG_EXPORT_DIRECT === '1';
+const DIRECT_MODE = process.env.DISKIMG_EXPORT_DIRECT === '1' ? 'always' : process.env.DISKIMG_EXPORT_DIRECT === '0' ? 'never' : 'measured';
 
 /** Flattens the chain into a raw file of exactly the virtual size (holes where the disk is zero). */
 export async function exportRaw(imagePath: string, outPath: string, options: OperationOptions = {}): Promise<void> {
@@ -53,8 +52,9 @@ export async function exportRaw(imagePath: string, outPath: string, options: Ope
       process.stdout.write(data, (e) => (e ? reject(e) : resolve()));
     });
     // Only a regular file is written direct (not /dev/null, a pipe or a block device).
-    const pool = DIRECT && isFile ? new AlignedPool(DEPTH, REQUEST_SIZE) : null;
-    const direct = pool ? await DirectOutput.open(outPath, pool) : null;
+    const pool = DIRECT_MODE !== 'never' && isFile ? new AlignedPool(DEPTH, REQUEST_SIZE) : null;
+    const route = pool && DIRECT_MODE === 'measured' ? new WriteRoute() : null;
+    const direct = pool ? await DirectOutput.open(outPath, pool, route) : null;
     const buffered = (data: Buffer, at: number) => out!.writeAt(data, at);
     let written = 0;
     const writeDense = async (data: Buffer, at: number) => {
@@ -93,6 +93,7 @@ export async function exportRaw(imagePath: string, outPath: string, options: Ope
       }, { ...options, requestSize: REQUEST_SIZE, depth: DEPTH, allocate: pool ? () => pool.take() : undefined });
       if (isFile) await out!.truncate(chain.virtualSize);
       else await fillTo(chain.virtualSize);
+      if (route && process.env.DISKIMG_EXPORT_ROUTES === '1') process.stderr.write(`export routes: ${JSON.stringify(route.stats)}\n`);
       // No fsync: like cp and qemu-img convert (cache=unsafe), a new export is not a durability point.
     } finally {
       await direct?.close();

@@ -2,7 +2,7 @@ import { strict as assert } from 'assert';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statfsSync, statSync } from 'fs';
 import * as path from 'path';
 import { runPipeline } from '../../src/chain/stream';
-import { AlignedPool, DirectOutput } from '../../src/io/directOutput';
+import { AlignedPool, DirectOutput, WriteRoute } from '../../src/io/directOutput';
 import { ImageFile } from '../../src/io/imageFile';
 import { CLI, hasTool, randomBytes, rng, sh, tempDir } from '../helpers/util';
 import { spawnSync } from 'child_process';
@@ -115,6 +115,73 @@ describe('direct output (src/io/directOutput.ts)', function () {
       assert.ok(readFileSync(file).equals(model));
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the write route: buffered while cheap, direct after two slow buffered writes, rare buffered probes back', () => {
+    const r = new WriteRoute(4);
+    const w = (ms: number, bytes = 4 * MiB) => { const d = r.goDirect(bytes); r.record(d, bytes, ms); return d ? 'D' : 'B'; };
+    // Page cache cheap (0.4 ms per MiB): stays buffered; one slow write (a preemption) changes nothing.
+    assert.deepEqual([w(1.6), w(1.6), w(40), w(1.6), w(1.6)], ['B', 'B', 'B', 'B', 'B']);
+    // Two slow ones in a row (16 ms per 4 MiB: pages the host took back): direct from then on.
+    assert.deepEqual([w(16), w(16)], ['B', 'B']);
+    assert.equal(r.route, 'direct');
+    // Writes under 1 MiB follow the route and are not timed.
+    assert.deepEqual([w(500, 64 * KiB), w(4)], ['D', 'D']);
+    // After 4 timed direct writes, one buffered probe; still slow: the next probe waits twice as long.
+    assert.deepEqual([w(4), w(4), w(4), w(16)], ['D', 'D', 'D', 'B']);
+    assert.equal(r.route, 'direct');
+    assert.deepEqual([w(4), w(4), w(4), w(4), w(4), w(4), w(4), w(4), w(1.6)], ['D', 'D', 'D', 'D', 'D', 'D', 'D', 'D', 'B']);
+    // The probe was cheaper than direct (1 ms per MiB): buffered again.
+    assert.equal(r.route, 'buffered');
+    assert.deepEqual([w(1.6), w(1.6)], ['B', 'B']);
+    // A disk slower than the slow page cache (direct 10 ms per MiB): back to buffered at the first probe.
+    const slowDisk = new WriteRoute(2);
+    const s = (ms: number) => { const d = slowDisk.goDirect(4 * MiB); slowDisk.record(d, 4 * MiB, ms); return d ? 'D' : 'B'; };
+    assert.deepEqual([s(16), s(16), s(40), s(40), s(16), s(16)], ['B', 'B', 'D', 'D', 'B', 'B']);
+    assert.equal(slowDisk.route, 'buffered');
+    assert.deepEqual(slowDisk.stats, { directBytes: 8 * MiB, bufferedBytes: 16 * MiB, switches: 2 });
+  });
+
+  it('a DirectOutput with a route times its writes and sends them the way the route says; the bytes are the same', async () => {
+    const file = path.join(t.dir, 'routed.raw');
+    const pool = new AlignedPool(2, 4 * MiB);
+    const bufs = [pool.take(), pool.take()];
+    const route = new WriteRoute(1);
+    const out = await ImageFile.create(file, false);
+    const direct = await DirectOutput.open(file, pool, route);
+    const model = Buffer.alloc(16 * MiB);
+    const rand = rng(7);
+    // Buffered writes made to cost CPU (a busy loop in the buffered callback), so the route turns
+    // direct; a wait that costs no CPU (a preemption) would not.
+    const slowBuffered = async (d: Buffer, at: number) => { const end = Date.now() + 30; while (Date.now() < end); await out.writeAt(d, at); };
+    try {
+      for (let i = 0; i < 4; i++) {
+        const buf = bufs[i % 2];
+        randomBytes(rand, 4 * MiB).copy(buf);
+        buf.copy(model, i * 4 * MiB);
+        await direct.write(buf, i * 4 * MiB, slowBuffered);
+      }
+    } finally {
+      await direct.close();
+      await out.close();
+    }
+    assert.ok(readFileSync(file).equals(model));
+    // Writes that wait without spending CPU stay buffered.
+    const idle = new WriteRoute(1);
+    const file2 = path.join(t.dir, 'routed-idle.raw');
+    const out2 = await ImageFile.create(file2, false);
+    const direct2 = await DirectOutput.open(file2, pool, idle);
+    try {
+      for (let i = 0; i < 3; i++) await direct2.write(bufs[i % 2], i * 4 * MiB, async (d, at) => { await new Promise((res) => setTimeout(res, 30)); await out2.writeAt(d, at); });
+    } finally {
+      await direct2.close();
+      await out2.close();
+    }
+    assert.equal(idle.route, 'buffered');
+    if (statfsSync(t.dir).type === EXT4_MAGIC) {
+      assert.equal(route.route, 'direct');
+      assert.ok(route.stats.directBytes >= 4 * MiB, JSON.stringify(route.stats));
     }
   });
 
