@@ -39,7 +39,7 @@ export default async function ({ root }) {
   return [{
     name: 'merge 192 MiB into a qcow2 base with an internal snapshot (copy on write)',
     ours: o, reference: q, referenceName: 'qemu-img commit',
-    median: r.median, min: r.min, pairs: r.pairs, cpuMedian: r.cpuMedian,
+    ...r,
     note: `peak RSS ${o.maxRss.toFixed(0)} MB (qemu-img ${q.maxRss.toFixed(0)} MB); ${l}`,
   }];
 }

@@ -10,7 +10,7 @@ import { COPIED_FLAG, L1_ENTRY_SIZE, l1Entry, l1EntriesNeeded, l1ReservedBits, l
 import { ClusterKind, decodeL2Entry, L2Entry, normalL2Word, SUBCLUSTERS_PER_CLUSTER } from './l2Table';
 import { backingNameProblem, qcow2ParentCandidates } from './locatorPaths';
 import { backingFileName, checkQcow2Parent, qemuFormatName } from './parentLink';
-import { getRefcount, MAX_REFCOUNT_TABLE_BYTES, maxRefcount, REFCOUNT_TABLE_ENTRY_SIZE, refcountBlockEntries, refcountEntrySpan, REFT_OFFSET_MASK, setRefcount } from './refcountTable';
+import { addRefcounts, getRefcount, MAX_REFCOUNT_TABLE_BYTES, maxRefcount, REFCOUNT_TABLE_ENTRY_SIZE, refcountBlockEntries, refcountEntrySpan, REFT_OFFSET_MASK, setRefcount } from './refcountTable';
 import { MAX_SNAPSHOTS, MAX_SNAPSHOT_EXTRA, parseSnapshotTable, SNAPSHOT_FIXED_SIZE, SnapshotEntry } from './snapshotTable';
 
 export interface Qcow2OpenOptions {
@@ -59,6 +59,9 @@ const NIL_UUID = '00000000-0000-0000-0000-000000000000';
 function parentIdentity(backingFormat: string | null): string {
   return backingFormat === 'raw' || backingFormat === null ? NIL_UUID : '';
 }
+
+/** Clusters of a staged batch that go the same way: `count` from guest cluster `cluster`, their data back to back (and, in place, at host offset `at`). */
+interface StageRange { cluster: number; at: number; count: number; data: Buffer }
 
 export class Qcow2Image implements DiskImage {
   readonly format = 'qcow2' as const;
@@ -577,6 +580,11 @@ export class Qcow2Image implements DiskImage {
   }
 
   async runs(offset: number, length: number): Promise<LayerRun[]> {
+    return this.runsNow(offset, length);
+  }
+
+  /** runs() as a plain function (its loop, hot in merges, is then compiled on its own: see stageWrites). */
+  private runsNow(offset: number, length: number): LayerRun[] {
     this.requireBlocks();
     const out: LayerRun[] = [];
     const end = offset + length;
@@ -585,8 +593,21 @@ export class Qcow2Image implements DiskImage {
       // Whole missing L2 tables are skipped in one step (a sparse 2 TiB disk has few).
       const l1i = Math.floor(pos / (this.blockSize * this.l2Entries));
       let piece: { present: boolean; end: number };
-      if (!this.slots[l1i]) piece = { present: this.badL1[l1i] === 1, end: (l1i + 1) * this.blockSize * this.l2Entries };
-      else piece = this.pieceAt(pos);
+      const slot = this.slots[l1i];
+      if (!slot) piece = { present: this.badL1[l1i] === 1, end: (l1i + 1) * this.blockSize * this.l2Entries };
+      else if (slot.kinds[Math.floor(pos / this.blockSize) % this.l2Entries] === ClusterKind.Mixed) piece = this.pieceAt(pos);
+      else {
+        // Whole clusters: the run goes on while the next ones are present (or absent) alike.
+        const base = l1i * this.l2Entries;
+        const stopAt = Math.min(this.l2Entries, Math.ceil(end / this.blockSize) - base);
+        let j = Math.floor(pos / this.blockSize) - base;
+        const present = slot.kinds[j] !== ClusterKind.Unallocated;
+        for (j++; j < stopAt; j++) {
+          const k = slot.kinds[j];
+          if (k === ClusterKind.Mixed || (k !== ClusterKind.Unallocated) !== present) break;
+        }
+        piece = { present, end: (base + j) * this.blockSize };
+      }
       const stop = Math.min(piece.end, end);
       const last = out[out.length - 1];
       if (last && last.present === piece.present && last.offset + last.length === pos) last.length += stop - pos;
@@ -640,12 +661,7 @@ export class Qcow2Image implements DiskImage {
         slice().fill(0);
       } else if (kind === ClusterKind.Normal) {
         // Clusters laid out back to back in the file are read in one call.
-        const host = this.blockFileOffset(cluster)!;
-        let next = cluster + 1;
-        while (done + n < target.length && this.clusterKind(next) === ClusterKind.Normal && this.blockFileOffset(next) === host + (next - cluster) * this.blockSize) {
-          n = Math.min(n + this.blockSize, target.length - done);
-          next++;
-        }
+        n = Math.min(n + this.contiguousAfter(cluster, Math.ceil((target.length - done - n) / this.blockSize)) * this.blockSize, target.length - done);
         await this.readHost(cluster, inCluster, slice());
       } else if (kind === ClusterKind.Mixed) {
         const sub = Math.floor(inCluster / this.subclusterSize);
@@ -659,6 +675,16 @@ export class Qcow2Image implements DiskImage {
       }
       done += n;
     }
+  }
+
+  /** How many of the (up to `max`) clusters after a normal `cluster` are normal and follow it in the file, in its L2 table (a plain loop: see stageWrites). */
+  private contiguousAfter(cluster: number, max: number): number {
+    const slot = this.slotOf(cluster)!;
+    const first = cluster % this.l2Entries;
+    const host = slot.host[first];
+    let j = first + 1;
+    while (j - first <= max && j < this.l2Entries && slot.kinds[j] === ClusterKind.Normal && slot.host[j] === host + (j - first)) j++;
+    return j - first - 1;
   }
 
   private l2EntryOffset(cluster: number): number {
@@ -780,39 +806,30 @@ export class Qcow2Image implements DiskImage {
     this.requireWritable();
     this.requireBlocks();
     const cs = this.blockSize;
-    const plans: Array<{ cluster: number; inPlace: boolean; data: Buffer; old: number }> = [];
-    for (const p of pieces) {
-      if (p.offset % cs !== 0 || p.data.length % cs !== 0 || p.offset < 0 || p.offset + p.data.length > this.virtualSize) return null;
-      for (let done = 0; done < p.data.length; done += cs) {
-        const cluster = (p.offset + done) / cs;
-        const slot = this.slotOf(cluster);
-        const j = cluster % this.l2Entries;
-        const kind = slot ? slot.kinds[j] : ClusterKind.Unallocated;
-        const fresh = kind === ClusterKind.Unallocated || (kind === ClusterKind.Zero && slot!.host[j] === 0);
-        const owned = slot !== null && kind === ClusterKind.Normal && slot.copied && slot.copiedBits[j] === 1
-          && (this.snapshots.length === 0 || await this.ownsInPlace(slot, j));
-        const shared = !owned && slot !== null && kind === ClusterKind.Normal && slot.host[j] !== 0;
-        if (!owned && !fresh && !shared) return null;
-        if (plans.length > 0 && plans[plans.length - 1].cluster >= cluster) return null;
-        plans.push({ cluster, inPlace: owned, data: p.data.subarray(done, done + cs), old: shared ? slot!.host[j] * cs : 0 });
-      }
-    }
-    const moved = plans.filter((x) => !x.inPlace);
+    const per = this.l2Entries;
+    // The per-cluster loops are in plain (synchronous) methods: V8 optimizes a hot loop inside an
+    // async function by compiling the whole async function, several times over (0.2 s of CPU per
+    // 512 MiB of 64 KiB clusters, against 0.02 s for VHDX's 32 MiB blocks).
+    const plan = this.planStage(pieces, this.snapshots.length > 0 ? await this.ownedUnderSnapshots(pieces) : null);
+    if (!plan) return null;
+    const { inPlace, moved, releases } = plan;
     // L2 tables first (a new, empty table or a copy of a shared one changes no view), so the data
     // clusters lie together after them. A table is asked about once per batch.
     const ownTable = new Set<number>();
-    for (const x of moved) {
-      const l1i = Math.floor(x.cluster / this.l2Entries);
-      if (ownTable.has(l1i)) continue;
-      const slot = this.slots[l1i];
-      if (!slot || !slot.copied || (this.snapshots.length > 0 && await this.hostRefcount(slot.offset) !== 1)) await this.newL2Table(l1i);
-      ownTable.add(l1i);
+    for (const m of moved) {
+      for (let l1i = Math.floor(m.cluster / per); l1i <= Math.floor((m.cluster + m.count - 1) / per); l1i++) {
+        if (ownTable.has(l1i)) continue;
+        const slot = this.slots[l1i];
+        if (!slot || !slot.copied || (this.snapshots.length > 0 && await this.hostRefcount(slot.offset) !== 1)) await this.newL2Table(l1i);
+        ownTable.add(l1i);
+      }
     }
     // The new clusters go at the cluster-aligned end of the file; the data writes below extend the
     // file over all of them (whole clusters), so no ftruncate first (one per batch cost a pool round
     // trip and an inode update each). Nothing else allocates until they are written.
-    const first = moved.length > 0 ? Math.ceil(this.file.size / cs) * cs : 0;
-    // Writes in file order, runs of adjacent clusters in one writev.
+    const movedCount = moved.reduce((n, m) => n + m.count, 0);
+    const first = movedCount > 0 ? Math.ceil(this.file.size / cs) * cs : 0;
+    // Writes in file order, runs of adjacent ranges in one writev.
     let run: { at: number; end: number; parts: Buffer[] } | null = null;
     const flushRun = async () => { if (run) await writeInChunks(this.file, run.parts, run.at); run = null; };
     const put = async (at: number, data: Buffer) => {
@@ -820,33 +837,116 @@ export class Qcow2Image implements DiskImage {
       else { await flushRun(); run = { at, end: at, parts: [data] }; }
       run.end = at + data.length;
     };
-    for (const x of plans) {
-      if (!x.inPlace) continue;
-      const slot = this.slotOf(x.cluster)!;
-      await put(slot.host[x.cluster % this.l2Entries] * cs, x.data);
-    }
-    for (let i = 0; i < moved.length; i++) await put(first + i * cs, moved[i].data);
+    for (const x of inPlace) await put(x.at, x.data);
+    let host = first;
+    for (const m of moved) { await put(host, m.data); host += m.data.length; }
     await flushRun();
-    if (moved.length === 0) return this.stagedL2.add({ runs: [], releases: [] }); // still queued: committing it commits the stages before it
-    await this.countClusters(first, moved.length);
-    // The entries as they will be, kept in memory now (later stages see these clusters as ours).
-    const l2Runs: Array<{ at: number; bytes: Buffer[] }> = [];
-    for (let i = 0; i < moved.length; i++) {
-      const cluster = moved[i].cluster;
-      const slot = this.slotOf(cluster)!;
-      const j = cluster % this.l2Entries;
-      const host = first + i * cs;
-      const e: L2Entry = { kind: ClusterKind.Normal, hostOffset: host, compressedLength: 0, copied: true, allocBits: ALL_BITS, zeroBits: 0, reserved: 0n };
-      const b = Buffer.alloc(this.l2EntryBytes);
-      b.writeBigUInt64BE(normalL2Word(host, true), 0);
-      if (this.extendedL2) b.writeBigUInt64BE(BigInt(ALL_BITS >>> 0), 8);
-      this.storeEntry(slot, j, e);
-      const at = slot.offset + j * this.l2EntryBytes;
-      const last = l2Runs[l2Runs.length - 1];
-      if (last && last.at + last.bytes.length * this.l2EntryBytes === at) last.bytes.push(b);
-      else l2Runs.push({ at, bytes: [b] });
+    if (movedCount === 0) return this.stagedL2.add({ runs: [], releases: [] }); // still queued: committing it commits the stages before it
+    await this.countClusters(first, movedCount);
+    return this.stagedL2.add({ runs: this.recordMoved(moved, first), releases });
+  }
+
+  /**
+   * Splits a batch into clusters written in place and clusters moved to new space (and the shared
+   * ones those replace), as ranges of clusters that go the same way and lie back to back in memory;
+   * null when some cluster cannot be staged. `ownedSet`: with snapshots, the clusters checked as
+   * this layer's alone (see ownsInPlace); without, the copied flags decide.
+   */
+  private planStage(pieces: WritePiece[], ownedSet: Set<number> | null): { inPlace: StageRange[]; moved: StageRange[]; releases: number[] } | null {
+    const cs = this.blockSize;
+    const per = this.l2Entries;
+    const inPlace: StageRange[] = [];
+    const moved: StageRange[] = [];
+    const releases: number[] = [];
+    const add = (list: StageRange[], cluster: number, at: number, data: Buffer, k: number) => {
+      const last = list[list.length - 1];
+      if (last && last.cluster + last.count === cluster && (at < 0 || last.at + last.count * cs === at)
+        && last.data.buffer === data.buffer && last.data.byteOffset + last.count * cs === data.byteOffset + k * cs) last.count++;
+      else list.push({ cluster, at, count: 1, data: data.subarray(k * cs) });
+    };
+    let lastCluster = -1;
+    for (const p of pieces) {
+      if (p.offset % cs !== 0 || p.data.length % cs !== 0 || p.offset < 0 || p.offset + p.data.length > this.virtualSize) return null;
+      const firstCluster = p.offset / cs;
+      if (firstCluster <= lastCluster) return null;
+      const count = p.data.length / cs;
+      lastCluster = firstCluster + count - 1;
+      for (let k = 0; k < count; k++) {
+        const cluster = firstCluster + k;
+        const slot = this.slots[Math.floor(cluster / per)] ?? null;
+        const j = cluster % per;
+        const kind = slot ? slot.kinds[j] : ClusterKind.Unallocated;
+        const fresh = kind === ClusterKind.Unallocated || (kind === ClusterKind.Zero && slot!.host[j] === 0);
+        const owned = slot !== null && kind === ClusterKind.Normal && slot.copied && slot.copiedBits[j] === 1 && (ownedSet === null || ownedSet.has(cluster));
+        const shared = !owned && slot !== null && kind === ClusterKind.Normal && slot.host[j] !== 0;
+        if (!owned && !fresh && !shared) return null;
+        if (owned) add(inPlace, cluster, slot!.host[j] * cs, p.data, k);
+        else {
+          if (shared) releases.push(slot!.host[j] * cs);
+          add(moved, cluster, -1, p.data, k);
+        }
+      }
     }
-    return this.stagedL2.add({ runs: l2Runs, releases: moved.filter((x) => x.old !== 0).map((x) => x.old) });
+    for (const r of [...inPlace, ...moved]) r.data = Buffer.from(r.data.buffer, r.data.byteOffset, r.count * cs);
+    return { inPlace, moved, releases };
+  }
+
+  /** With internal snapshots: the batch's clusters that this layer may write in place (ownsInPlace asks the refcounts). */
+  private async ownedUnderSnapshots(pieces: WritePiece[]): Promise<Set<number>> {
+    const cs = this.blockSize;
+    const owned = new Set<number>();
+    for (const p of pieces) {
+      if (p.offset % cs !== 0 || p.data.length % cs !== 0 || p.offset < 0 || p.offset + p.data.length > this.virtualSize) continue;
+      for (let cluster = p.offset / cs; cluster < (p.offset + p.data.length) / cs; cluster++) {
+        const slot = this.slotOf(cluster);
+        if (slot && slot.kinds[cluster % this.l2Entries] === ClusterKind.Normal && await this.ownsInPlace(slot, cluster % this.l2Entries)) owned.add(cluster);
+      }
+    }
+    return owned;
+  }
+
+  /**
+   * The L2 entries of moved clusters (new space from `first` on, in order), kept in memory now
+   * (later stages see these clusters as this layer's); returned as one buffer per run of entries
+   * that lie next to each other in a table, for the commit to write.
+   */
+  private recordMoved(moved: StageRange[], first: number): Array<{ at: number; bytes: Buffer[] }> {
+    const cs = this.blockSize;
+    const per = this.l2Entries;
+    const eb = this.l2EntryBytes;
+    const l2Runs: Array<{ at: number; bytes: Buffer[]; length: number }> = [];
+    let host = first;
+    for (const m of moved) {
+      for (let done = 0; done < m.count;) {
+        const cluster = m.cluster + done;
+        const slot = this.slotOf(cluster)!;
+        const j0 = cluster % per;
+        const n = Math.min(m.count - done, per - j0);
+        const entries = Buffer.alloc(n * eb);
+        const view = new DataView(entries.buffer, entries.byteOffset, entries.length);
+        for (let i = 0; i < n; i++) {
+          const j = j0 + i;
+          // A normal entry: COPIED, the host offset (under 2^56) as two u32; extended L2: all subclusters allocated.
+          view.setUint32(i * eb, (0x80000000 | Math.floor(host / 2 ** 32)) >>> 0);
+          view.setUint32(i * eb + 4, host % 2 ** 32);
+          if (this.extendedL2) view.setUint32(i * eb + 12, ALL_BITS);
+          const was = slot.kinds[j];
+          if (was === ClusterKind.Unallocated) this.allocated++;
+          if (was === ClusterKind.Zero || was === ClusterKind.Mixed) this.zeroOrMixed--;
+          slot.kinds[j] = ClusterKind.Normal;
+          slot.host[j] = host / cs;
+          slot.copiedBits[j] = 1;
+          if (slot.alloc && slot.zero) { slot.alloc[j] = ALL_BITS; slot.zero[j] = 0; }
+          host += cs;
+        }
+        const at = slot.offset + j0 * eb;
+        const last = l2Runs[l2Runs.length - 1];
+        if (last && last.at + last.length === at) { last.bytes.push(entries); last.length += entries.length; }
+        else l2Runs.push({ at, bytes: [entries], length: entries.length });
+        done += n;
+      }
+    }
+    return l2Runs.map(({ at, bytes }) => ({ at, bytes }));
   }
 
   /**
@@ -858,9 +958,12 @@ export class Qcow2Image implements DiskImage {
     for (let i = 0; i < runs.length;) {
       const bytes = [...runs[i].bytes];
       const at = runs[i].at;
+      let len = bytes.reduce((n, b) => n + b.length, 0);
       let j = i + 1;
-      while (j < runs.length && runs[j].at === at + bytes.length * this.l2EntryBytes) bytes.push(...runs[j++].bytes);
-      await this.file.writeAt(Buffer.concat(bytes), at);
+      while (j < runs.length && runs[j].at === at + len) {
+        for (const b of runs[j++].bytes) { bytes.push(b); len += b.length; }
+      }
+      await this.file.writeAt(bytes.length === 1 ? bytes[0] : Buffer.concat(bytes), at);
       i = j;
     }
     for (const old of stages.flatMap((s) => s.releases).sort((a, b) => a - b)) await this.addRefcount(old, 1, -1);
@@ -877,12 +980,8 @@ export class Qcow2Image implements DiskImage {
       let blockAt = this.refcountBlockOffset(ti);
       if (blockAt === 0) blockAt = await this.newRefcountBlock(ti);
       const block = await this.refcountBlock(blockAt);
-      const max = maxRefcount(this.refcountOrder);
-      for (let c = index; c < upto; c++) {
-        const next = getRefcount(block, c % perBlock, this.refcountOrder) + 1;
-        if (next > max) throw new DiskImageError(this.path, `refcount of host cluster ${c} would become ${next}`, 'refcount block', blockAt, 'EREFCOUNT');
-      }
-      for (let c = index; c < upto; c++) setRefcount(block, c % perBlock, this.refcountOrder, getRefcount(block, c % perBlock, this.refcountOrder) + 1);
+      const over = addRefcounts(block, index % perBlock, index % perBlock + (upto - index), this.refcountOrder, 1);
+      if (over >= 0) throw new DiskImageError(this.path, `refcount of host cluster ${ti * perBlock + over} would become ${getRefcount(block, over, this.refcountOrder) + 1}`, 'refcount block', blockAt, 'EREFCOUNT');
       const a = refcountEntrySpan(index % perBlock, this.refcountOrder);
       const b = refcountEntrySpan((upto - 1) % perBlock, this.refcountOrder);
       await this.file.writeAt(block.subarray(a.start, b.start + b.length), blockAt + a.start);

@@ -49,6 +49,33 @@ export function setRefcount(block: Buffer, index: number, refcountOrder: number,
   }
 }
 
+/**
+ * Adds `delta` to entries [from, to) of a refcount block, all or none: returns -1, or the first
+ * index whose count would fall below 0 or exceed the maximum (nothing changed then). The common
+ * 16-bit counts are read and written byte by byte (bulk allocation counts thousands at a time).
+ */
+export function addRefcounts(block: Buffer, from: number, to: number, refcountOrder: number, delta: number): number {
+  const max = maxRefcount(refcountOrder);
+  if (refcountOrder === 4) {
+    for (let i = from; i < to; i++) {
+      const v = ((block[2 * i] << 8) | block[2 * i + 1]) + delta;
+      if (v < 0 || v > max) return i;
+    }
+    for (let i = from; i < to; i++) {
+      const v = ((block[2 * i] << 8) | block[2 * i + 1]) + delta;
+      block[2 * i] = v >>> 8;
+      block[2 * i + 1] = v & 0xff;
+    }
+    return -1;
+  }
+  for (let i = from; i < to; i++) {
+    const v = getRefcount(block, i, refcountOrder) + delta;
+    if (v < 0 || v > max) return i;
+  }
+  for (let i = from; i < to; i++) setRefcount(block, i, refcountOrder, getRefcount(block, i, refcountOrder) + delta);
+  return -1;
+}
+
 /** Byte range within a block holding entry `index` (sub-byte entries: their byte). */
 export function refcountEntrySpan(index: number, refcountOrder: number): { start: number; length: number } {
   const bits = 1 << refcountOrder;
