@@ -21,7 +21,8 @@ await build({ ...common, entryPoints: ['src/cli/entry.ts'], outfile: 'dist/cli.j
   platform: 'node', format: 'cjs', target: 'node20', banner: { js: launcher },
 });
 await build({ ...common, entryPoints: ['src/cli/main.ts'], outfile: 'dist/cliMain.js',
-  platform: 'node', format: 'cjs', target: 'node20', minify: true });
+  platform: 'node', format: 'cjs', target: 'node20', minify: true,
+  alias: { 'node:child_process': './src/cli/lazyChildProcess.ts' } });
 chmodSync('dist/cli.js', 0o755);
 if (existsSync('webview/main.ts')) {
   // The page's bundles and styles are minified in every build, not only when packaging: the first
