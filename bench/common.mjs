@@ -1,8 +1,8 @@
 // Shared helpers for benchmarks: timing real processes, peak memory, cached inputs in .bench/.
 import { spawnSync, execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { cpus, loadavg } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 
 export function benchDir(root) {
   const d = join(root, '.bench');
@@ -42,6 +42,19 @@ export function median(xs) {
 const SETTLE_MS = Math.max(0, Number(process.env.BENCH_SETTLE_MS) || 0);
 
 /**
+ * BENCH_WARM_MB=1100 is the opposite state: right before each run (after its `sync`) a scratch file
+ * of that many MiB is written and deleted, so the run writes into memory freed a moment ago, which
+ * the host has not taken back yet (page-cache writes at their cheapest). Default 0.
+ */
+const WARM_MB = Math.max(0, Math.floor(Number(process.env.BENCH_WARM_MB) || 0));
+
+function warmPages() {
+  const scratch = join(tmpdir(), `bench-warm-${process.pid}`);
+  spawnSync('dd', ['if=/dev/zero', `of=${scratch}`, 'bs=4M', `count=${Math.ceil(WARM_MB / 4)}`, 'status=none']);
+  rmSync(scratch, { force: true });
+}
+
+/**
  * Runs each contender n times, interleaved (A B A B ...) so both see the same machine state, with
  * `before` (e.g. deleting outputs) and a `sync` outside the timing so earlier runs' writeback does
  * not land on the next one. Each contender gets every run (`runs`), its median and min wall time
@@ -51,6 +64,7 @@ const SETTLE_MS = Math.max(0, Number(process.env.BENCH_SETTLE_MS) || 0);
  */
 export function compare(n, contenders, before = () => {}, { alternate = false } = {}) {
   if (SETTLE_MS > 0) console.log(`each run starts ${SETTLE_MS} ms after its sync (BENCH_SETTLE_MS)`);
+  if (WARM_MB > 0) console.log(`each run starts right after ${WARM_MB} MiB were written and deleted (BENCH_WARM_MB)`);
   const runs = contenders.map(() => []);
   for (let i = 0; i < n; i++) {
     // With `alternate`, odd rounds run the contenders in reverse (A B, B A, ...): whatever the
@@ -61,6 +75,7 @@ export function compare(n, contenders, before = () => {}, { alternate = false } 
       before();
       spawnSync('sync');
       if (SETTLE_MS > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, SETTLE_MS);
+      if (WARM_MB > 0) warmPages();
       const r = fn();
       if (r.status !== 0 && r.status !== 1) throw new Error(`benchmark command failed (${r.status}): ${r.stderr}`);
       runs[k].push(r);
