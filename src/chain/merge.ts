@@ -231,7 +231,7 @@ async function mergeWithIo(childPath: string, options: MergeOptions, ioMode: str
     const readWindow = async (pos: number, buffer: Buffer): Promise<Window> => {
       const len = Math.min(window, size - pos);
       // Cost follows the data: a window no merged layer has allocated is skipped on the BAT alone.
-      if (!layers.slice(0, t).some((l, d) => allocated.some(d, pos, len))) return { buffer, pieces: [] };
+      if (!allocated.any(pos, len)) return { buffer, pieces: [] };
       const pieces: Array<{ start: number; data: Buffer }> = [];
       for (const e of await ownedExtents(layers, t, pos, len)) {
         const data = buffer.subarray(e.start - pos, e.start - pos + e.length);
@@ -394,7 +394,13 @@ class AllocationCursor {
     this.next = layers.map(() => -1);
   }
 
-  some(depth: number, offset: number, length: number): boolean {
+  /** Whether any merged layer holds a block of [offset, offset + length). */
+  any(offset: number, length: number): boolean {
+    for (let d = 0; d < this.layers.length; d++) if (this.holds(d, offset, length)) return true;
+    return false;
+  }
+
+  private holds(depth: number, offset: number, length: number): boolean {
     const layer = this.layers[depth];
     const first = Math.floor(offset / layer.blockSize);
     const last = Math.floor((offset + length - 1) / layer.blockSize);

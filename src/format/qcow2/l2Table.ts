@@ -82,3 +82,13 @@ export function subclusterKind(e: L2Entry, i: number): ClusterKind {
 export function normalL2Word(hostOffset: number, copied = true): bigint {
   return BigInt(hostOffset) | (copied ? COPIED : 0n);
 }
+
+/**
+ * The same entry, COPIED, written at `at` as two 32-bit halves (no BigInt: merges write thousands
+ * per batch); with extended L2 entries, every subcluster allocated. Host offsets are under 2^56.
+ */
+export function setCopiedNormalL2Entry(view: DataView, at: number, hostOffset: number, extendedL2: boolean): void {
+  view.setUint32(at, (0x80000000 | Math.floor(hostOffset / 2 ** 32)) >>> 0);
+  view.setUint32(at + 4, hostOffset % 2 ** 32);
+  if (extendedL2) view.setUint32(at + 12, 0xffffffff);
+}

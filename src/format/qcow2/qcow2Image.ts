@@ -7,7 +7,7 @@ import { decompressCluster } from './compressedCluster';
 import { hasFeature, HEADER_OFFSETS, INCOMPAT, MAX_BACKING_FILE_NAME, parseHeader, Qcow2Header, V3_HEADER_LENGTH_WITH_COMPRESSION } from './header';
 import { EXTENSION, HeaderExtensions, parseHeaderExtensions, serializeHeaderExtension } from './headerExtension';
 import { COPIED_FLAG, L1_ENTRY_SIZE, l1Entry, l1EntriesNeeded, l1ReservedBits, l2OffsetOf, MAX_L1_BYTES } from './l1Table';
-import { ClusterKind, decodeL2Entry, L2Entry, normalL2Word, SUBCLUSTERS_PER_CLUSTER } from './l2Table';
+import { ClusterKind, decodeL2Entry, L2Entry, normalL2Word, setCopiedNormalL2Entry, SUBCLUSTERS_PER_CLUSTER } from './l2Table';
 import { backingNameProblem, qcow2ParentCandidates } from './locatorPaths';
 import { backingFileName, checkQcow2Parent, qemuFormatName } from './parentLink';
 import { addRefcounts, getRefcount, MAX_REFCOUNT_TABLE_BYTES, maxRefcount, REFCOUNT_TABLE_ENTRY_SIZE, refcountBlockEntries, refcountEntrySpan, REFT_OFFSET_MASK, setRefcount } from './refcountTable';
@@ -374,15 +374,20 @@ export class Qcow2Image implements DiskImage {
   }
 
   private storeEntry(slot: L2Slot, j: number, e: L2Entry): void {
+    this.storeFields(slot, j, e.kind, e.kind === ClusterKind.Compressed ? 0 : e.hostOffset / this.blockSize, e.copied, e.allocBits, e.zeroBits);
+  }
+
+  /** An entry's fields into its slot, with the counts of allocated and zero/mixed clusters kept (plain arguments: no object per entry in merges). */
+  private storeFields(slot: L2Slot, j: number, kind: ClusterKind, hostCluster: number, copied: boolean, allocBits: number, zeroBits: number): void {
     const before = slot.kinds[j] !== ClusterKind.Unallocated;
     const wasZeroOrMixed = slot.kinds[j] === ClusterKind.Zero || slot.kinds[j] === ClusterKind.Mixed;
-    slot.kinds[j] = e.kind;
-    slot.host[j] = e.kind === ClusterKind.Compressed ? 0 : e.hostOffset / this.blockSize;
-    slot.copiedBits[j] = e.copied ? 1 : 0;
-    if (slot.alloc && slot.zero) { slot.alloc[j] = e.allocBits; slot.zero[j] = e.zeroBits; }
-    const after = e.kind !== ClusterKind.Unallocated;
+    slot.kinds[j] = kind;
+    slot.host[j] = hostCluster;
+    slot.copiedBits[j] = copied ? 1 : 0;
+    if (slot.alloc && slot.zero) { slot.alloc[j] = allocBits; slot.zero[j] = zeroBits; }
+    const after = kind !== ClusterKind.Unallocated;
     this.allocated += (after ? 1 : 0) - (before ? 1 : 0);
-    this.zeroOrMixed += (e.kind === ClusterKind.Zero || e.kind === ClusterKind.Mixed ? 1 : 0) - (wasZeroOrMixed ? 1 : 0);
+    this.zeroOrMixed += (kind === ClusterKind.Zero || kind === ClusterKind.Mixed ? 1 : 0) - (wasZeroOrMixed ? 1 : 0);
   }
 
   private async loadRefcountTable(): Promise<void> {
@@ -899,7 +904,9 @@ export class Qcow2Image implements DiskImage {
       if (p.offset % cs !== 0 || p.data.length % cs !== 0 || p.offset < 0 || p.offset + p.data.length > this.virtualSize) continue;
       for (let cluster = p.offset / cs; cluster < (p.offset + p.data.length) / cs; cluster++) {
         const slot = this.slotOf(cluster);
-        if (slot && slot.kinds[cluster % this.l2Entries] === ClusterKind.Normal && await this.ownsInPlace(slot, cluster % this.l2Entries)) owned.add(cluster);
+        const j = cluster % this.l2Entries;
+        // Only what planStage could write in place (COPIED) is worth the refcount lookups.
+        if (slot && slot.kinds[j] === ClusterKind.Normal && slot.copied && slot.copiedBits[j] === 1 && await this.ownsInPlace(slot, j)) owned.add(cluster);
       }
     }
     return owned;
@@ -925,18 +932,8 @@ export class Qcow2Image implements DiskImage {
         const entries = Buffer.alloc(n * eb);
         const view = new DataView(entries.buffer, entries.byteOffset, entries.length);
         for (let i = 0; i < n; i++) {
-          const j = j0 + i;
-          // A normal entry: COPIED, the host offset (under 2^56) as two u32; extended L2: all subclusters allocated.
-          view.setUint32(i * eb, (0x80000000 | Math.floor(host / 2 ** 32)) >>> 0);
-          view.setUint32(i * eb + 4, host % 2 ** 32);
-          if (this.extendedL2) view.setUint32(i * eb + 12, ALL_BITS);
-          const was = slot.kinds[j];
-          if (was === ClusterKind.Unallocated) this.allocated++;
-          if (was === ClusterKind.Zero || was === ClusterKind.Mixed) this.zeroOrMixed--;
-          slot.kinds[j] = ClusterKind.Normal;
-          slot.host[j] = host / cs;
-          slot.copiedBits[j] = 1;
-          if (slot.alloc && slot.zero) { slot.alloc[j] = ALL_BITS; slot.zero[j] = 0; }
+          setCopiedNormalL2Entry(view, i * eb, host, this.extendedL2);
+          this.storeFields(slot, j0 + i, ClusterKind.Normal, host / cs, true, ALL_BITS, 0);
           host += cs;
         }
         const at = slot.offset + j0 * eb;
