@@ -7,6 +7,10 @@
     {
       "target_name": "send_file",
       "sources": ["sendFile.c"]
+    },
+    {
+      "target_name": "fast_exit",
+      "sources": ["fastExit.c"]
     }
   ]
 }

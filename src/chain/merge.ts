@@ -4,7 +4,7 @@ import { CommitStaged, DiskImage } from '../format/diskImage';
 import { DiskImageError } from '../format/errors';
 import { getFormat, openImage } from '../format/registry';
 import { acquireWriteLock } from '../io/lock';
-import { setDirectWrites, setSynchronousIo } from '../io/imageFile';
+import { allowWriteBehind, setDirectWriteBehind, setDirectWrites, setSynchronousIo, writeBehindDone, writeBehindPending } from '../io/imageFile';
 import { isRemoteLocation } from '../io/byteSource';
 import { alignedBuffer } from '../io/alignedBuffer';
 import { Chain, MapExtent, openChain, readThrough } from './chain';
@@ -12,6 +12,8 @@ import { findChildren, realPath } from './findChildren';
 import { OperationOptions, throwIfCancelled } from './progress';
 
 const READ_AHEAD = 3;
+/** Direct writes of the copy in flight at once (see setDirectWriteBehind); DISKIMG_MERGE_BEHIND=N sets it, 0 turns it off (measuring only). */
+const WRITE_BEHIND = process.env.DISKIMG_MERGE_BEHIND ? Math.max(0, Math.min(8, Number(process.env.DISKIMG_MERGE_BEHIND) || 0)) : 2;
 const MIN_WINDOW = 2 * 1024 * 1024;
 /** Staged data between two barriers (one flush, then the metadata of everything before it). */
 const BARRIER_BYTES = 128 * 1024 * 1024;
@@ -224,8 +226,21 @@ async function mergeWithIo(childPath: string, options: MergeOptions, ioMode: str
     const allocated = new AllocationCursor(layers.slice(0, t));
     const readAhead = Math.max(1, Math.min(READ_AHEAD, Math.floor((64 * 1024 * 1024) / window) - 1));
     // Page aligned: reads from the page cache into malloc'd Buffers stall on 4K aliasing (alignedBuffer.ts).
+    // WRITE_BEHIND more: a window's buffer stays with its direct writes until they are done.
     const free: Buffer[] = [];
-    for (let i = 0; i <= readAhead; i++) free.push(alignedBuffer(window));
+    for (let i = 0; i <= readAhead + WRITE_BEHIND; i++) {
+      const b = alignedBuffer(window);
+      allowWriteBehind(b);
+      free.push(b);
+    }
+    const writing: Buffer[] = [];
+    // Buffers whose writes are done go back to the free list; with none free, wait for the oldest.
+    const recycle = async () => {
+      while (writing.length > 0 && (free.length === 0 || !writeBehindPending(writing[0]))) {
+        await writeBehindDone(writing[0]);
+        free.push(writing.shift()!);
+      }
+    };
     type Window = { buffer: Buffer | null; pieces: Array<{ start: number; data: Buffer }> };
     // Reads of the next window overlap the (ordered) writes of the current one.
     const readWindow = async (pos: number, buffer: Buffer): Promise<Window> => {
@@ -292,12 +307,16 @@ async function mergeWithIo(childPath: string, options: MergeOptions, ioMode: str
     // The copy's data goes to the disk around the page cache where it is page aligned (VHDX and
     // qcow2 blocks; see setDirectWrites). DISKIMG_MERGE_DIRECT=0 turns it off (measuring only).
     const restoreDirect = setDirectWrites(process.env.DISKIMG_MERGE_DIRECT !== '0');
+    // The copy's direct writes stay in flight while the next window is staged (see setDirectWriteBehind).
+    const restoreBehind = setDirectWriteBehind(WRITE_BEHIND);
     try {
     for (let pos = 0; pos < size; pos += window) {
       if (syncIo) await new Promise((resolve) => setImmediate(resolve));
       throwIfCancelled(options.signal, plan.child);
+      await recycle();
       fill();
       const current = await queue.shift()!;
+      await recycle();
       fill();
       const pieces = current.pieces.map((p) => ({ offset: p.start, data: p.data }));
       const bytes = pieces.reduce((n, p) => n + p.data.length, 0);
@@ -314,12 +333,13 @@ async function mergeWithIo(childPath: string, options: MergeOptions, ioMode: str
         for (const p of pieces) await target.write(p.offset, p.data, below);
       }
       bytesWritten += bytes;
-      if (current.buffer) free.push(current.buffer);
+      if (current.buffer) writing.push(current.buffer);
       options.onProgress?.(Math.min(pos + window, size), size);
     }
     await barrier();
     await settle();
     } finally {
+      restoreBehind();
       restoreDirect();
       restoreIo();
     }
@@ -370,7 +390,7 @@ const phaseLog = process.env.DISKIMG_MERGE_PHASES ? { t0: performance.now(), c0:
 function phase(name: string): void {
   if (!phaseLog) return;
   const c = process.cpuUsage(phaseLog.c0);
-  process.stderr.write(`merge phase ${name}: ${(performance.now() - phaseLog.t0).toFixed(0)} ms, cpu ${((c.user + c.system) / 1000).toFixed(0)} ms (sys ${(c.system / 1000).toFixed(0)})\n`);
+  process.stderr.write(`merge phase ${name}: ${(performance.now() - phaseLog.t0).toFixed(0)} ms (abs ${performance.now().toFixed(0)}), cpu ${((c.user + c.system) / 1000).toFixed(0)} ms (sys ${(c.system / 1000).toFixed(0)})\n`);
 }
 
 /**

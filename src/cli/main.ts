@@ -1,4 +1,5 @@
 import { Command, CommanderError, Option } from 'commander';
+import { exitWhenIdle } from './fastExit';
 import { createReadStream, createWriteStream } from 'fs';
 import * as nodePath from 'path';
 import { alignedBuffer } from '../io/alignedBuffer';
@@ -205,7 +206,10 @@ export async function main(argv: string[]): Promise<number> {
 /** Runs one command line and sets the exit status (called by entry.ts, the executable). */
 export function run(args: string[]): void {
   process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(0); });
-  main(args).then((code) => { process.exitCode = code; });
+  main(args).then((code) => {
+    process.exitCode = code;
+    exitWhenIdle(code);
+  });
 }
 
 if (require.main === module) run(process.argv.slice(2));

@@ -65,6 +65,45 @@ export function setDirectWrites(on: boolean): () => void {
   };
 }
 
+let behindDepth = 0;
+/** Memory whose direct writes may complete after the write call returns (see setDirectWriteBehind). */
+const behindMemory = new WeakSet<ArrayBufferLike>();
+/** Direct writes still in flight, by the memory they read from. */
+const behindByMemory = new Map<ArrayBufferLike, Set<Promise<void>>>();
+
+/**
+ * Until the returned function restores the previous setting, a direct write (see setDirectWrites)
+ * from memory given to allowWriteBehind returns once it is issued, up to `depth` of them in flight
+ * per file; the caller keeps that memory unchanged until writeBehindDone says so. Why: a synchronous
+ * direct write holds the merge's thread for the disk's time (2-3 ms per 2 MiB), and the window's
+ * CPU work waited behind it; in flight, the disk and the CPU work at once. A file's sync() and
+ * close() first wait for its writes in flight (and report their errors); reads and writes that
+ * overlap one wait for it.
+ */
+export function setDirectWriteBehind(depth: number): () => void {
+  const before = behindDepth;
+  behindDepth = Math.max(0, depth);
+  return () => {
+    behindDepth = before;
+  };
+}
+
+/** Lets direct writes from `buf`'s memory complete in the background (see setDirectWriteBehind). */
+export function allowWriteBehind(buf: Uint8Array): void {
+  behindMemory.add(buf.buffer);
+}
+
+/** Whether a direct write from `buf`'s memory is still in flight. */
+export function writeBehindPending(buf: Uint8Array): boolean {
+  return (behindByMemory.get(buf.buffer)?.size ?? 0) > 0;
+}
+
+/** Resolves when no direct write from `buf`'s memory is in flight (errors go to the file's next sync). */
+export async function writeBehindDone(buf: Uint8Array): Promise<void> {
+  const pending = behindByMemory.get(buf.buffer);
+  if (pending && pending.size > 0) await Promise.all([...pending]);
+}
+
 /**
  * Remote sources closed by a format probe, kept for the open that follows it: opening a chain
  * probes the parent's format, closes it and opens it again, and each open of a far server costs a
@@ -89,6 +128,12 @@ export class ImageFile {
   private synced = 0;
   /** The O_DIRECT descriptor (see setDirectWrites): undefined until first needed, null where refused. */
   private directFd: number | null | undefined = undefined;
+  /** Direct writes in flight (see setDirectWriteBehind): their byte ranges and completions (which never reject). */
+  private behind: Array<{ start: number; end: number; done: Promise<void> }> = [];
+  /** The first error of a write in flight, reported by the next sync, close or write. */
+  private behindError: unknown = null;
+  /** A direct descriptor the file system refused while writes were in flight on it: closed once they are done. */
+  private refusedDirectFd: number | null = null;
 
   private constructor(
     readonly path: string,
@@ -242,6 +287,7 @@ export class ImageFile {
   /** Reads up to target.length bytes at pos; returns how many were read (less only at end of file). */
   async readInto(target: Uint8Array, pos: number): Promise<number> {
     if (!this.handle) return this.remote!.read(pos, target);
+    if (this.behind.length > 0) await this.waitBehind(pos, pos + target.length);
     let done = 0;
     while (done < target.length) {
       const want = target.length - done;
@@ -270,6 +316,7 @@ export class ImageFile {
       }
       return done;
     }
+    if (this.behind.length > 0) await this.waitBehind(pos, pos + total);
     let bytesRead = syncAll ? readvSync(this.handle.fd, parts, pos) : (await this.handle.readv(parts, pos)).bytesRead;
     if (bytesRead < total && bytesRead > 0) {
       // A short vectored read (a signal, or the end of the file): finish part by part.
@@ -323,6 +370,10 @@ export class ImageFile {
     }
     const fd = this.directFd!;
     const total = parts.reduce((n, b) => n + b.length, 0);
+    if (behindDepth > 0 && parts.every((b) => behindMemory.has(b.buffer))) {
+      await this.issueBehind(fd, parts, pos, total);
+      return true;
+    }
     let written: number;
     try {
       written = syncAllWrites
@@ -345,6 +396,70 @@ export class ImageFile {
     return true;
   }
 
+  /** A direct write left in flight (see setDirectWriteBehind), once fewer than the depth are and none overlaps it. */
+  private async issueBehind(fd: number, parts: Uint8Array[], pos: number, total: number): Promise<void> {
+    await this.waitBehind(pos, pos + total);
+    while (this.behind.length >= behindDepth) await Promise.race(this.behind.map((w) => w.done));
+    this.throwBehindError();
+    const entry = { start: pos, end: pos + total, done: Promise.resolve() };
+    const memory = [...new Set(parts.map((b) => b.buffer))];
+    entry.done = (async () => {
+      try {
+        const written = await new Promise<number>((resolve, reject) => {
+          const done = (e: NodeJS.ErrnoException | null, n: number) => (e ? reject(e) : resolve(n));
+          if (parts.length === 1) fsWrite(fd, parts[0], 0, total, pos, done);
+          else fsWritev(fd, parts, pos, done);
+        });
+        if (written < total) await this.writeRest(parts, written, pos);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'EINVAL' && this.directFd === fd) {
+          // The file system takes no direct writes after all: this one and all later ones buffered;
+          // the descriptor closes once the writes still in flight on it are done.
+          this.directFd = null;
+          this.refusedDirectFd = fd;
+          try { await this.writeRest(parts, 0, pos); } catch (e2) { this.behindError ??= e2; }
+        } else if ((e as NodeJS.ErrnoException).code === 'EINVAL') {
+          try { await this.writeRest(parts, 0, pos); } catch (e2) { this.behindError ??= e2; }
+        } else {
+          this.behindError ??= e;
+        }
+      } finally {
+        this.behind.splice(this.behind.indexOf(entry), 1);
+        for (const m of memory) {
+          const set = behindByMemory.get(m)!;
+          set.delete(entry.done);
+          if (set.size === 0) behindByMemory.delete(m);
+        }
+        if (this.behind.length === 0 && this.refusedDirectFd !== null) {
+          closeSync(this.refusedDirectFd);
+          this.refusedDirectFd = null;
+        }
+      }
+    })();
+    this.behind.push(entry);
+    for (const m of memory) {
+      let set = behindByMemory.get(m);
+      if (!set) behindByMemory.set(m, (set = new Set()));
+      set.add(entry.done);
+    }
+    if (pos + total > this.currentSize) this.currentSize = pos + total;
+    this.written++;
+  }
+
+  /** Waits for the direct writes in flight that overlap [start, end) (all of them: end Infinity). */
+  private async waitBehind(start: number, end: number): Promise<void> {
+    if (this.behind.length === 0) return;
+    const overlapping = this.behind.filter((w) => w.start < end && start < w.end).map((w) => w.done);
+    if (overlapping.length > 0) await Promise.all(overlapping);
+  }
+
+  private throwBehindError(): void {
+    if (this.behindError === null) return;
+    const e = this.behindError;
+    this.behindError = null;
+    throw e;
+  }
+
   /** After a short write of `parts` at `pos`: the bytes past the first `done`, buffered, one part at a time. */
   private async writeRest(parts: Uint8Array[], done: number, pos: number): Promise<void> {
     let skip = done;
@@ -365,6 +480,8 @@ export class ImageFile {
 
   async writeAt(data: Uint8Array, pos: number): Promise<void> {
     if (!this.writable) throw new DiskImageError(this.path, 'opened read-only', undefined, undefined, 'EREADONLY');
+    if (this.behind.length > 0) await this.waitBehind(pos, pos + data.length);
+    this.throwBehindError();
     if (this.takesDirect([data], pos) && await this.writeDirect([data], pos)) return;
     await this.writeBuffered(data, pos);
   }
@@ -390,8 +507,10 @@ export class ImageFile {
   /** Writes several buffers back to back in one call (no copy into a joined buffer). */
   async writevAt(parts: Uint8Array[], pos: number): Promise<void> {
     if (!this.writable) throw new DiskImageError(this.path, 'opened read-only', undefined, undefined, 'EREADONLY');
-    if (this.takesDirect(parts, pos) && await this.writeDirect(parts, pos)) return;
     const total = parts.reduce((n, b) => n + b.length, 0);
+    if (this.behind.length > 0) await this.waitBehind(pos, pos + total);
+    this.throwBehindError();
+    if (this.takesDirect(parts, pos) && await this.writeDirect(parts, pos)) return;
     const bytesWritten = syncAllWrites ? writevSync(this.handle!.fd, parts, pos) : (await this.handle!.writev(parts, pos)).bytesWritten;
     // A short vectored write (rare on regular files): finish the rest with plain writes.
     if (bytesWritten < total) await this.writeRest(parts, bytesWritten, pos);
@@ -400,6 +519,8 @@ export class ImageFile {
   }
 
   async truncate(length: number): Promise<void> {
+    if (this.behind.length > 0) await this.waitBehind(0, Infinity);
+    this.throwBehindError();
     await this.handle!.truncate(length);
     this.currentSize = length;
     this.written++;
@@ -413,6 +534,9 @@ export class ImageFile {
   async sync(): Promise<void> {
     if (!this.writable) return;
     const upTo = this.written;
+    // The direct writes in flight when the sync was asked for: done before the disk's cache is flushed.
+    if (this.behind.length > 0) await this.waitBehind(0, Infinity);
+    this.throwBehindError();
     if (upTo === this.synced) return;
     await this.handle!.datasync();
     if (upTo > this.synced) this.synced = upTo;
@@ -442,10 +566,13 @@ export class ImageFile {
 
   async close(): Promise<void> {
     try {
+      if (this.behind.length > 0) await this.waitBehind(0, Infinity);
       this.closeDirect();
       if (this.handle) await this.handle.close();
       else if (this.parkOnClose) this.park();
       else await this.remote!.close();
+      // A write in flight that failed and that no sync reported: the caller must not take the file as written.
+      this.throwBehindError();
     } finally {
       this.unlock();
     }

@@ -9,7 +9,7 @@ import { mergeChild } from '../../src/chain/merge';
 import { openChain } from '../../src/chain/chain';
 import { createImage } from '../../src/format/registry';
 import { alignedBuffer } from '../../src/io/alignedBuffer';
-import { ImageFile, setDirectWrites, setSynchronousIo } from '../../src/io/imageFile';
+import { allowWriteBehind, ImageFile, setDirectWriteBehind, setDirectWrites, setSynchronousIo, writeBehindDone, writeBehindPending } from '../../src/io/imageFile';
 import { checkImage } from '../../src/chain/check';
 import { VhdImage } from '../../src/format/vhd/vhdImage';
 import { execFileSync, spawnSync } from 'child_process';
@@ -22,12 +22,14 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 
 /** Writes aligned, unaligned and plain pieces through one ImageFile with direct writes on; returns the file and its model. */
-async function writeMixed(dir: string, sync: boolean): Promise<{ file: string; model: Buffer }> {
-  const file = path.join(dir, `mixed-${sync ? 's' : 'a'}-${Math.random().toString(36).slice(2)}.bin`);
+async function writeMixed(dir: string, sync: boolean, behind = false): Promise<{ file: string; model: Buffer }> {
+  const file = path.join(dir, `mixed-${sync ? 's' : 'a'}${behind ? 'b' : ''}-${Math.random().toString(36).slice(2)}.bin`);
   const size = 12 * MiB;
   const model = Buffer.alloc(size);
   const rand = rng(size + (sync ? 1 : 0));
   const window = alignedBuffer(4 * MiB);
+  if (behind) allowWriteBehind(window);
+  const restoreBehind = setDirectWriteBehind(behind ? 2 : 0);
   const restoreDirect = setDirectWrites(true);
   const restoreSync = sync ? setSynchronousIo({ writes: true, reads: false }) : () => undefined;
   const out = await ImageFile.create(file, false);
@@ -41,24 +43,28 @@ async function writeMixed(dir: string, sync: boolean): Promise<{ file: string; m
         await out.writeAt(data, at);
       }
     };
-    const fromWindow = (inWindow: number, len: number) => {
+    const fromWindow = async (inWindow: number, len: number) => {
+      // Memory whose writes may be in flight is changed only once they are done.
+      await writeBehindDone(window);
       const b = window.subarray(inWindow, inWindow + len);
       randomBytes(rand, len).copy(b);
       return b;
     };
-    await put(0, fromWindow(0, 2 * MiB));                        // direct
-    await put(2 * MiB, fromWindow(0, 2 * MiB), true);            // direct, vectored
-    await put(4 * MiB + 512, fromWindow(512, 64 * KiB));          // offset and memory off the page grid: buffered
-    await put(5 * MiB, fromWindow(4096, 3 * 4096 + 17));         // odd length: buffered
+    await put(0, await fromWindow(0, 2 * MiB));                        // direct
+    await put(2 * MiB, await fromWindow(0, 2 * MiB), true);            // direct, vectored
+    await put(4 * MiB + 512, await fromWindow(512, 64 * KiB));          // offset and memory off the page grid: buffered
+    await put(5 * MiB, await fromWindow(4096, 3 * 4096 + 17));         // odd length: buffered
     await put(6 * MiB, randomBytes(rand, 256 * KiB));            // plain memory: buffered
-    await put(7 * MiB, fromWindow(8192, 8192), true);            // direct over a page the next write shares
+    await put(7 * MiB, await fromWindow(8192, 8192), true);            // direct over a page the next write shares
     await put(7 * MiB + 4096 + 100, randomBytes(rand, 300));     // buffered into a page written direct just before
-    await put(8 * MiB, fromWindow(0, 4 * MiB));                  // direct, extends the file
+    await put(8 * MiB, await fromWindow(0, 4 * MiB));                  // direct, extends the file
     await out.sync();
+    assert.equal(writeBehindPending(window), false, 'sync left a write in flight');
   } finally {
     await out.close();
     restoreSync();
     restoreDirect();
+    restoreBehind();
   }
   return { file, model };
 }
@@ -69,11 +75,74 @@ describe('direct writes of a merge (ImageFile, setDirectWrites)', function () {
   after(() => t.cleanup());
 
   for (const sync of [true, false]) {
-    it(`aligned, unaligned and plain pieces, ${sync ? 'synchronous' : 'pool'} writes: the file holds exactly what was written`, async () => {
-      const { file, model } = await writeMixed(t.dir, sync);
-      assert.ok(readFileSync(file).equals(model), 'file differs from the model');
-    });
+    for (const behind of [false, true]) {
+      it(`aligned, unaligned and plain pieces, ${sync ? 'synchronous' : 'pool'} writes${behind ? ', direct ones left in flight' : ''}: the file holds exactly what was written`, async () => {
+        const { file, model } = await writeMixed(t.dir, sync, behind);
+        assert.ok(readFileSync(file).equals(model), 'file differs from the model');
+      });
+    }
   }
+
+  it('write-behind: a direct write returns in flight (memory given to allowWriteBehind only, at most the depth per file); reads and writes over it wait for it; sync waits for all', async () => {
+    const file = path.join(t.dir, 'behind.bin');
+    const SIZE = 16 * MiB; // long enough that a write is still on its way when the next call comes
+    const bufs = [alignedBuffer(SIZE), alignedBuffer(SIZE), alignedBuffer(SIZE)];
+    bufs.forEach(allowWriteBehind);
+    const plainAligned = alignedBuffer(SIZE); // aligned but not given: each write completes before it returns
+    const rand = rng(99);
+    const restoreDirect = setDirectWrites(true);
+    const restoreBehind = setDirectWriteBehind(2);
+    // Synchronous reads: a read right after a write in flight runs at once unless it waits for it.
+    const restoreSync = setSynchronousIo({ writes: true, reads: true });
+    const out = await ImageFile.create(file, false);
+    const model = Buffer.alloc(5 * SIZE);
+    let seenInFlight = 0;
+    try {
+      for (let i = 0; i < 3; i++) {
+        randomBytes(rand, SIZE).copy(bufs[i]);
+        bufs[i].copy(model, i * SIZE);
+        await out.writeAt(bufs[i], i * SIZE);
+        seenInFlight = Math.max(seenInFlight, bufs.filter(writeBehindPending).length);
+        // A read over a write in flight sees its bytes.
+        const back = Buffer.alloc(64 * KiB);
+        await out.readInto(back, i * SIZE + SIZE - 64 * KiB);
+        assert.ok(back.equals(model.subarray((i + 1) * SIZE - 64 * KiB, (i + 1) * SIZE)), `read over write ${i} in flight`);
+      }
+      // At most two in flight: the third waited for one of the first two.
+      assert.ok(seenInFlight >= 1 && seenInFlight <= 2, `${seenInFlight} in flight`);
+      // A buffered write over a direct one in flight lands after it.
+      await writeBehindDone(bufs[1]);
+      randomBytes(rand, SIZE).copy(bufs[1]);
+      bufs[1].copy(model, SIZE);
+      await out.writeAt(bufs[1], SIZE);
+      const over = randomBytes(rand, 1000);
+      over.copy(model, SIZE + 5000);
+      await out.writeAt(over, SIZE + 5000);
+      randomBytes(rand, SIZE).copy(plainAligned);
+      plainAligned.copy(model, 4 * SIZE);
+      await out.writeAt(plainAligned, 4 * SIZE);
+      assert.equal(writeBehindPending(plainAligned), false);
+      randomBytes(rand, SIZE).copy(bufs[0]);
+      await writeBehindDone(bufs[0]);
+      randomBytes(rand, SIZE).copy(bufs[0]);
+      bufs[0].copy(model, 3 * SIZE);
+      await out.writeAt(bufs[0], 3 * SIZE);
+      // The flush itself (fdatasync) starts only once the writes in flight are done.
+      const handle = (out as unknown as { handle: { datasync(): Promise<void> } }).handle;
+      const datasync = handle.datasync.bind(handle);
+      let pendingAtFlush: boolean | null = null;
+      handle.datasync = () => { pendingAtFlush = bufs.some(writeBehindPending); return datasync(); };
+      await out.sync();
+      assert.equal(pendingAtFlush, false, 'fdatasync ran with a write in flight');
+      assert.equal(bufs.some(writeBehindPending), false, 'sync returned with writes in flight');
+    } finally {
+      await out.close();
+      restoreSync();
+      restoreBehind();
+      restoreDirect();
+    }
+    assert.ok(readFileSync(file).equals(model), 'file differs from the model');
+  });
 
   it('only whole aligned pages from aligned memory go direct, and only while it is on', () => {
     const window = alignedBuffer(64 * KiB);
