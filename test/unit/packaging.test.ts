@@ -74,6 +74,7 @@ describe('packaging: npx vsce package and npm run package', function () {
     // sendfile for the sessions the extension serves.
     assert.ok(names.includes(ADDON), `${ADDON} in the .vsix`);
     assert.ok(names.includes('extension/native/build/Release/send_file.node'), 'send_file.node in the .vsix');
+    assert.ok(names.includes('extension/native/build/Release/fast_exit.node'), 'fast_exit.node in the .vsix');
     addonCheck(plain);
 
     const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
