@@ -92,3 +92,20 @@ export function setCopiedNormalL2Entry(view: DataView, at: number, hostOffset: n
   view.setUint32(at + 4, hostOffset % 2 ** 32);
   if (extendedL2) view.setUint32(at + 12, 0xffffffff);
 }
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+/**
+ * An L2 table's big-endian 64-bit entries as 32-bit halves in native order (entry j: high half at
+ * 2j, low half at 2j + 1), from one native byte swap of a copy. Why: a table is decoded once, in
+ * a loop V8 seldom optimizes, where Buffer's readUInt32BE cost ~1.3 us per entry (a 512 MiB
+ * qcow2 merge spent ~20 ms there); a typed array element costs a fraction of that.
+ */
+export function l2TableWords(table: Uint8Array): Uint32Array {
+  const length = table.length - (table.length % 8);
+  const copy = new Uint8Array(length);
+  copy.set(table.subarray(0, length));
+  if (LITTLE_ENDIAN) Buffer.from(copy.buffer, 0, length).swap32();
+  return new Uint32Array(copy.buffer, 0, length / 4);
+}
+

@@ -7,7 +7,7 @@ import { decompressCluster } from './compressedCluster';
 import { hasFeature, HEADER_OFFSETS, INCOMPAT, MAX_BACKING_FILE_NAME, parseHeader, Qcow2Header, V3_HEADER_LENGTH_WITH_COMPRESSION } from './header';
 import { EXTENSION, HeaderExtensions, parseHeaderExtensions, serializeHeaderExtension } from './headerExtension';
 import { COPIED_FLAG, L1_ENTRY_SIZE, l1Entry, l1EntriesNeeded, l1ReservedBits, l2OffsetOf, MAX_L1_BYTES } from './l1Table';
-import { ClusterKind, decodeL2Entry, L2Entry, normalL2Word, setCopiedNormalL2Entry, SUBCLUSTERS_PER_CLUSTER } from './l2Table';
+import { ClusterKind, decodeL2Entry, L2Entry, l2TableWords, normalL2Word, setCopiedNormalL2Entry, SUBCLUSTERS_PER_CLUSTER } from './l2Table';
 import { backingNameProblem, qcow2ParentCandidates } from './locatorPaths';
 import { backingFileName, checkQcow2Parent, qemuFormatName } from './parentLink';
 import { addRefcounts, getRefcount, MAX_REFCOUNT_TABLE_BYTES, maxRefcount, REFCOUNT_TABLE_ENTRY_SIZE, refcountBlockEntries, refcountEntrySpan, REFT_OFFSET_MASK, setRefcount } from './refcountTable';
@@ -314,6 +314,7 @@ export class Qcow2Image implements DiskImage {
     const slot = this.newSlot(offset, copied);
     const first = l1Index * this.l2Entries;
     const end = Math.min(this.l2Entries, this.blockCount - first);
+    const words = this.extendedL2 ? null : l2TableWords(table);
     for (let j = 0; j < end; j++) {
       const at = j * this.l2EntryBytes;
       // A stretch of empty entries (most of a sparse image's tables) skipped with one native compare.
@@ -321,11 +322,11 @@ export class Qcow2Image implements DiskImage {
         j += L2_SKIP - 1;
         continue;
       }
-      if (!this.extendedL2) {
+      if (words) {
         // Fast path for the common entries, read as two u32 (a BigInt per entry was most of the
         // time of opening a 1 GiB image): empty, or a plain normal cluster with no flag but COPIED.
-        const hi = table.readUInt32BE(at);
-        const lo = table.readUInt32BE(at + 4);
+        const hi = words[2 * j];
+        const lo = words[2 * j + 1];
         if (hi === 0 && lo === 0) continue;
         // Bits 62 (compressed), 56-61 and 1-8 (reserved) and 0 (zero flag) clear: the general path otherwise.
         if ((hi & 0x7f000000) === 0 && (lo & 0x1ff) === 0) {
