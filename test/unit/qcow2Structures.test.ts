@@ -6,7 +6,7 @@ import { buildBlockMap, NO_OWNER } from '../../src/chain/blockMap';
 import { openChain } from '../../src/chain/chain';
 import { DiskImageError } from '../../src/format/errors';
 import { getFormat } from '../../src/format/registry';
-import { ClusterKind, decodeL2Entry } from '../../src/format/qcow2/l2Table';
+import { ClusterKind, decodeL2Entry, l2TableWords } from '../../src/format/qcow2/l2Table';
 import { getRefcount, setRefcount } from '../../src/format/qcow2/refcountTable';
 import { parseHeader, serializeHeader } from '../../src/format/qcow2/header';
 import { parseSnapshotTable, serializeSnapshotEntry } from '../../src/format/qcow2/snapshotTable';
@@ -36,6 +36,22 @@ describe('qcow2 structures', function () {
     assert.equal(x.allocBits, 0xff00);
     assert.equal(x.zeroBits, 0xff);
     assert.equal(decodeL2Entry(0n, 0xffffffffn << 32n, 16).kind, ClusterKind.Zero);
+  });
+
+  it('an L2 table as 32-bit halves: entry j high half at 2j, low at 2j + 1, the table itself unchanged', () => {
+    const table = Buffer.alloc(64 * 1024);
+    for (let i = 0; i < table.length; i++) table[i] = (i * 131 + (i >> 8) * 7) & 0xff;
+    table.writeBigUInt64BE(0x8000000012340000n, 8);
+    const before = Buffer.from(table);
+    const words = l2TableWords(table);
+    assert.equal(words.length, table.length / 4);
+    for (let j = 0; j < table.length / 8; j++) {
+      assert.equal(words[2 * j], table.readUInt32BE(8 * j), `entry ${j} high`);
+      assert.equal(words[2 * j + 1], table.readUInt32BE(8 * j + 4), `entry ${j} low`);
+    }
+    assert.equal(words[2], 0x80000000);
+    assert.equal(words[3], 0x12340000);
+    assert.ok(table.equals(before));
   });
 
   it('refcounts of every width round-trip, sub-byte ones least significant bit first', () => {
