@@ -393,7 +393,7 @@ const phaseLog = process.env.DISKIMG_MERGE_PHASES ? { t0: performance.now(), c0:
 function phase(name: string): void {
   if (!phaseLog) return;
   const c = process.cpuUsage(phaseLog.c0);
-  process.stderr.write(`merge phase ${name}: ${(performance.now() - phaseLog.t0).toFixed(0)} ms (abs ${performance.now().toFixed(0)}), cpu ${((c.user + c.system) / 1000).toFixed(0)} ms (sys ${(c.system / 1000).toFixed(0)})\n`);
+  process.stderr.write(`merge phase ${name}: ${(performance.now() - phaseLog.t0).toFixed(0)} ms, cpu ${((c.user + c.system) / 1000).toFixed(0)} ms (sys ${(c.system / 1000).toFixed(0)})\n`);
 }
 
 /**

@@ -412,13 +412,13 @@ export class ImageFile {
         });
         if (written < total) await this.writeRest(parts, written, pos);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'EINVAL' && this.directFd === fd) {
+        if ((e as NodeJS.ErrnoException).code === 'EINVAL') {
           // The file system takes no direct writes after all: this one and all later ones buffered;
           // the descriptor closes once the writes still in flight on it are done.
-          this.directFd = null;
-          this.refusedDirectFd = fd;
-          try { await this.writeRest(parts, 0, pos); } catch (e2) { this.behindError ??= e2; }
-        } else if ((e as NodeJS.ErrnoException).code === 'EINVAL') {
+          if (this.directFd === fd) {
+            this.directFd = null;
+            this.refusedDirectFd = fd;
+          }
           try { await this.writeRest(parts, 0, pos); } catch (e2) { this.behindError ??= e2; }
         } else {
           this.behindError ??= e;
