@@ -13,10 +13,11 @@ import { OperationOptions, throwIfCancelled } from './progress';
 
 const READ_AHEAD = 3;
 /** Direct writes of the copy in flight at once (see setDirectWriteBehind); DISKIMG_MERGE_BEHIND=N sets it, 0 turns it off (measuring only). */
-// Off by default: with writes in flight, a kill can leave a qcow2 target's refcounts covering
-// clusters past the end of the file (the refcount write landed, the data write had not), and a
-// re-run then allocates those clusters again (refcount 2; qcow2MergeCrash caught it in 2 of ~13 runs).
-const WRITE_BEHIND = process.env.DISKIMG_MERGE_BEHIND ? Math.max(0, Math.min(8, Number(process.env.DISKIMG_MERGE_BEHIND) || 0)) : 0;
+// With writes in flight, a kill can leave a qcow2 target's refcounts covering clusters past the end
+// of the file (the refcount write landed, the data write had not): only leaks, since qcow2
+// allocation never hands out a counted cluster (Qcow2Image.firstFreeRun); before it did, a re-run
+// allocated them again (refcount 2), and this was off by default.
+const WRITE_BEHIND = process.env.DISKIMG_MERGE_BEHIND ? Math.max(0, Math.min(8, Number(process.env.DISKIMG_MERGE_BEHIND) || 0)) : 2;
 const MIN_WINDOW = 2 * 1024 * 1024;
 /** Staged data between two barriers (one flush, then the metadata of everything before it). */
 const BARRIER_BYTES = 128 * 1024 * 1024;

@@ -10,7 +10,7 @@ import { COPIED_FLAG, L1_ENTRY_SIZE, l1Entry, l1EntriesNeeded, l1ReservedBits, l
 import { ClusterKind, decodeL2Entry, L2Entry, l2TableWords, normalL2Word, setCopiedNormalL2Entry, SUBCLUSTERS_PER_CLUSTER } from './l2Table';
 import { backingNameProblem, qcow2ParentCandidates } from './locatorPaths';
 import { backingFileName, checkQcow2Parent, qemuFormatName } from './parentLink';
-import { addRefcounts, getRefcount, MAX_REFCOUNT_TABLE_BYTES, maxRefcount, REFCOUNT_TABLE_ENTRY_SIZE, refcountBlockEntries, refcountEntrySpan, REFT_OFFSET_MASK, setRefcount } from './refcountTable';
+import { addRefcounts, getRefcount, lastNonZeroRefcount, MAX_REFCOUNT_TABLE_BYTES, maxRefcount, REFCOUNT_TABLE_ENTRY_SIZE, refcountBlockEntries, refcountEntrySpan, REFT_OFFSET_MASK, setRefcount } from './refcountTable';
 import { MAX_SNAPSHOTS, MAX_SNAPSHOT_EXTRA, parseSnapshotTable, SNAPSHOT_FIXED_SIZE, SnapshotEntry } from './snapshotTable';
 
 export interface Qcow2OpenOptions {
@@ -830,11 +830,14 @@ export class Qcow2Image implements DiskImage {
         ownTable.add(l1i);
       }
     }
-    // The new clusters go at the cluster-aligned end of the file; the data writes below extend the
-    // file over all of them (whole clusters), so no ftruncate first (one per batch cost a pool round
-    // trip and an inode update each). Nothing else allocates until they are written.
+    // The new clusters go at the first run of uncounted clusters from the cluster-aligned end of the
+    // file (see firstFreeRun: past it when clusters there are counted already, leaving a hole in the
+    // file before them); the data writes below extend the file over all of them (whole clusters),
+    // so no ftruncate first (one per batch cost a pool round trip and an inode update each). Nothing
+    // else allocates until they are written, and allocation starts at the end of the file, so none
+    // takes them before countClusters counts them.
     const movedCount = moved.reduce((n, m) => n + m.count, 0);
-    const first = movedCount > 0 ? Math.ceil(this.file.size / cs) * cs : 0;
+    const first = movedCount > 0 ? (await this.firstFreeRun(Math.ceil(this.file.size / cs), movedCount)) * cs : 0;
     // Writes in file order, runs of adjacent ranges in one writev.
     let run: { at: number; end: number; parts: Buffer[] } | null = null;
     const flushRun = async () => { if (run) await writeInChunks(this.file, run.parts, run.at); run = null; };
@@ -1059,11 +1062,44 @@ export class Qcow2Image implements DiskImage {
 
   private get refcountOrder(): number { return this.header.refcountOrder; }
 
-  /** Appends `count` clusters' worth of space at the cluster-aligned end of the file; returns their offset. */
+  /**
+   * Appends `count` clusters' worth of space at the cluster-aligned end of the file, past any
+   * clusters there that are counted already (see firstFreeRun); returns their offset. The file is
+   * extended over them at once: the end of the file is where the next allocation starts.
+   */
   private async allocateClusters(count: number): Promise<number> {
-    const at = Math.ceil(this.file.size / this.blockSize) * this.blockSize;
+    const at = (await this.firstFreeRun(Math.ceil(this.file.size / this.blockSize), count)) * this.blockSize;
     await this.file.truncate(at + count * this.blockSize);
     return at;
+  }
+
+  /**
+   * The first host cluster from `from` (the end of the file) such that it and the `count - 1` after
+   * it all have refcount 0: new space is never a counted cluster, as in qemu. Clusters past the end
+   * of the file may be counted: a kill can land a refcount write before the data write it counts
+   * (merge's writes in flight), and other tools can leave the same; allocated again they would have
+   * refcount 2. Clusters no refcount block covers (or past the table's reach) count as 0. Each
+   * block is scanned in one loop, without an await when it is cached (bulk allocation: countClusters
+   * touches the same blocks right after).
+   */
+  private async firstFreeRun(from: number, count: number): Promise<number> {
+    const perBlock = refcountBlockEntries(this.clusterBits, this.refcountOrder);
+    const reach = Math.floor(this.refcountTable.length / REFCOUNT_TABLE_ENTRY_SIZE) * perBlock;
+    let start = from;
+    // Clusters from `start` up to `index` are known to be free.
+    let index = from;
+    while (index < start + count && index < reach) {
+      const ti = Math.floor(index / perBlock);
+      const upto = Math.min(start + count, (ti + 1) * perBlock);
+      const blockAt = this.refcountBlockOffset(ti);
+      if (blockAt !== 0) {
+        const block = this.refcountBlocks.get(blockAt) ?? await this.refcountBlock(blockAt);
+        const last = lastNonZeroRefcount(block, index - ti * perBlock, upto - ti * perBlock, this.refcountOrder);
+        if (last >= 0) start = ti * perBlock + last + 1;
+      }
+      index = upto;
+    }
+    return start;
   }
 
   private async refcountBlock(offset: number): Promise<Buffer> {
@@ -1142,30 +1178,42 @@ export class Qcow2Image implements DiskImage {
   }
 
   /**
-   * Moves the refcount table to a bigger place at the end of the file: the new table (with a
-   * refcount block for its own range when none covers it) is written and counted first, then one
-   * header write switches to it, then the old table's clusters are released.
+   * Moves the refcount table to a bigger place at the end of the file (past any clusters counted
+   * there, see firstFreeRun): the new table (with a refcount block for its own range when none
+   * covers it) is written and counted first, then one header write switches to it, then the old
+   * table's clusters are released.
    */
   private async growRefcountTable(minEntries: number): Promise<void> {
     const perBlock = refcountBlockEntries(this.clusterBits, this.refcountOrder);
     const entriesPerCluster = this.blockSize / REFCOUNT_TABLE_ENTRY_SIZE;
-    const start = Math.ceil(this.file.size / this.blockSize);
+    let start = Math.ceil(this.file.size / this.blockSize);
     const hasBlock = (ti: number) => this.refcountBlockOffset(ti) !== 0;
     // Table clusters k, then m new refcount blocks, for the ranges [start, start + k + m) falls in
-    // that have no block yet; settle k and m together.
+    // that have no block yet; settle k and m together, then move start past counted clusters
+    // (which changes the ranges) until the k + m clusters from start are all free.
     let k = Math.max(this.header.refcountTableClusters * 2, Math.ceil(minEntries / entriesPerCluster));
     let ranges: number[] = [];
     for (;;) {
-      const end = start + k + ranges.length;
-      const need: number[] = [];
-      for (let ti = Math.floor(start / perBlock); ti <= Math.floor((end - 1) / perBlock); ti++) if (!hasBlock(ti)) need.push(ti);
-      const kNeeded = Math.max(k, Math.ceil((Math.floor((end + need.length) / perBlock) + 1) / entriesPerCluster));
-      if (need.length === ranges.length && kNeeded === k) break;
-      ranges = need;
-      k = kNeeded;
+      for (;;) {
+        const end = start + k + ranges.length;
+        const need: number[] = [];
+        for (let ti = Math.floor(start / perBlock); ti <= Math.floor((end - 1) / perBlock); ti++) if (!hasBlock(ti)) need.push(ti);
+        const kNeeded = Math.max(k, Math.ceil((Math.floor((end + need.length) / perBlock) + 1) / entriesPerCluster));
+        const settled = need.length === ranges.length && kNeeded === k;
+        // Taken even when settled: after start moved, as many ranges may be other ones.
+        ranges = need;
+        k = kNeeded;
+        if (settled) break;
+      }
+      const free = await this.firstFreeRun(start, k + ranges.length);
+      if (free === start) break;
+      start = free;
     }
     if (k * this.blockSize > MAX_REFCOUNT_TABLE_BYTES) throw new DiskImageError(this.path, 'refcount table would exceed its 8 MiB limit', 'refcount table', this.header.refcountTableOffset, 'ETOOBIG');
-    const tableAt = await this.allocateClusters(k + ranges.length);
+    // The file is extended over the new clusters before any of them is written or linked (the new
+    // table's entries for its blocks must point inside the file).
+    const tableAt = start * this.blockSize;
+    await this.file.truncate(tableAt + (k + ranges.length) * this.blockSize);
     const table = Buffer.alloc(k * this.blockSize);
     this.refcountTable.copy(table);
     const blocks = ranges.map((ti, n) => ({ ti, at: tableAt + (k + n) * this.blockSize, block: Buffer.alloc(this.blockSize) }));

@@ -76,6 +76,34 @@ export function addRefcounts(block: Buffer, from: number, to: number, refcountOr
   return -1;
 }
 
+/** Zeros to compare spans of a refcount block with (grown to the longest span asked about). */
+let zeros = Buffer.alloc(0);
+
+/**
+ * The last index in [from, to) of a refcount block whose count is not 0, or -1 when all are 0.
+ * Allocation asks it for a whole run of clusters at once (merge's batches: hundreds a block);
+ * the usual answer, all 0, is one native compare of the span.
+ */
+export function lastNonZeroRefcount(block: Buffer, from: number, to: number, refcountOrder: number): number {
+  if (from >= to) return -1;
+  const a = refcountEntrySpan(from, refcountOrder).start;
+  const last = refcountEntrySpan(to - 1, refcountOrder);
+  const b = last.start + last.length;
+  if (zeros.length < b - a) zeros = Buffer.alloc(b - a);
+  // Sub-byte counts: the span's end bytes may hold neighbours' counts, so non-zero is looked at below.
+  if (block.compare(zeros, 0, b - a, a, b) === 0) return -1;
+  if (refcountOrder >= 3) {
+    // Whole bytes per count: any non-zero byte of an entry makes it non-zero.
+    const width = 1 << (refcountOrder - 3);
+    for (let i = to - 1; i >= from; i--) {
+      for (let j = i * width, end = j + width; j < end; j++) if (block[j] !== 0) return i;
+    }
+    return -1;
+  }
+  for (let i = to - 1; i >= from; i--) if (getRefcount(block, i, refcountOrder) !== 0) return i;
+  return -1;
+}
+
 /** Byte range within a block holding entry `index` (sub-byte entries: their byte). */
 export function refcountEntrySpan(index: number, refcountOrder: number): { start: number; length: number } {
   const bits = 1 << refcountOrder;
