@@ -955,6 +955,8 @@ export class Qcow2Image implements DiskImage {
    * one write); then the shared clusters they replaced are released.
    */
   private readonly stagedL2 = new StagedCommits<{ runs: Array<{ at: number; bytes: Buffer[] }>; releases: number[] }>(async (stages) => {
+    // Counts before the entries that point at their clusters (normally written by the flush before this).
+    await this.writeKeptRefcounts();
     const runs = stages.flatMap((s) => s.runs).sort((a, b) => a.at - b.at);
     for (let i = 0; i < runs.length;) {
       const bytes = [...runs[i].bytes];
@@ -985,7 +987,8 @@ export class Qcow2Image implements DiskImage {
       if (over >= 0) throw new DiskImageError(this.path, `refcount of host cluster ${ti * perBlock + over} would become ${getRefcount(block, over, this.refcountOrder) + 1}`, 'refcount block', blockAt, 'EREFCOUNT');
       const a = refcountEntrySpan(index % perBlock, this.refcountOrder);
       const b = refcountEntrySpan((upto - 1) % perBlock, this.refcountOrder);
-      await this.file.writeAt(block.subarray(a.start, b.start + b.length), blockAt + a.start);
+      // Written at the next flush or L2 commit, whichever comes first (see keptRefcounts).
+      this.keepRefcounts(blockAt, a.start, b.start + b.length);
       index = upto;
     }
   }
@@ -1106,10 +1109,42 @@ export class Qcow2Image implements DiskImage {
     let b = this.refcountBlocks.get(offset);
     if (!b) {
       b = await this.file.readExact(offset, this.blockSize, 'refcount block');
-      if (this.refcountBlocks.size >= 64) this.refcountBlocks.delete(this.refcountBlocks.keys().next().value!);
+      if (this.refcountBlocks.size >= 64) {
+        // The oldest block with no counts kept back (those stay until written: see keptRefcounts).
+        for (const at of this.refcountBlocks.keys()) {
+          if (!this.keptRefcounts.has(at)) { this.refcountBlocks.delete(at); break; }
+        }
+      }
       this.refcountBlocks.set(offset, b);
     }
     return b;
+  }
+
+  /**
+   * Refcount entries that merge's bulk path (countClusters) changed in memory and has not written
+   * yet, by refcount block: the byte range to write. Written by writeKeptRefcounts, which flush()
+   * runs before its fsync and every L2 commit runs first, so the counts are on disk before any L2
+   * entry points at their clusters (a kill before that leaves clusters neither counted nor
+   * referenced: space past the old end of the file, no leak). Why: a small buffered write into the
+   * file while a direct write of the copy is in flight waits for that write's inode lock (ext4
+   * holds it for the whole direct write), so one refcount write per batch cost a whole direct
+   * write each (0.69 s of 1.15 s of a 512 MiB merge, 2026-12-03); kept back, they go together.
+   */
+  private readonly keptRefcounts = new Map<number, { start: number; end: number }>();
+
+  private keepRefcounts(blockAt: number, start: number, end: number): void {
+    const k = this.keptRefcounts.get(blockAt);
+    if (k) { k.start = Math.min(k.start, start); k.end = Math.max(k.end, end); } else this.keptRefcounts.set(blockAt, { start, end });
+  }
+
+  /** Writes the refcount entries kept back by countClusters (see keptRefcounts), in file order. */
+  private async writeKeptRefcounts(): Promise<void> {
+    if (this.keptRefcounts.size === 0) return;
+    for (const at of [...this.keptRefcounts.keys()].sort((a, b) => a - b)) {
+      const { start, end } = this.keptRefcounts.get(at)!;
+      await this.file.writeAt(this.refcountBlocks.get(at)!.subarray(start, end), at + start);
+      this.keptRefcounts.delete(at);
+    }
   }
 
   /** Adds `delta` to the refcounts of `clusters` host clusters from `start`, creating refcount blocks as needed. */
@@ -1241,6 +1276,7 @@ export class Qcow2Image implements DiskImage {
   }
 
   async flush(): Promise<void> {
+    await this.writeKeptRefcounts();
     await this.file.sync();
   }
 
