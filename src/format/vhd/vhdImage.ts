@@ -1,6 +1,6 @@
 import { CommitStaged, DiskImage, DiskTypeName, FieldLocation, ImageField, LayerRun, ParentCandidates, ParentLinkCheck, ParentReference, ReadBelow, WritePiece } from '../diskImage';
 import { DiskImageError } from '../errors';
-import { ImageFile } from '../../io/imageFile';
+import { allowWriteBehind, ImageFile } from '../../io/imageFile';
 import { Bat, BAT_UNUSED } from './bat';
 import { DYNAMIC_HEADER_COOKIE, DYNAMIC_HEADER_SIZE, DynamicHeader, parseDynamicHeader, serializeDynamicHeader } from './dynamicHeader';
 import { diskTypeName, DiskType, Footer, FOOTER_COOKIE, FOOTER_SIZE, hasFooterCookie, parseFooter, serializeFooter, trimCode } from './footer';
@@ -14,7 +14,7 @@ import { vhdTimestampToIso } from './timestamp';
 import { readLayerView } from '../layerView';
 import { planStagedBlocks, StagedCommits } from '../stagedCommits';
 import { writeParts } from '../bulkWrite';
-import { PAGE } from '../../io/alignedBuffer';
+import { alignedBuffer, PAGE } from '../../io/alignedBuffer';
 
 export type { LocatorData } from './locatorPaths';
 
@@ -603,7 +603,14 @@ export class VhdImage implements DiskImage {
     const bitmaps: Buffer[] = [];
     const bitmapAt: number[] = [];
     let end = start;
-    for (const plan of fresh) {
+    // Going direct, every block after the first of the append starts on a page, so its padding and
+    // bitmap fill whole pages: built in page-aligned memory that may stay in flight, they go direct
+    // in one call with the block's data. Buffered, each would wait for the whole direct write in
+    // flight before it (ext4's inode lock): 0.34 s of a 0.79 s merge of 512 MiB (2026-12-03).
+    const headBytes = Math.ceil(this.bitmapSize / PAGE) * PAGE;
+    const heads = align === PAGE ? alignedBuffer(fresh.length * headBytes) : null;
+    if (heads) allowWriteBehind(heads);
+    for (const [i, plan] of fresh.entries()) {
       const bitmap = Buffer.alloc(this.bitmapSize);
       if (this.diskType === 'dynamic') bitmap.fill(0xff);
       for (const part of plan.parts) {
@@ -611,7 +618,13 @@ export class VhdImage implements DiskImage {
       }
       const dataAt = Math.ceil((end + this.bitmapSize) / align) * align;
       bitmapAt.push(dataAt - this.bitmapSize);
-      vector.push(...zeroBytes(dataAt - this.bitmapSize - end), bitmap);
+      if (heads && end % PAGE === 0 && dataAt - end === headBytes) {
+        const head = heads.subarray(i * headBytes, (i + 1) * headBytes);
+        bitmap.copy(head, headBytes - this.bitmapSize);
+        vector.push(head);
+      } else {
+        vector.push(...zeroBytes(dataAt - this.bitmapSize - end), bitmap);
+      }
       let at = 0;
       for (const part of plan.parts) {
         vector.push(...zeroBytes(part.inBlock - at), part.data);
