@@ -12,11 +12,13 @@ import { findChildren, realPath } from './findChildren';
 import { OperationOptions, throwIfCancelled } from './progress';
 
 const READ_AHEAD = 3;
-/** Direct writes of the copy in flight at once (see setDirectWriteBehind); DISKIMG_MERGE_BEHIND=N sets it, 0 turns it off (measuring only). */
-// With writes in flight, a kill can leave a qcow2 target's refcounts covering clusters past the end
-// of the file (the refcount write landed, the data write had not): only leaks, since qcow2
-// allocation never hands out a counted cluster (Qcow2Image.firstFreeRun); before it did, a re-run
-// allocated them again (refcount 2), and this was off by default.
+/**
+ * Direct writes of the copy in flight at once (see setDirectWriteBehind); DISKIMG_MERGE_BEHIND=N
+ * sets it, 0 turns it off (measuring only). A kill with writes in flight can leave a qcow2 target's
+ * refcounts covering clusters past the end of the file (the refcount write landed, the data write
+ * had not): only leaks, since qcow2 allocation never hands out a counted cluster
+ * (Qcow2Image.firstFreeRun); before it did, a re-run allocated them again (refcount 2).
+ */
 const WRITE_BEHIND = process.env.DISKIMG_MERGE_BEHIND ? Math.max(0, Math.min(8, Number(process.env.DISKIMG_MERGE_BEHIND) || 0)) : 2;
 const MiB = 1024 * 1024;
 /** Whether the copy's aligned data goes to the disk around the page cache (see setDirectWrites); DISKIMG_MERGE_DIRECT=0 turns it off (measuring only). */
