@@ -20,8 +20,9 @@ const launcher = [
 await build({ ...common, entryPoints: ['src/cli/entry.ts'], outfile: 'dist/cli.js', sourcemap: false,
   platform: 'node', format: 'cjs', target: 'node20', banner: { js: launcher },
 });
+// PLAIN=1 leaves cliMain.js unminified, so CPU profiles name functions (measuring only).
 await build({ ...common, entryPoints: ['src/cli/main.ts'], outfile: 'dist/cliMain.js',
-  platform: 'node', format: 'cjs', target: 'node20', minify: true,
+  platform: 'node', format: 'cjs', target: 'node20', minify: process.env.PLAIN !== '1',
   alias: { 'node:child_process': './src/cli/lazyChildProcess.ts' } });
 chmodSync('dist/cli.js', 0o755);
 if (existsSync('webview/main.ts')) {

@@ -1,7 +1,7 @@
 import { strict as assert } from 'assert';
 import { readFileSync } from 'fs';
 import * as path from 'path';
-import { crc32c } from '../../src/format/vhdx/crc32c';
+import { crc32c, crc32cUpdate, crc32cWithZeroField, crc32cZeros } from '../../src/format/vhdx/crc32c';
 import { parseFileIdentifier } from '../../src/format/vhdx/fileIdentifier';
 import { formatGuid, parseGuid } from '../../src/format/vhdx/guid';
 import { isHeaderValid, parseHeader, serializeHeader } from '../../src/format/vhdx/header';
@@ -31,6 +31,39 @@ describe('VHDX structures', () => {
       }
       assert.equal(crc32c(data.subarray(0, n)), ~c >>> 0, `length ${n}`);
     }
+  });
+
+  it('CRC-32C: zero runs applied in O(log n) agree with the bitwise definition', () => {
+    const bitwise = (crc: number, data: Uint8Array) => {
+      let c = ~crc >>> 0;
+      for (const byte of data) {
+        c ^= byte;
+        for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
+      }
+      return ~c >>> 0;
+    };
+    // Zero tails of every size class around the search's steps (page, halves, bytes), behind
+    // prefixes of several lengths, and buffers that are all zero or end in a non-zero byte.
+    const tails = [0, 1, 63, 64, 255, 256, 257, 1000, 2048, 4095, 4096, 4097, 6000, 8192, 65536 - 16];
+    for (const prefix of [0, 1, 16, 100, 4096]) {
+      for (const tail of tails) {
+        const data = Buffer.alloc(prefix + tail);
+        for (let i = 0; i < prefix; i++) data[i] = (i * 73 + prefix + 1) & 0xff || 1;
+        assert.equal(crc32c(data), bitwise(0, data), `prefix ${prefix}, zero tail ${tail}`);
+        // A view into a larger buffer (offset not zero) and a continued CRC.
+        const framed = Buffer.concat([Buffer.from([9, 9, 9]), data, Buffer.from([5])]).subarray(3, 3 + data.length);
+        assert.equal(crc32cUpdate(0x12345678, framed), bitwise(0x12345678, data), `continued, prefix ${prefix}, tail ${tail}`);
+      }
+    }
+    for (const n of [0, 1, 7, 8, 255, 256, 4096, 65539, 1 << 20]) {
+      assert.equal(crc32cZeros(0xdeadbeef, n), bitwise(0xdeadbeef, new Uint8Array(n)), `${n} zeros`);
+    }
+    // The region table's shape: a 16-byte header and two entries, then 65,456 zero bytes.
+    const table = Buffer.alloc(65536);
+    table.write('regi', 0);
+    table.writeUInt32LE(2, 8);
+    for (let i = 16; i < 80; i++) table[i] = i * 13;
+    assert.equal(crc32cWithZeroField(table, 4), bitwise(0, table));
   });
 
   it('GUIDs: Microsoft byte order, round trip through text', () => {
