@@ -13,8 +13,12 @@ let syncReadLimit = 0;
  * on: a page-cache hit then costs a few microseconds instead of a thread-pool round trip of tens,
  * which is most of the time of a small read; long reads keep going through the pool.
  */
-export function setSynchronousReadLimit(bytes: number): void {
+export function setSynchronousReadLimit(bytes: number): () => void {
+  const before = syncReadLimit;
   syncReadLimit = bytes;
+  return () => {
+    syncReadLimit = before;
+  };
 }
 
 let syncWriteLimit = 0;
