@@ -1,7 +1,8 @@
 // qcow2 merge into a base that holds an internal snapshot: every cluster the overlay writes is shared
 // with the snapshot (refcount 2), so it is copied on write, never overwritten in place. diskimg merge
-// against qemu-img commit on fresh copies of the same pair each run.
-import { copyFileSync, existsSync, rmSync } from 'node:fs';
+// against qemu-img commit on fresh copies of the same pair each run, in a folder of their own emptied
+// before each run (merge scans the target's folder for other children of it; see merge.bench.mjs).
+import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { benchDir, compare, load, pairRatios, sh, timed } from './common.mjs';
 
@@ -18,8 +19,11 @@ export default async function ({ root }) {
     sh(`qemu-io -c "write -P 0x52 1000k 128M" -c "write -P 0x53 300M 64M" "${ov}" >/dev/null`);
   }
   const cli = join(root, 'dist', 'cli.js');
-  const work = (who) => ({ base: join(d, `snap-run-${who}-base.qcow2`), ov: join(d, `snap-run-${who}-ov.qcow2`) });
+  const folder = join(d, 'snap');
+  mkdirSync(folder, { recursive: true });
+  const work = (who) => ({ base: join(folder, `snap-run-${who}-base.qcow2`), ov: join(folder, `snap-run-${who}-ov.qcow2`) });
   const fresh = (who) => {
+    for (const f of readdirSync(folder)) rmSync(join(folder, f), { force: true });
     const w = work(who);
     copyFileSync(base, w.base);
     copyFileSync(ov, w.ov);
